@@ -1,0 +1,133 @@
+"""`sagebridge` command line: run (API + worker), api, worker, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+import typer
+import uvicorn
+from alembic import command
+from alembic.config import Config
+
+from app.embedded_redis import EmbeddedRedis
+from app.logging import configure_logging
+from app.main import create_app
+from app.settings import Settings, get_settings
+from app.workers.main import build_worker
+
+cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
+log = structlog.get_logger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate_database(settings: Settings) -> None:
+    """alembic upgrade head, against the configured (or embedded) database."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = settings.resolved_database_url
+    command.upgrade(config, "head")
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    settings = _settings()
+    migrate_database(settings)
+    log.info("db.migrated", database=_safe_url(settings.resolved_database_url))
+
+
+@cli.command()
+def run() -> None:
+    """Run everything: migrations, then API and worker in one process (the Quick start)."""
+    settings = _settings()
+    migrate_database(settings)
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+    try:
+        asyncio.run(_serve_all(settings))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if embedded is not None:
+            embedded.close()
+
+
+@cli.command()
+def api() -> None:
+    """Run only the HTTP API (needs REDIS_URL)."""
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
+    )
+
+
+@cli.command()
+def worker() -> None:
+    """Run only the worker (needs REDIS_URL)."""
+    settings = _settings()
+    asyncio.run(build_worker(settings).async_run())
+
+
+async def _serve_all(settings: Settings) -> None:
+    async with _sandbox(settings):
+        config = uvicorn.Config(
+            create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
+        )
+        server = uvicorn.Server(config)
+        worker = build_worker(settings)
+        log.info(
+            "bridge.running",
+            api=f"http://{settings.api_host}:{settings.api_port}",
+            webhook=f"http://{settings.api_host}:{settings.api_port}/webhooks/kommo/<secret>",
+            database=_safe_url(settings.resolved_database_url),
+        )
+        worker_task = asyncio.create_task(worker.async_run())
+        try:
+            await server.serve()
+        finally:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
+            await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def _sandbox(settings: Settings) -> AsyncIterator[None]:
+    if not settings.sandbox_mode:
+        yield
+        return
+    from app.demo import serve_demo_sandbox
+
+    async with serve_demo_sandbox(settings):
+        yield
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.sandbox_mode:
+        log.warning(
+            "sandbox.mode",
+            detail="no Kommo/Sage credentials configured: using the built-in sandbox upstreams",
+            kommo=settings.kommo_base_url,
+            sage=settings.sage_base_url,
+        )
+    return settings
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for logs."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,69 @@
+"""What every upstream client shares: one httpx call that turns transport failures into
+transient errors, and the parsing of Retry-After."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from app.errors import UpstreamTransientError
+
+log = structlog.get_logger(__name__)
+
+
+async def send(
+    http: httpx.AsyncClient,
+    upstream: str,
+    method: str,
+    path: str,
+    *,
+    transient: type[UpstreamTransientError] = UpstreamTransientError,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request; a network error or timeout becomes `transient` (retry later)."""
+    try:
+        response = await http.request(method, path, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise transient(upstream, f"{method} {path} timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise transient(upstream, f"{method} {path} failed: {type(exc).__name__}") from exc
+    log.debug(
+        "upstream.response",
+        upstream=upstream,
+        method=method,
+        path=path,
+        status=response.status_code,
+        elapsed_ms=round(response.elapsed.total_seconds() * 1000, 1),
+    )
+    return response
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def build_http_client(
+    base_url: str, *, headers: dict[str, str], timeout: float
+) -> httpx.AsyncClient:
+    """One AsyncClient per API for the process's life: pooled connections, explicit timeouts."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"User-Agent": "sagebridge/0.1", "Accept": "application/json", **headers},
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+    )

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from app.errors import UpstreamPermanentError, UpstreamTransientError
+
+
+class KommoTransientError(UpstreamTransientError):
+    """429, 5xx, network trouble: try again later."""
+
+
+class KommoRequestError(UpstreamPermanentError):
+    """Kommo refused the request (validation, rights, a blocked account): retrying cannot help."""
+
+
+class KommoNotFound(KommoRequestError):
+    """Kommo answered 204 or 404 for a single entity."""

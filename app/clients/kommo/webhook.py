@@ -1,0 +1,156 @@
+"""Kommo's webhook body: form-encoded, PHP-style bracketed keys, several events per body.
+
+`leads[status][0][id]=1&leads[status][0][status_id]=2&account[id]=3` becomes
+`{"leads": {"status": {"0": {"id": "1", "status_id": "2"}}}, "account": {"id": "3"}}`, from which
+`parse_webhook` takes every (entity, action, index) entry. Hook bodies are triggers, not data:
+the worker re-reads the lead before acting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+MAX_FIELDS = 10_000
+MAX_DEPTH = 8
+_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+_PART = re.compile(r"\[([^\[\]]*)\]")
+
+
+class WebhookFormatError(ValueError):
+    """The body is not a Kommo webhook; the message says which part is wrong."""
+
+
+@dataclass(frozen=True)
+class WebhookAccount:
+    id: str | None
+    subdomain: str | None
+    self_url: str | None
+
+
+@dataclass(frozen=True)
+class WebhookEntry:
+    entity: str  # leads, contacts, companies, task, catalogs, ...
+    action: str  # add, update, delete, restore, status, responsible, note
+    entity_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def int_field(self, name: str) -> int | None:
+        value = self.fields.get(name)
+        if value in (None, ""):
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise WebhookFormatError(
+                f"{self.entity}[{self.action}][…][{name}] must be an integer, got {value!r}"
+            ) from exc
+
+    @property
+    def changed_at(self) -> int:
+        """Kommo's own change time: newer captures send updated_at, older ones last_modified."""
+        return self.int_field("updated_at") or self.int_field("last_modified") or 0
+
+
+@dataclass(frozen=True)
+class KommoWebhook:
+    account: WebhookAccount
+    entries: tuple[WebhookEntry, ...]
+
+
+def parse_webhook(body: bytes) -> KommoWebhook:
+    tree = parse_bracketed_form(body)
+    account = tree.get("account")
+    if not isinstance(account, dict) or not (account.get("id") or account.get("subdomain")):
+        raise WebhookFormatError("missing account[id] / account[subdomain]")
+    entries = tuple(_entries(tree))
+    if not entries:
+        raise WebhookFormatError("no events in the body (expected keys like leads[status][0][id])")
+    links = account.get("_links")
+    self_url = links.get("self") if isinstance(links, dict) else None
+    return KommoWebhook(
+        account=WebhookAccount(
+            id=_str_or_none(account.get("id")),
+            subdomain=_str_or_none(account.get("subdomain")),
+            self_url=_str_or_none(self_url),
+        ),
+        entries=entries,
+    )
+
+
+def _entries(tree: dict[str, Any]) -> list[WebhookEntry]:
+    found: list[WebhookEntry] = []
+    for entity, actions in tree.items():
+        if entity == "account":
+            continue
+        if not isinstance(actions, dict):
+            raise WebhookFormatError(f"{entity} must hold actions like {entity}[status][0][id]")
+        for action, items in actions.items():
+            found.extend(_action_entries(entity, action, items))
+    return found
+
+
+def _action_entries(entity: str, action: str, items: Any) -> list[WebhookEntry]:
+    if not isinstance(items, dict):
+        raise WebhookFormatError(f"{entity}[{action}] must hold indexed entries like [0][id]")
+    entries = []
+    for index, fields in sorted(items.items(), key=lambda kv: _index(entity, action, kv[0])):
+        if not isinstance(fields, dict) or not str(fields.get("id") or "").strip():
+            raise WebhookFormatError(f"{entity}[{action}][{index}] has no [id]")
+        entity_id = str(fields["id"]).strip()
+        if entity == "leads" and not entity_id.isdigit():
+            raise WebhookFormatError(f"leads[{action}][{index}][id] must be an integer")
+        entries.append(WebhookEntry(entity, action, entity_id, fields))
+    return entries
+
+
+def _index(entity: str, action: str, index: str) -> int:
+    if not index.isdigit():
+        raise WebhookFormatError(f"{entity}[{action}][{index}]: the index must be a number")
+    return int(index)
+
+
+def parse_bracketed_form(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_FIELDS
+        )
+    except UnicodeDecodeError as exc:
+        raise WebhookFormatError("the body is not UTF-8") from exc
+    except ValueError as exc:
+        raise WebhookFormatError(f"not a form-encoded body: {exc}") from exc
+    tree: dict[str, Any] = {}
+    for key, value in pairs:
+        _assign(tree, _split_key(key), value, key)
+    return tree
+
+
+def _split_key(key: str) -> list[str]:
+    match = _KEY.match(key)
+    if match is None:
+        raise WebhookFormatError(f"malformed key {key!r}")
+    parts = [match.group(1), *_PART.findall(match.group(2))]
+    if len(parts) > MAX_DEPTH:
+        raise WebhookFormatError(f"key {key!r} is nested deeper than {MAX_DEPTH} levels")
+    if any(p == "" for p in parts[1:]):
+        raise WebhookFormatError(f"key {key!r} uses [] without an index")
+    return parts
+
+
+def _assign(tree: dict[str, Any], parts: list[str], value: str, key: str) -> None:
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise WebhookFormatError(f"key {key!r} conflicts with a plain value sent before it")
+        node = child
+    if isinstance(node.get(parts[-1]), dict):
+        raise WebhookFormatError(f"key {key!r} conflicts with nested keys sent before it")
+    node[parts[-1]] = value
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,101 @@
+"""Sage Business Cloud Accounting as the bridge's accounting system."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from app.clients.sage.client import SageClient
+from app.clients.sage.schemas import (
+    ContactIn,
+    ContactPersonIn,
+    InvoiceLineIn,
+    PostContact,
+    PostSalesInvoice,
+    SalesInvoice,
+    SalesInvoiceIn,
+)
+from app.domain import Customer, InvoiceDraft, InvoiceRef, TaxRate
+
+TAX_RATE_TTL_SECONDS = 600.0
+
+
+class SageAccounting:
+    name = "sage"
+
+    def __init__(self, client: SageClient, *, invoice_url_template: str) -> None:
+        self._client = client
+        self._url_template = invoice_url_template
+        self._tax_rates: dict[str, TaxRate] = {}
+        self._tax_rates_at = 0.0
+
+    async def find_customer(self, *, email: str) -> str | None:
+        wanted = email.casefold()
+        for contact in await self._client.find_contacts(email=email):
+            emails = {contact.email, getattr(contact.main_contact_person, "email", None)}
+            if contact.is_customer and wanted in {e.casefold() for e in emails if e}:
+                return contact.id
+        return None
+
+    async def create_customer(self, *, customer: Customer, idempotency_key: str) -> str:
+        person = ContactPersonIn(name=customer.name, email=customer.email, telephone=customer.phone)
+        body = PostContact(
+            contact=ContactIn(
+                name=customer.name or customer.email or f"Kommo contact {customer.crm_id}",
+                contact_type_ids=["CUSTOMER"],
+                main_contact_person=person,
+                idempotency_id=idempotency_key,
+            )
+        )
+        return (await self._client.create_contact(body=body)).id
+
+    async def find_invoice(self, *, reference: str) -> InvoiceRef | None:
+        for invoice in await self._client.find_sales_invoices(search=reference):
+            if invoice.reference == reference:
+                return self._ref(invoice)
+        return None
+
+    async def create_invoice(self, *, draft: InvoiceDraft) -> InvoiceRef:
+        lines = [
+            InvoiceLineIn(
+                description=line.description,
+                ledger_account_id=line.ledger_account_id,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                discount_amount=line.discount_amount or None,
+                tax_rate_id=line.tax_rate_id,
+                tax_amount=line.tax_amount,
+            )
+            for line in draft.lines
+        ]
+        body = PostSalesInvoice(
+            sales_invoice=SalesInvoiceIn(
+                contact_id=draft.contact_id,
+                date=draft.date,
+                due_date=draft.due_date,
+                reference=draft.reference,
+                notes=draft.notes,
+                invoice_lines=lines,
+                idempotency_id=draft.idempotency_key,
+            )
+        )
+        return self._ref(await self._client.create_sales_invoice(body=body))
+
+    async def tax_rates(self) -> dict[str, TaxRate]:
+        if time.monotonic() - self._tax_rates_at > TAX_RATE_TTL_SECONDS or not self._tax_rates:
+            rates = await self._client.list_tax_rates()
+            self._tax_rates = {
+                r.id: TaxRate(id=r.id, percentage=r.percentage or Decimal(0)) for r in rates
+            }
+            self._tax_rates_at = time.monotonic()
+        return self._tax_rates
+
+    def _ref(self, invoice: SalesInvoice) -> InvoiceRef:
+        page = next((link.href for link in invoice.links if link.rel == "alternate"), None)
+        return InvoiceRef(
+            id=invoice.id,
+            number=invoice.invoice_number or invoice.displayed_as,
+            url=page or self._url_template.format(id=invoice.id),
+            reference=invoice.reference,
+            total_amount=invoice.total_amount,
+        )

@@ -1,0 +1,113 @@
+"""Sage Business Cloud Accounting v3.1 client: typed, keyword-only, X-Business on every call."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from app.clients.http import retry_after_seconds, send
+from app.clients.sage.errors import SageRequestError, SageTransientError
+from app.clients.sage.schemas import (
+    Contact,
+    Page,
+    PostContact,
+    PostSalesInvoice,
+    SalesInvoice,
+    TaxRate,
+)
+
+UPSTREAM = "sage"
+MAX_PAGE = 200
+M = TypeVar("M", bound=BaseModel)
+
+
+class SageClient:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def find_contacts(self, *, email: str) -> list[Contact]:
+        params = {"email": email, "attributes": "contact_types,email,main_contact_person"}
+        return await self._list("/contacts", params, Contact)
+
+    async def create_contact(self, *, body: PostContact) -> Contact:
+        data = await self._post("/contacts", body)
+        return Contact.model_validate(data)
+
+    async def find_sales_invoices(self, *, search: str) -> list[SalesInvoice]:
+        params = {"search": search, "attributes": "invoice_number,reference,total_amount,links"}
+        return await self._list("/sales_invoices", params, SalesInvoice)
+
+    async def create_sales_invoice(self, *, body: PostSalesInvoice) -> SalesInvoice:
+        return SalesInvoice.model_validate(await self._post("/sales_invoices", body))
+
+    async def list_tax_rates(self) -> list[TaxRate]:
+        return await self._list("/tax_rates", {"attributes": "percentage"}, TaxRate)
+
+    async def _list(self, path: str, params: dict[str, Any], model: type[M]) -> list[M]:
+        query = {**params, "items_per_page": MAX_PAGE, "page": 1}
+        items: list[M] = []
+        while True:
+            response = await self._request("GET", path, params=query)
+            page = Page[model].model_validate(response.json())  # type: ignore[valid-type]
+            items.extend(page.items)
+            if not page.next or not page.items:
+                return items
+            query["page"] += 1
+
+    async def _post(self, path: str, body: BaseModel) -> Any:
+        payload = _json_numbers(body.model_dump(mode="python", exclude_none=True))
+        return (await self._request("POST", path, json=payload)).json()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await send(
+            self._http, UPSTREAM, method, path, transient=SageTransientError, **kwargs
+        )
+        _raise_for_status(method, path, response)
+        return response
+
+
+def _json_numbers(value: Any) -> Any:
+    """Decimals as JSON numbers. Values are 2-dp money or short quantities, whose shortest float
+    repr is exactly their decimal text, so nothing is lost on the way to Sage."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 300:
+        return
+    detail = f"{method} {path} → {status}: {sage_messages(response)}"
+    if status == 429 or status >= 500:
+        raise SageTransientError(
+            UPSTREAM, detail, status=status, retry_after=retry_after_seconds(response)
+        )
+    raise SageRequestError(UPSTREAM, detail, status=status)
+
+
+def sage_messages(response: httpx.Response) -> str:
+    """Sage's error array `[{"$severity","$dataCode","$message","$source"}]` as one sentence."""
+    try:
+        errors = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(errors, dict):
+        errors = [errors]
+    if not isinstance(errors, list):
+        return str(errors)[:200]
+    parts = []
+    for err in errors:
+        if isinstance(err, dict):
+            source = f" ({err['$source']})" if err.get("$source") else ""
+            parts.append(f"{err.get('$dataCode', 'Error')}: {err.get('$message', '')}{source}")
+    return "; ".join(parts) or response.reason_phrase

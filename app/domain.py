@@ -1,0 +1,84 @@
+"""The bridge's own vocabulary, shared by every CRM and accounting adapter.
+
+Glossary (README): deal = Kommo lead; line item = catalog element linked to the lead; customer =
+the lead's main contact = a Sage CUSTOMER contact; invoice = Sage sales invoice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class Customer:
+    crm_id: str
+    name: str
+    email: str | None
+    phone: str | None = None
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One product on a deal, as the CRM describes it (before any ledger mapping)."""
+
+    element_id: str
+    name: str
+    quantity: Decimal
+    unit_price: Decimal
+    sku: str | None = None
+    product_type: str | None = None
+    discount_percent: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Deal:
+    id: str
+    account_id: str
+    name: str
+    pipeline_id: int
+    status_id: int
+    responsible_user_id: int | None
+    customer: Customer | None
+    lines: tuple[LineItem, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """A line ready for the accounting system: mapped and with tax computed."""
+
+    description: str
+    ledger_account_id: str
+    tax_rate_id: str | None
+    quantity: Decimal
+    unit_price: Decimal
+    discount_amount: Decimal
+    net_amount: Decimal
+    tax_amount: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceDraft:
+    contact_id: str
+    date: dt.date
+    due_date: dt.date
+    reference: str
+    idempotency_key: str
+    lines: tuple[InvoiceLine, ...]
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class InvoiceRef:
+    id: str
+    number: str | None
+    url: str | None
+    reference: str | None = None
+    total_amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class TaxRate:
+    id: str
+    percentage: Decimal

@@ -1,0 +1,55 @@
+"""Turning a parsed CRM webhook into inbox events: which start work and which are only recorded."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from app.clients.kommo.webhook import KommoWebhook, WebhookEntry
+from app.models import EventState
+from app.repositories import NewEvent
+
+SOURCE = "kommo"
+
+
+def kommo_events(
+    hook: KommoWebhook, *, account_id: str, trigger_pipeline_id: int, trigger_status_id: int
+) -> list[NewEvent]:
+    """One event per entry. Only a lead status change into the trigger stage is PENDING work."""
+    return [_event(e, account_id, (trigger_pipeline_id, trigger_status_id)) for e in hook.entries]
+
+
+def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> NewEvent:
+    pipeline_id = entry.int_field("pipeline_id")
+    status_id = entry.int_field("status_id")
+    is_trigger = entry.entity == "leads" and entry.action == "status"
+    is_trigger = is_trigger and (pipeline_id, status_id) == trigger
+    if is_trigger:
+        # One row per (account, deal, trigger stage): duplicates and retries collapse into it.
+        key = f"{SOURCE}:{account_id}:lead:{entry.entity_id}:trigger:{trigger[0]}:{trigger[1]}"
+        state, reason = EventState.PENDING, None
+    else:
+        key = (
+            f"{SOURCE}:{account_id}:{entry.entity}:{entry.entity_id}:{entry.action}:"
+            f"{pipeline_id}:{status_id}:{entry.changed_at}"
+        )
+        state, reason = EventState.SKIPPED, _skip_reason(entry)
+    return NewEvent(
+        source=SOURCE,
+        dedupe_key=key,
+        account_id=account_id,
+        deal_id=entry.entity_id,
+        action=f"{entry.entity}.{entry.action}",
+        pipeline_id=pipeline_id,
+        status_id=status_id,
+        responsible_user_id=entry.int_field("responsible_user_id"),
+        changed_at=entry.changed_at,
+        state=state,
+        payload=asdict(entry),
+        last_error=reason,
+    )
+
+
+def _skip_reason(entry: WebhookEntry) -> str:
+    if entry.entity == "leads" and entry.action == "status":
+        return "moved to a stage that is not the invoice trigger"
+    return f"{entry.entity}[{entry.action}] events do not raise invoices"

@@ -1,0 +1,388 @@
+"""Raising one invoice for one deal: the business logic the worker job calls.
+
+Every step can run again after a crash, a timeout or a duplicate delivery without a second
+invoice: the local `deal_invoices` row (unique per deal) is written *before* the accounting POST,
+a row left in POSTING means "look the invoice up by reference before creating again", and the POST
+carries a deterministic idempotency key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import Customer, Deal, InvoiceDraft, InvoiceLine, InvoiceRef, LineItem, TaxRate
+from app.errors import UpstreamPermanentError, UpstreamTransientError
+from app.mapping import LedgerMapping
+from app.models import (
+    TERMINAL_STATES,
+    DealInvoice,
+    EventState,
+    InboxEvent,
+    InvoiceRecordState,
+    TaskState,
+    utcnow,
+)
+from app.money import line_amounts
+from app.ports import Accounting, Crm, DealNotFound
+from app.repositories import ContactLinkRepository, InboxRepository, InvoiceRepository
+
+log = structlog.get_logger(__name__)
+
+Schedule = Callable[[int, int, datetime | None], Awaitable[None]]
+TASK_RETRY_DELAY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    trigger_pipeline_id: int
+    trigger_status_id: int
+    retry_delays: tuple[timedelta, ...]
+    lease: timedelta
+    due_days: int
+    task_deadline: timedelta
+    mapping_file: str
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """What processing an event needs; built once per worker process."""
+
+    crm: Crm
+    accounting: Accounting
+    mapping: Callable[[], LedgerMapping]
+    config: PipelineConfig
+    schedule: Schedule
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: EventState
+    detail: str
+    task_text: str | None = None
+
+
+class StageMismatch(Exception):
+    """The deal left the invoice stage before we got to it."""
+
+
+def idempotency_key(*parts: str) -> str:
+    """32 lowercase hex characters, the same for the same deal every time."""
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:32]
+
+
+def invoice_reference(crm: str, deal_id: str) -> str:
+    return f"{crm.upper()}-{deal_id}"
+
+
+async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) -> EventState | None:
+    """Run one inbox event if it is due and nobody else holds it; return its state afterwards."""
+    inbox = InboxRepository(session)
+    event = await inbox.claim(event_id, lease=bridge.config.lease)
+    if event is None:
+        return None
+    structlog.contextvars.bind_contextvars(event_id=event.id, deal_id=event.deal_id)
+    try:
+        if event.state not in TERMINAL_STATES:
+            await _run(session, bridge, event)
+        if event.task_state == TaskState.PENDING:
+            await _open_task(session, bridge, event)
+        return EventState(event.state)
+    finally:
+        event.lease_until = None
+        await session.commit()
+        structlog.contextvars.unbind_contextvars("event_id", "deal_id")
+
+
+async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    try:
+        outcome = await raise_invoice(session, bridge, event)
+    except UpstreamTransientError as exc:
+        await _retry_or_give_up(session, bridge, event, exc)
+        return
+    except UpstreamPermanentError as exc:
+        outcome = Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))
+    except Exception as exc:  # a bug must not lose the event: retry it like a transient error
+        log.exception("event.unexpected_error")
+        await _retry_or_give_up(session, bridge, event, exc)
+        return
+    _finish(event, outcome)
+    log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
+
+
+async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
+    invoices = InvoiceRepository(session)
+    record = await invoices.get(
+        crm=bridge.crm.name, account_id=event.account_id, deal_id=event.deal_id
+    )
+    if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
+        return Outcome(EventState.INVOICED, f"already invoiced as {record.invoice_number}")
+    try:
+        deal = await bridge.crm.get_deal(deal_id=event.deal_id)
+    except DealNotFound:
+        return Outcome(EventState.SKIPPED, "the deal no longer exists in the CRM")
+    invoice = await _existing_invoice(bridge, record)
+    if invoice is None:
+        try:
+            invoice = await _create_invoice(session, bridge, event, deal, record)
+        except StageMismatch as exc:
+            return Outcome(EventState.SKIPPED, str(exc))
+        except UnmappedLines as exc:
+            return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text)
+    await bridge.crm.write_invoice(deal_id=deal.id, invoice=invoice)
+    record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
+    assert record is not None
+    record.state = InvoiceRecordState.WRITTEN_BACK.value
+    log.info("invoice.written_back", invoice_id=invoice.id, invoice_number=invoice.number)
+    return Outcome(EventState.INVOICED, f"invoice {invoice.number} ({invoice.id})")
+
+
+async def _existing_invoice(bridge: Bridge, record: DealInvoice | None) -> InvoiceRef | None:
+    if record is None:
+        return None
+    if record.invoice_id is not None:
+        return InvoiceRef(record.invoice_id, record.invoice_number, record.invoice_url)
+    # POSTING: an earlier attempt may have created it and died (or timed out) before hearing so.
+    found = await bridge.accounting.find_invoice(reference=record.reference)
+    if found is not None:
+        log.info("invoice.adopted", invoice_id=found.id, reference=record.reference)
+        _store_created(record, found)
+    return found
+
+
+async def _create_invoice(
+    session: AsyncSession,
+    bridge: Bridge,
+    event: InboxEvent,
+    deal: Deal,
+    record: DealInvoice | None,
+) -> InvoiceRef:
+    cfg = bridge.config
+    if (deal.pipeline_id, deal.status_id) != (cfg.trigger_pipeline_id, cfg.trigger_status_id):
+        raise StageMismatch(
+            f"the deal is now in pipeline {deal.pipeline_id} stage {deal.status_id}, "
+            "not the invoice stage"
+        )
+    lines = await _invoice_lines(bridge, deal)
+    contact_id = await _resolve_contact(session, bridge, deal)
+    draft = _draft(bridge, deal, contact_id, lines)
+    if record is None:
+        record = await _start_record(session, bridge, event, deal, draft)
+    invoice = await bridge.accounting.create_invoice(draft=draft)
+    _store_created(record, invoice)
+    await session.commit()
+    log.info("invoice.created", invoice_id=invoice.id, invoice_number=invoice.number)
+    return invoice
+
+
+async def _start_record(
+    session: AsyncSession, bridge: Bridge, event: InboxEvent, deal: Deal, draft: InvoiceDraft
+) -> DealInvoice:
+    record = DealInvoice(
+        crm=bridge.crm.name,
+        account_id=deal.account_id,
+        deal_id=deal.id,
+        event_id=event.id,
+        reference=draft.reference,
+        idempotency_key=draft.idempotency_key,
+        contact_id=draft.contact_id,
+    )
+    started = await InvoiceRepository(session).start(record)
+    if started is None:
+        raise UpstreamTransientError("bridge", "another attempt is raising this deal's invoice")
+    await session.commit()
+    return started
+
+
+def _store_created(record: DealInvoice, invoice: InvoiceRef) -> None:
+    record.state = InvoiceRecordState.CREATED.value
+    record.invoice_id = invoice.id
+    record.invoice_number = invoice.number
+    record.invoice_url = invoice.url
+    record.total_amount = invoice.total_amount
+
+
+class UnmappedLines(Exception):
+    def __init__(self, lines: list[LineItem], mapping_file: str) -> None:
+        names = ", ".join(_describe_line(line) for line in lines)
+        super().__init__(f"no ledger mapping for {names}")
+        self.task_text = (
+            f"Sage invoice NOT raised: no ledger account is mapped for {names}. Ask ops to add "
+            f"a rule for each to {mapping_file} (match by element_id, sku or product_type), then "
+            "move the deal to the invoice stage again."
+        )
+
+
+def _describe_line(line: LineItem) -> str:
+    extra = ", ".join(f"{k} {v}" for k, v in (("SKU", line.sku), ("type", line.product_type)) if v)
+    return f"'{line.name}' (element {line.element_id}{', ' + extra if extra else ''})"
+
+
+async def _invoice_lines(bridge: Bridge, deal: Deal) -> tuple[InvoiceLine, ...]:
+    if not deal.lines:
+        raise UpstreamPermanentError(
+            bridge.crm.name, "the deal has no products; add them and move it to the stage again"
+        )
+    mapping = bridge.mapping()
+    mapped = [(line, mapping.resolve(line)) for line in deal.lines]
+    unmapped = [line for line, m in mapped if m is None]
+    if unmapped:
+        raise UnmappedLines(unmapped, bridge.config.mapping_file)
+    rates = await bridge.accounting.tax_rates()
+    return tuple(
+        _price(line, m.ledger_account_id, _rate(rates, m.tax_rate_id)) for line, m in mapped if m
+    )
+
+
+def _rate(rates: dict[str, TaxRate], tax_rate_id: str | None) -> TaxRate | None:
+    if tax_rate_id is None:
+        return None
+    if tax_rate_id not in rates:
+        raise UpstreamPermanentError(
+            "sage", f"tax rate {tax_rate_id!r} from the ledger mapping does not exist in Sage"
+        )
+    return rates[tax_rate_id]
+
+
+def _price(line: LineItem, ledger_account_id: str, rate: TaxRate | None) -> InvoiceLine:
+    amounts = line_amounts(
+        quantity=line.quantity,
+        unit_price=line.unit_price,
+        tax_percent=rate.percentage if rate else 0,  # type: ignore[arg-type]
+        discount_percent=line.discount_percent,
+    )
+    return InvoiceLine(
+        description=line.name,
+        ledger_account_id=ledger_account_id,
+        tax_rate_id=rate.id if rate else None,
+        quantity=line.quantity,
+        unit_price=line.unit_price,
+        discount_amount=amounts.discount,
+        net_amount=amounts.net,
+        tax_amount=amounts.tax,
+    )
+
+
+async def _resolve_contact(session: AsyncSession, bridge: Bridge, deal: Deal) -> str:
+    customer = deal.customer
+    if customer is None or not customer.email:
+        raise UpstreamPermanentError(
+            bridge.crm.name,
+            "the deal's main contact has no email address; add one so the customer can be found "
+            "in Sage, then move the deal to the invoice stage again",
+        )
+    links = ContactLinkRepository(session)
+    link = await links.get(accounting=bridge.accounting.name, email=customer.email)
+    if link is not None:
+        return link.accounting_contact_id
+    contact_id = await _find_or_create_customer(bridge, customer, customer.email)
+    await links.remember(
+        accounting=bridge.accounting.name,
+        email=customer.email,
+        crm_contact_id=customer.crm_id,
+        accounting_contact_id=contact_id,
+    )
+    await session.commit()
+    return contact_id
+
+
+async def _find_or_create_customer(bridge: Bridge, customer: Customer, email: str) -> str:
+    found = await bridge.accounting.find_customer(email=email)
+    if found is not None:
+        log.info("contact.reused", contact_id=found)
+        return found
+    key = idempotency_key(bridge.accounting.name, "contact", email.casefold())
+    created = await bridge.accounting.create_customer(customer=customer, idempotency_key=key)
+    log.info("contact.created", contact_id=created)
+    return created
+
+
+def _draft(
+    bridge: Bridge, deal: Deal, contact_id: str, lines: tuple[InvoiceLine, ...]
+) -> InvoiceDraft:
+    today = date.today()
+    return InvoiceDraft(
+        contact_id=contact_id,
+        date=today,
+        due_date=today + timedelta(days=bridge.config.due_days),
+        reference=invoice_reference(bridge.crm.name, deal.id),
+        idempotency_key=idempotency_key(bridge.crm.name, deal.account_id, deal.id),
+        lines=lines,
+        notes=f"{deal.name} ({bridge.crm.deal_url(deal_id=deal.id)})",
+    )
+
+
+async def _retry_or_give_up(
+    session: AsyncSession, bridge: Bridge, event: InboxEvent, exc: Exception
+) -> None:
+    event.attempts += 1
+    detail = exc.detail if isinstance(exc, UpstreamTransientError) else repr(exc)
+    event.last_error = detail
+    delays = bridge.config.retry_delays
+    if event.attempts > len(delays):
+        _finish(event, Outcome(EventState.FAILED, detail, _exhausted_task_text(event, detail)))
+        log.warning("event.retries_exhausted", attempts=event.attempts, error=detail)
+        return
+    delay = delays[event.attempts - 1]
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    event.state = EventState.RETRYING.value
+    event.next_attempt_at = utcnow() + delay
+    event.lease_until = None
+    await session.commit()
+    log.warning(
+        "event.retry_scheduled", attempt=event.attempts, delay_s=delay.total_seconds(), error=detail
+    )
+    await bridge.schedule(event.id, event.attempts, event.next_attempt_at)
+
+
+def _finish(event: InboxEvent, outcome: Outcome) -> None:
+    event.state = outcome.state.value
+    event.next_attempt_at = None
+    event.last_error = None if outcome.state == EventState.INVOICED else outcome.detail
+    if outcome.task_text is not None:
+        event.task_state = TaskState.PENDING.value
+        event.task_text = outcome.task_text
+        event.next_attempt_at = utcnow()
+
+
+async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    """Exactly one task per finished event: the state is committed before the CRM call."""
+    await session.commit()
+    due = utcnow() + bridge.config.task_deadline
+    try:
+        task_id = await bridge.crm.create_task(
+            deal_id=event.deal_id,
+            responsible_user_id=event.responsible_user_id,
+            text=event.task_text or "",
+            due=due,
+        )
+    except (UpstreamTransientError, UpstreamPermanentError) as exc:
+        event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
+        log.error("task.create_failed", error=exc.detail)
+        return
+    event.task_state = TaskState.CREATED.value
+    event.task_id = task_id
+    event.next_attempt_at = None
+    log.info("task.created", task_id=task_id)
+
+
+def _permanent_task_text(exc: UpstreamPermanentError) -> str:
+    return (
+        f"Sage invoice NOT raised: {exc.upstream.capitalize()} refused it: {exc.detail}. "
+        "Correct what it names, then move the deal to the invoice stage again."
+    )
+
+
+def _exhausted_task_text(event: InboxEvent, detail: str) -> str:
+    return (
+        f"Sage invoice NOT raised after {event.attempts} attempts; the last error was: {detail}. "
+        f"The bridge has stopped retrying. When the service is reachable again, ask ops to "
+        f"replay event {event.id} (POST /ops/events/{event.id}/replay)."
+    )

@@ -1,0 +1,65 @@
+"""create_app(): the HTTP edge. The lifespan opens the database, the Redis pool and the mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.errors import AppError
+from app.logging import configure_logging
+from app.queue import open_pool
+from app.routes import health, ops, webhooks
+from app.runtime import Database, MappingHolder
+from app.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set: use `sagebridge run` for the embedded Redis")
+        app.state.settings = settings
+        app.state.db = Database.open(settings)
+        app.state.queue = await open_pool(settings.redis_url)
+        app.state.mapping = MappingHolder.load(settings)
+        log.info("api.started", sandbox=settings.sandbox_mode)
+        try:
+            yield
+        finally:
+            await app.state.queue.aclose()
+            await app.state.db.close()
+
+    app = FastAPI(title="sagebridge", version="0.1.0", lifespan=lifespan)
+    app.include_router(webhooks.router)
+    app.include_router(ops.router)
+    app.include_router(health.router)
+    app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    return app
+
+
+async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+    return JSONResponse({"error": "bad_request", "detail": problems}, status_code=400)
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory app.main:app_factory`."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

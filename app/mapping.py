@@ -1,0 +1,203 @@
+"""The ledger mapping: which Sage ledger account (and tax rate) each CRM product goes to.
+
+`config/ledger_mappings.yaml` is the single source of truth. It is loaded into a frozen model and
+validated as a whole; an invalid file is refused with every problem listed by line, and nothing of
+it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.domain import LineItem
+
+MATCH_KINDS = ("element_id", "sku", "product_type")
+
+
+class MappingError(ValueError):
+    """The mapping file cannot be used; `problems` lists each one, with its line where known."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    element_id: int | None = None
+    sku: str | None = Field(default=None, min_length=1)
+    product_type: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Match:
+        given = [k for k in MATCH_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"match needs exactly one of {', '.join(MATCH_KINDS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in MATCH_KINDS if getattr(self, k) is not None)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        value = getattr(self, self.kind)
+        return self.kind, str(value).casefold()
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    match: Match
+    ledger_account_id: str = Field(min_length=1)
+    tax_rate_id: str | None = Field(default=None, min_length=1)
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tax_rate_id: str | None = Field(default=None, min_length=1)
+    # A catch-all account. Unset by default: an unmapped line must reach a person, not a guess.
+    ledger_account_id: str | None = Field(default=None, min_length=1)
+
+
+class MappingFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(ge=1, le=1)
+    defaults: Defaults = Defaults()
+    rules: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mapped:
+    ledger_account_id: str
+    tax_rate_id: str | None
+    matched_by: str
+
+
+@dataclass(frozen=True)
+class LedgerMapping:
+    source: str
+    sha256: str
+    file: MappingFile
+
+    def resolve(self, line: LineItem) -> Mapped | None:
+        index = {rule.match.key: rule for rule in self.file.rules}
+        for kind, value in _line_keys(line):
+            rule = index.get((kind, value.casefold()))
+            if rule is not None:
+                tax = rule.tax_rate_id or self.file.defaults.tax_rate_id
+                return Mapped(rule.ledger_account_id, tax, f"{kind}={value}")
+        if self.file.defaults.ledger_account_id is not None:
+            return Mapped(
+                self.file.defaults.ledger_account_id, self.file.defaults.tax_rate_id, "default"
+            )
+        return None
+
+    def ledger_account_ids(self) -> set[str]:
+        ids = {rule.ledger_account_id for rule in self.file.rules}
+        return ids | ({self.file.defaults.ledger_account_id} - {None})  # type: ignore[operator]
+
+    def tax_rate_ids(self) -> set[str]:
+        ids = {rule.tax_rate_id for rule in self.file.rules if rule.tax_rate_id}
+        if self.file.defaults.tax_rate_id:
+            ids.add(self.file.defaults.tax_rate_id)
+        return ids
+
+
+def _line_keys(line: LineItem) -> Iterable[tuple[str, str]]:
+    """The keys a line can be matched by, most specific first."""
+    yield "element_id", line.element_id
+    if line.sku:
+        yield "sku", line.sku
+    if line.product_type:
+        yield "product_type", line.product_type
+
+
+def load_mapping(path: Path) -> LedgerMapping:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MappingError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    return parse_mapping(text, source=str(path))
+
+
+def parse_mapping(text: str, *, source: str) -> LedgerMapping:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MappingError(source, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise MappingError(source, ["the file must be a mapping with 'version' and 'rules'"])
+    try:
+        parsed = MappingFile.model_validate(data)
+    except ValidationError as exc:
+        raise MappingError(source, _describe(exc, root)) from exc
+    problems = _semantic_problems(parsed, root)
+    if problems:
+        raise MappingError(source, problems)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return LedgerMapping(source=source, sha256=digest, file=parsed)
+
+
+def _semantic_problems(parsed: MappingFile, root: Any) -> list[str]:
+    problems: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, rule in enumerate(parsed.rules):
+        where = _rule_line(root, i)
+        if rule.match.key in seen:
+            first = seen[rule.match.key]
+            problems.append(
+                f"line {where}: rule {i + 1} matches {rule.match.kind}={rule.match.key[1]!r}, "
+                f"already matched by rule {first + 1} (line {_rule_line(root, first)})"
+            )
+        seen.setdefault(rule.match.key, i)
+        if rule.tax_rate_id is None and parsed.defaults.tax_rate_id is None:
+            problems.append(
+                f"line {where}: rule {i + 1} names no tax_rate_id and defaults.tax_rate_id is unset"
+            )
+    return problems
+
+
+def _describe(exc: ValidationError, root: Any) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = err["loc"]
+        line = _line_for(root, loc)
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        problems.append(f"line {line}: {path}: {err['msg']}")
+    return problems
+
+
+def _line_for(root: Any, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of the deepest YAML node that `loc` reaches."""
+    node = root
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1 if node is not None else 1
+
+
+def _child(node: Any, part: int | str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if k.value == part), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
+
+
+def _rule_line(root: Any, index: int) -> int:
+    return _line_for(root, ("rules", index))

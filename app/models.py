@@ -1,0 +1,145 @@
+"""Database tables: the durable inbox of events, the deal → invoice record, and contact links."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out, whatever the backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventState(enum.StrEnum):
+    PENDING = "pending"  # due now
+    RETRYING = "retrying"  # waiting for next_attempt_at after a transient failure
+    INVOICED = "invoiced"  # terminal: invoice exists and is written back to the deal
+    SKIPPED = "skipped"  # terminal: nothing to do (other stage, or deal no longer in the stage)
+    NEEDS_MAPPING = "needs_mapping"  # terminal: a line has no ledger mapping; manager has a task
+    FAILED = "failed"  # terminal: permanent error or retries exhausted; manager has a task
+
+
+TERMINAL_STATES = frozenset(
+    {EventState.INVOICED, EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED}
+)
+# A later move of the deal into the trigger stage starts these over.
+REOPENABLE_STATES = frozenset({EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED})
+
+
+class TaskState(enum.StrEnum):
+    PENDING = "pending"  # a task must be opened for this event
+    CREATED = "created"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class InboxEvent(Base):
+    """One thing the CRM told us, stored before we answer it. Redis only delivers these."""
+
+    __tablename__ = "inbox_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    pipeline_id: Mapped[int | None] = mapped_column(BigInteger)
+    status_id: Mapped[int | None] = mapped_column(BigInteger)
+    responsible_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The CRM's change timestamp: a newer move into the stage reopens a finished event.
+    changed_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    task_text: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InvoiceRecordState(enum.StrEnum):
+    POSTING = "posting"  # written before the accounting POST: a crash here means "look it up"
+    CREATED = "created"
+    WRITTEN_BACK = "written_back"
+
+
+class DealInvoice(Base):
+    """Exactly one invoice per deal: the unique constraint is the local guarantee."""
+
+    __tablename__ = "deal_invoices"
+    __table_args__ = (UniqueConstraint("crm", "account_id", "deal_id", name="uq_deal_invoice"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[int] = mapped_column(ForeignKey("inbox_events.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(32))
+    contact_id: Mapped[str | None] = mapped_column(String(64))
+    invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    invoice_number: Mapped[str | None] = mapped_column(String(64))
+    invoice_url: Mapped[str | None] = mapped_column(Text)
+    total_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ContactLink(Base):
+    """CRM customer email → accounting contact id, so a customer is found, not duplicated."""
+
+    __tablename__ = "contact_links"
+    __table_args__ = (UniqueConstraint("accounting", "email", name="uq_contact_link"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    accounting: Mapped[str] = mapped_column(String(32))
+    email: Mapped[str] = mapped_column(String(320))
+    crm_contact_id: Mapped[str] = mapped_column(String(64))
+    accounting_contact_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,38 @@
+"""Money arithmetic. Decimal end to end; each line rounded to 2 dp half-up, as Sage shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+CENT = Decimal("0.01")
+HUNDRED = Decimal(100)
+
+
+def round_money(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class LineAmounts:
+    discount: Decimal
+    net: Decimal
+    tax: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.net + self.tax
+
+
+def line_amounts(
+    *,
+    quantity: Decimal,
+    unit_price: Decimal,
+    tax_percent: Decimal,
+    discount_percent: Decimal | None = None,
+) -> LineAmounts:
+    """Net = quantity × unit price − discount; tax = net × rate, each rounded per line."""
+    gross = quantity * unit_price
+    discount = round_money(gross * (discount_percent or Decimal(0)) / HUNDRED)
+    net = round_money(gross) - discount
+    return LineAmounts(discount=discount, net=net, tax=round_money(net * tax_percent / HUNDRED))

@@ -1,0 +1,53 @@
+"""The two small interfaces the invoice logic talks to. A new CRM or Sage product is a new adapter.
+
+Adapters raise `app.errors.UpstreamTransientError` or `UpstreamPermanentError`, nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from app.domain import Customer, Deal, InvoiceDraft, InvoiceRef, TaxRate
+
+
+class DealNotFound(Exception):
+    """The CRM no longer has the deal (deleted or never existed)."""
+
+
+class Crm(Protocol):
+    name: str
+
+    async def get_deal(self, *, deal_id: str) -> Deal:
+        """The deal as it is now, with its customer and fully described line items."""
+        ...
+
+    async def write_invoice(self, *, deal_id: str, invoice: InvoiceRef) -> None:
+        """Show the invoice number and link on the deal."""
+        ...
+
+    async def create_task(
+        self, *, deal_id: str, responsible_user_id: int | None, text: str, due: datetime
+    ) -> str:
+        """Open a follow-up for the deal's manager; returns the CRM task id."""
+        ...
+
+    def deal_url(self, *, deal_id: str) -> str: ...
+
+
+class Accounting(Protocol):
+    name: str
+
+    async def find_customer(self, *, email: str) -> str | None:
+        """The id of an existing customer contact with this email, if any."""
+        ...
+
+    async def create_customer(self, *, customer: Customer, idempotency_key: str) -> str: ...
+
+    async def find_invoice(self, *, reference: str) -> InvoiceRef | None:
+        """An invoice already raised with this reference (a previous attempt that timed out)."""
+        ...
+
+    async def create_invoice(self, *, draft: InvoiceDraft) -> InvoiceRef: ...
+
+    async def tax_rates(self) -> dict[str, TaxRate]: ...

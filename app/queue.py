@@ -1,0 +1,53 @@
+"""The one module that knows arq. The durable inbox is the record; Redis only delivers it.
+
+arq is in maintenance mode, so everything else talks to `enqueue_event` and `RedisQueue`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+PROCESS_EVENT = "process_event"
+QUEUE_NAME = "sagebridge:queue"
+# A job that fires a moment before its row is due would find nothing to do; aim just after.
+DEFER_SLACK = timedelta(seconds=1)
+
+
+def job_id(event_id: int, attempt: int) -> str:
+    """Deterministic: a duplicate enqueue of the same attempt is refused by arq itself."""
+    return f"event:{event_id}:{attempt}"
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 1
+    settings.conn_timeout = 2
+    return settings
+
+
+async def open_pool(url: str) -> ArqRedis:
+    pool: ArqRedis = await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
+    return pool
+
+
+async def enqueue_event(
+    redis: ArqRedis, event_id: int, attempt: int, at: datetime | None = None
+) -> bool:
+    """Ask a worker to run the event; False if Redis is unreachable (the sweeper will catch up)."""
+    kwargs: dict[str, Any] = {"_job_id": job_id(event_id, attempt), "_queue_name": QUEUE_NAME}
+    if at is not None:
+        kwargs["_defer_until"] = at + DEFER_SLACK
+    try:
+        job = await redis.enqueue_job(PROCESS_EVENT, event_id, **kwargs)
+    except (RedisError, OSError) as exc:
+        log.warning("queue.enqueue_failed", event_id=event_id, error=type(exc).__name__)
+        return False
+    return job is not None

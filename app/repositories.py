@@ -1,0 +1,238 @@
+"""All SQL lives here. Callers decide when to commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    REOPENABLE_STATES,
+    ContactLink,
+    DealInvoice,
+    EventState,
+    InboxEvent,
+    InvoiceRecordState,
+    TaskState,
+    utcnow,
+)
+
+ACTIVE_STATES = (EventState.PENDING, EventState.RETRYING)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    source: str
+    dedupe_key: str
+    account_id: str
+    deal_id: str
+    action: str
+    pipeline_id: int | None
+    status_id: int | None
+    responsible_user_id: int | None
+    changed_at: int
+    state: EventState
+    payload: dict[str, Any]
+    last_error: str | None = None
+
+
+class InboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(self, events: list[NewEvent]) -> list[int]:
+        """Store each event once (by dedupe key); return the ids that now need a job."""
+        due: list[int] = []
+        for new in events:
+            event_id = await self._insert_if_new(new)
+            if event_id is None and new.state == EventState.PENDING:
+                event_id = await self._reopen(new)
+            if event_id is not None and new.state == EventState.PENDING:
+                due.append(event_id)
+        return due
+
+    async def _insert_if_new(self, new: NewEvent) -> int | None:
+        values = {
+            "source": new.source,
+            "dedupe_key": new.dedupe_key,
+            "account_id": new.account_id,
+            "deal_id": new.deal_id,
+            "action": new.action,
+            "pipeline_id": new.pipeline_id,
+            "status_id": new.status_id,
+            "responsible_user_id": new.responsible_user_id,
+            "changed_at": new.changed_at,
+            "state": new.state.value,
+            "attempts": 0,
+            "next_attempt_at": utcnow() if new.state == EventState.PENDING else None,
+            "last_error": new.last_error,
+            "payload": new.payload,
+            "received_at": utcnow(),
+            "updated_at": utcnow(),
+        }
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(InboxEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(InboxEvent.id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def _reopen(self, new: NewEvent) -> int | None:
+        """A newer move into the trigger stage starts a finished (not invoiced) event over."""
+        stmt = (
+            update(InboxEvent)
+            .where(
+                InboxEvent.dedupe_key == new.dedupe_key,
+                InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
+                InboxEvent.changed_at < new.changed_at,
+            )
+            .values(
+                state=EventState.PENDING.value,
+                attempts=0,
+                next_attempt_at=utcnow(),
+                changed_at=new.changed_at,
+                responsible_user_id=new.responsible_user_id,
+                payload=new.payload,
+                last_error=None,
+                task_state=None,
+                task_text=None,
+                task_id=None,
+                updated_at=utcnow(),
+            )
+            .returning(InboxEvent.id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def claim(self, event_id: int, *, lease: timedelta) -> InboxEvent | None:
+        """Take the event for one worker until the lease ends; None if it is not ours to run."""
+        now = utcnow()
+        workable = or_(
+            and_(
+                InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
+                or_(InboxEvent.next_attempt_at.is_(None), InboxEvent.next_attempt_at <= now),
+            ),
+            InboxEvent.task_state == TaskState.PENDING.value,
+        )
+        stmt = (
+            update(InboxEvent)
+            .where(
+                InboxEvent.id == event_id,
+                workable,
+                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
+            )
+            .values(lease_until=now + lease, updated_at=now)
+            .returning(InboxEvent.id)
+        )
+        claimed = (await self.session.execute(stmt)).scalar_one_or_none()
+        if claimed is None:
+            return None
+        await self.session.commit()
+        return await self.session.get(InboxEvent, event_id, populate_existing=True)
+
+    async def due(self, *, now: datetime, limit: int = 500) -> list[InboxEvent]:
+        """Events a worker should be running now and that no worker holds (for the sweeper)."""
+        stmt = (
+            select(InboxEvent)
+            .where(
+                or_(
+                    and_(
+                        InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
+                        InboxEvent.next_attempt_at <= now,
+                    ),
+                    InboxEvent.task_state == TaskState.PENDING.value,
+                ),
+                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
+            )
+            .order_by(InboxEvent.next_attempt_at)
+            .limit(limit)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def get(self, event_id: int) -> InboxEvent | None:
+        return await self.session.get(InboxEvent, event_id)
+
+    async def list(
+        self, *, states: list[str] | None, limit: int, offset: int
+    ) -> tuple[list[InboxEvent], int]:
+        query = select(InboxEvent)
+        if states:
+            query = query.where(InboxEvent.state.in_(states))
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.scalars(
+            query.order_by(InboxEvent.id.desc()).limit(limit).offset(offset)
+        )
+        return list(rows.all()), int(total or 0)
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self.session.execute(
+            select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
+        )
+        return {state: int(count) for state, count in rows.tuples()}
+
+    @property
+    def _dialect(self) -> str:
+        return _dialect(self.session)
+
+
+class InvoiceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, *, crm: str, account_id: str, deal_id: str) -> DealInvoice | None:
+        stmt = select(DealInvoice).where(
+            DealInvoice.crm == crm,
+            DealInvoice.account_id == account_id,
+            DealInvoice.deal_id == deal_id,
+        )
+        return (await self.session.scalars(stmt)).one_or_none()
+
+    async def start(self, record: DealInvoice) -> DealInvoice | None:
+        """Insert the POSTING marker; None when another attempt already holds this deal."""
+        record.state = InvoiceRecordState.POSTING.value
+        self.session.add(record)
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            await self.session.rollback()
+            return None
+        return record
+
+
+class ContactLinkRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, *, accounting: str, email: str) -> ContactLink | None:
+        stmt = select(ContactLink).where(
+            ContactLink.accounting == accounting, ContactLink.email == email.casefold()
+        )
+        return (await self.session.scalars(stmt)).one_or_none()
+
+    async def remember(
+        self, *, accounting: str, email: str, crm_contact_id: str, accounting_contact_id: str
+    ) -> None:
+        values = {
+            "accounting": accounting,
+            "email": email.casefold(),
+            "crm_contact_id": crm_contact_id,
+            "accounting_contact_id": accounting_contact_id,
+            "created_at": utcnow(),
+        }
+        insert = postgresql.insert if _dialect(self.session) == "postgresql" else sqlite.insert
+        stmt = insert(ContactLink).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["accounting", "email"],
+            set_={"accounting_contact_id": values["accounting_contact_id"]},
+        )
+        await self.session.execute(stmt)
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name

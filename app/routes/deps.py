@@ -1,0 +1,62 @@
+"""FastAPI dependencies as Annotated aliases, so handlers read like a sentence."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from arq.connections import ArqRedis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Unauthorized
+from app.runtime import Database, MappingHolder
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    db: Database = request.app.state.db
+    async with db.sessionmaker() as session:
+        yield session
+
+
+def get_queue(request: Request) -> ArqRedis:
+    queue: ArqRedis = request.app.state.queue
+    return queue
+
+
+def get_mapping(request: Request) -> MappingHolder:
+    mapping: MappingHolder = request.app.state.mapping
+    return mapping
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+QueueDep = Annotated[ArqRedis, Depends(get_queue)]
+MappingDep = Annotated[MappingHolder, Depends(get_mapping)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_ops_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected = settings.ops_api_token
+    if expected is None:
+        raise Unauthorized("ops endpoints are disabled: set OPS_API_TOKEN to use them")
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized(
+            "missing or wrong ops token: send 'Authorization: Bearer <OPS_API_TOKEN>'"
+        )
+
+
+OpsAuth = Depends(require_ops_token)

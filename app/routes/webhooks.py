@@ -1,0 +1,95 @@
+"""POST /webhooks/kommo/{secret}: parse, authenticate, store, enqueue, answer — nothing more."""
+
+from __future__ import annotations
+
+import hmac
+
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
+from app.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from app.inbox import kommo_events
+from app.queue import enqueue_event
+from app.repositories import InboxRepository
+from app.routes.deps import QueueDep, SessionDep, SettingsDep
+from app.settings import Settings
+
+router = APIRouter(tags=["webhooks"])
+log = structlog.get_logger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+
+
+class WebhookAck(BaseModel):
+    received: int
+    queued: int
+    skipped: int
+
+
+@router.post("/webhooks/kommo/{secret}", response_model=WebhookAck)
+async def kommo_webhook(
+    secret: str, request: Request, settings: SettingsDep, session: SessionDep, queue: QueueDep
+) -> WebhookAck:
+    _check_secret(secret, settings)
+    hook = _parse(await _read_body(request, settings), request.headers.get("content-type", ""))
+    account_id = _check_account(hook, settings)
+    events = kommo_events(
+        hook,
+        account_id=account_id,
+        trigger_pipeline_id=settings.kommo_trigger_pipeline_id or 0,
+        trigger_status_id=settings.kommo_trigger_status_id or 0,
+    )
+    try:
+        due = await InboxRepository(session).record(events)
+        await session.commit()
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("webhook.store_failed", error=type(exc).__name__)
+        raise ServiceUnavailable(
+            "the event could not be stored (database unavailable); Kommo will retry"
+        ) from exc
+    for event_id in due:
+        await enqueue_event(queue, event_id, 0)
+    skipped = sum(1 for e in events if e.state != "pending")
+    log.info("webhook.accepted", received=len(events), queued=len(due), skipped=skipped)
+    return WebhookAck(received=len(events), queued=len(due), skipped=skipped)
+
+
+def _check_secret(secret: str, settings: Settings) -> None:
+    expected = settings.secret("kommo_webhook_secret").encode()
+    if not hmac.compare_digest(secret.encode(), expected):
+        raise Unauthorized("unknown webhook URL: check the secret in the hook's address")
+
+
+async def _read_body(request: Request, settings: Settings) -> bytes:
+    limit = settings.max_webhook_body_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"webhook bodies are limited to {limit} bytes")
+    return bytes(body)
+
+
+def _parse(body: bytes, content_type: str) -> KommoWebhook:
+    if content_type.split(";")[0].strip().lower() != FORM:
+        raise BadRequest(f"expected Content-Type {FORM}, got {content_type or 'none'}")
+    try:
+        return parse_webhook(body)
+    except WebhookFormatError as exc:
+        raise BadRequest(f"malformed Kommo webhook: {exc}") from exc
+
+
+def _check_account(hook: KommoWebhook, settings: Settings) -> str:
+    """The hook must come from the account this bridge is installed for."""
+    expected_id = str(settings.kommo_account_id)
+    if hook.account.id is not None and hook.account.id != expected_id:
+        raise Forbidden(f"webhook is for Kommo account {hook.account.id}, not {expected_id}")
+    expected_sub = settings.kommo_subdomain
+    if expected_sub and hook.account.subdomain and hook.account.subdomain != expected_sub:
+        raise Forbidden(
+            f"webhook is for Kommo subdomain {hook.account.subdomain!r}, not {expected_sub!r}"
+        )
+    return expected_id

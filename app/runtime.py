@@ -1,0 +1,135 @@
+"""Building the long-lived pieces from Settings, shared by the API lifespan and worker start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.clients.http import build_http_client
+from app.clients.kommo.adapter import KommoConfig, KommoCrm
+from app.clients.kommo.client import KommoClient
+from app.clients.sage.adapter import SageAccounting
+from app.clients.sage.client import SageClient
+from app.db import create_engine, create_sessionmaker
+from app.invoicing import PipelineConfig
+from app.mapping import LedgerMapping, MappingError, load_mapping
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def open(cls, settings: Settings) -> Database:
+        engine = create_engine(settings.resolved_database_url)
+        return cls(engine, create_sessionmaker(engine))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+@dataclass
+class MappingHolder:
+    """The mapping in force. A reload that fails keeps the last good one."""
+
+    path: str
+    current: LedgerMapping
+
+    @classmethod
+    def load(cls, settings: Settings) -> MappingHolder:
+        return cls(str(settings.ledger_mappings_path), load_mapping(settings.ledger_mappings_path))
+
+    def reload(self) -> LedgerMapping:
+        try:
+            self.current = load_mapping(Path(self.path))
+        except MappingError as exc:
+            log.error("mapping.reload_refused", problems=exc.problems)
+            raise
+        log.info("mapping.reloaded", sha256=self.current.sha256)
+        return self.current
+
+    def get(self) -> LedgerMapping:
+        return self.current
+
+
+@dataclass
+class Upstreams:
+    crm: KommoCrm
+    accounting: SageAccounting
+    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Upstreams:
+        timeout = settings.http_timeout_seconds
+        kommo_http = build_http_client(
+            _required(settings.kommo_base_url, "KOMMO_BASE_URL"),
+            headers={"Authorization": f"Bearer {settings.secret('kommo_access_token')}"},
+            timeout=timeout,
+        )
+        sage_http = build_http_client(
+            settings.sage_base_url,
+            headers={
+                "Authorization": f"Bearer {settings.secret('sage_access_token')}",
+                "X-Business": _required(settings.sage_business_id, "SAGE_BUSINESS_ID"),
+            },
+            timeout=timeout,
+        )
+        crm = KommoCrm(KommoClient(kommo_http), kommo_config(settings))
+        accounting = SageAccounting(
+            SageClient(sage_http), invoice_url_template=settings.sage_invoice_url_template
+        )
+        return cls(crm, accounting, [kommo_http, sage_http])
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
+def kommo_config(settings: Settings) -> KommoConfig:
+    return KommoConfig(
+        base_url=_required(settings.kommo_base_url, "KOMMO_BASE_URL"),
+        account_id=str(settings.kommo_account_id),
+        invoice_number_field_id=_required(
+            settings.kommo_invoice_number_field_id, "KOMMO_INVOICE_NUMBER_FIELD_ID"
+        ),
+        invoice_link_field_id=_required(
+            settings.kommo_invoice_link_field_id, "KOMMO_INVOICE_LINK_FIELD_ID"
+        ),
+        price_field_code=settings.kommo_price_field_code,
+        sku_field_code=settings.kommo_sku_field_code,
+        product_type_field_code=settings.kommo_product_type_field_code,
+        discount_field_code=settings.kommo_discount_field_code,
+        email_field_code=settings.kommo_email_field_code,
+        task_type_id=settings.kommo_task_type_id,
+    )
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        trigger_pipeline_id=_required(
+            settings.kommo_trigger_pipeline_id, "KOMMO_TRIGGER_PIPELINE_ID"
+        ),
+        trigger_status_id=_required(settings.kommo_trigger_status_id, "KOMMO_TRIGGER_STATUS_ID"),
+        retry_delays=tuple(timedelta(seconds=s) for s in settings.retry_delays_seconds),
+        lease=timedelta(seconds=settings.job_timeout_seconds),
+        due_days=settings.invoice_due_days,
+        task_deadline=timedelta(hours=settings.kommo_task_deadline_hours),
+        mapping_file=str(settings.ledger_mappings_path),
+    )
+
+
+def _required(value: T | None, name: str) -> T:
+    if value is None:
+        raise RuntimeError(f"{name} is not configured (see README, Configuration)")
+    return value

