@@ -1,0 +1,112 @@
+"""Parsing Kommo's bracketed form bodies, from captured real ones to hostile ones."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from app.clients.kommo.webhook import WebhookFormatError, parse_bracketed_form, parse_webhook
+
+# Sample A of the Kommo reference (a captured 2016 amoCRM status change), as sent on the wire.
+SAMPLE_A = urlencode(
+    [
+        ("leads[status][0][id]", "31926520"),
+        ("leads[status][0][name]", "Some test lead"),
+        ("leads[status][0][status_id]", "10216994"),
+        ("leads[status][0][old_status_id]", "10216995"),
+        ("leads[status][0][price]", "1000"),
+        ("leads[status][0][responsible_user_id]", "938348"),
+        ("leads[status][0][last_modified]", "1456820780"),
+        ("leads[status][0][modified_user_id]", "102525"),
+        ("leads[status][0][created_user_id]", "102525"),
+        ("leads[status][0][date_create]", "1456808154"),
+        ("leads[status][0][pipeline_id]", "2116"),
+        ("leads[status][0][account_id]", "10216991"),
+        ("leads[status][0][custom_fields][0][id]", "1119321"),
+        ("leads[status][0][custom_fields][0][name]", "Some text field"),
+        ("leads[status][0][custom_fields][0][values][0][value]", "some text"),
+        ("account[subdomain]", "test000002"),
+    ]
+).encode()
+
+
+def test_sample_a_status_change_with_custom_fields() -> None:
+    hook = parse_webhook(SAMPLE_A)
+
+    assert hook.account.subdomain == "test000002" and hook.account.id is None
+    (entry,) = hook.entries
+    assert (entry.entity, entry.action, entry.entity_id) == ("leads", "status", "31926520")
+    assert entry.int_field("status_id") == 10216994 and entry.int_field("pipeline_id") == 2116
+    assert entry.changed_at == 1456820780  # older bodies only carry last_modified
+    assert entry.fields["custom_fields"] == {
+        "0": {"id": "1119321", "name": "Some text field", "values": {"0": {"value": "some text"}}}
+    }
+
+
+def test_several_entries_and_actions_in_one_body_are_all_returned_in_order() -> None:
+    body = urlencode(
+        [
+            ("leads[status][1][id]", "2"),
+            ("leads[status][1][status_id]", "20"),
+            ("leads[status][1][pipeline_id]", "5"),
+            ("leads[status][0][id]", "1"),
+            ("leads[status][0][status_id]", "10"),
+            ("leads[status][0][pipeline_id]", "5"),
+            ("leads[status][0][updated_at]", "1700000001"),
+            ("leads[update][0][id]", "3"),
+            ("contacts[add][0][id]", "9"),
+            ("account[id]", "77"),
+            ("account[subdomain]", "acme"),
+            ("account[_links][self]", "https://acme.kommo.com"),
+        ]
+    ).encode()
+
+    hook = parse_webhook(body)
+
+    assert hook.account.self_url == "https://acme.kommo.com"
+    assert [(e.entity, e.action, e.entity_id) for e in hook.entries] == [
+        ("leads", "status", "1"),
+        ("leads", "status", "2"),
+        ("leads", "update", "3"),
+        ("contacts", "add", "9"),
+    ]
+    assert hook.entries[0].changed_at == 1700000001
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"leads": []}', "not a form-encoded body"),
+        (b"leads[status][0][id]=1", "missing account"),
+        (b"account[id]=1", "no events"),
+        (b"account[id]=1&leads[status][0][status_id]=5", "has no [id]"),
+        (b"account[id]=1&leads[status][0][id]=abc", "must be an integer"),
+        (b"account[id]=1&leads[status][x][id]=1", "index must be a number"),
+        (b"account[id]=1&leads[status][][id]=1", "[] without an index"),
+        (b"account[id]=1&leads=5&leads[status][0][id]=1", "conflicts"),
+        (b"account[id]=1&leads[status][0][id]=1&leads[status][0]=x", "conflicts"),
+        (b"account[id]=1&leads[status]=1", "indexed entries"),
+        (b"account[id]=1&leads[status][0][id]=1&leads[status", "not a form-encoded body"),
+        (b"account[id]=1&leads[status]x[0][id]=1", "malformed key"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"account[id]=1&a" + b"[b]" * 10 + b"=1", "nested deeper"),
+    ],
+)
+def test_malformed_bodies_are_refused_with_a_message_naming_the_problem(
+    body: bytes, message: str
+) -> None:
+    with pytest.raises(WebhookFormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_webhook(body)
+
+
+def test_status_id_that_is_not_a_number_is_refused_when_read() -> None:
+    hook = parse_webhook(b"account[id]=1&leads[status][0][id]=1&leads[status][0][status_id]=x")
+    with pytest.raises(WebhookFormatError, match="status_id"):
+        hook.entries[0].int_field("status_id")
+
+
+def test_too_many_fields_are_refused() -> None:
+    body = "&".join(f"k{i}=v" for i in range(10_001)).encode()
+    with pytest.raises(WebhookFormatError, match="not a form-encoded body"):
+        parse_bracketed_form(body)
