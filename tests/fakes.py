@@ -252,10 +252,13 @@ class FakeSage:
     def _create(self, invoice_in: dict[str, Any]) -> dict[str, Any]:
         number = len(self.invoices) + 1
         total = sum(
-            Decimal(str(line["unit_price"])) * Decimal(str(line["quantity"]))
-            - Decimal(str(line.get("discount_amount", 0)))
-            + Decimal(str(line["tax_amount"]))
-            for line in invoice_in["invoice_lines"]
+            (
+                Decimal(str(line["unit_price"])) * Decimal(str(line["quantity"]))
+                - Decimal(str(line.get("discount_amount", 0)))
+                + Decimal(str(line["tax_amount"]))
+                for line in invoice_in["invoice_lines"]
+            ),
+            Decimal(0),
         )
         invoice = {
             "id": f"{number:032x}",

@@ -246,7 +246,7 @@ async def test_tax_is_rounded_per_line_half_up(
     await run(sessionmaker, bridge[0], event_id)
 
     lines = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"]
-    assert [(l["quantity"], l["unit_price"], l["tax_amount"]) for l in lines] == [
+    assert [(ln["quantity"], ln["unit_price"], ln["tax_amount"]) for ln in lines] == [
         (3.0, 0.125, 0.08),
         (0.5, 499.0, 12.48),  # 249.50 × 5 % = 12.475 → 12.48
     ]

@@ -1,0 +1,34 @@
+"""No token or secret reaches a log line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from app.logging import configure_logging
+
+
+def test_secrets_are_redacted_from_every_log_event(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("DEBUG", json=True)
+    log = structlog.get_logger("test")
+    log.info(
+        "upstream.request",
+        access_token="tok-123",
+        client_secret="cs-456",
+        headers={"Authorization": "Bearer abc.def", "X-Business": "b1"},
+        url="http://127.0.0.1:8000/webhooks/kommo/hook-secret-789?x=1",
+        note="sent Bearer zzz.yyy upstream",
+        deal_id=42,
+    )
+    configure_logging("WARNING")
+
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    for secret in ("tok-123", "cs-456", "abc.def", "hook-secret-789", "zzz.yyy"):
+        assert secret not in line
+    event = json.loads(line)
+    assert event["access_token"] == "[REDACTED]" and event["client_secret"] == "[REDACTED]"
+    assert event["headers"] == {"Authorization": "[REDACTED]", "X-Business": "b1"}
+    assert event["url"] == "http://127.0.0.1:8000/webhooks/kommo/[REDACTED]?x=1"
+    assert event["deal_id"] == 42

@@ -1,0 +1,118 @@
+"""The ledger mapping file: validated as a whole, problems named by line, precedence by kind."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from app.domain import LineItem
+from app.mapping import MappingError, load_mapping, parse_mapping
+
+ROOT = Path(__file__).parent.parent
+
+
+def line(**kw: object) -> LineItem:
+    values: dict[str, object] = {
+        "element_id": "1",
+        "name": "Thing",
+        "quantity": Decimal(1),
+        "unit_price": Decimal(1),
+    }
+    values.update(kw)
+    return LineItem(**values)  # type: ignore[arg-type]
+
+
+MAPPING = """\
+version: 1
+defaults:
+  tax_rate_id: T20
+rules:
+  - match: {product_type: goods}
+    ledger_account_id: by-type
+  - match: {sku: ABC}
+    ledger_account_id: by-sku
+    tax_rate_id: T5
+  - match: {element_id: 7}
+    ledger_account_id: by-id
+"""
+
+
+def test_the_most_specific_match_wins_element_then_sku_then_type() -> None:
+    mapping = parse_mapping(MAPPING, source="m.yaml")
+
+    assert mapping.resolve(line(element_id="7", sku="ABC", product_type="goods")) is not None
+    by_id = mapping.resolve(line(element_id="7", sku="ABC", product_type="goods"))
+    by_sku = mapping.resolve(line(sku="abc", product_type="goods"))
+    by_type = mapping.resolve(line(product_type="GOODS"))
+    assert by_id and (by_id.ledger_account_id, by_id.tax_rate_id) == ("by-id", "T20")
+    assert by_sku and (by_sku.ledger_account_id, by_sku.tax_rate_id) == ("by-sku", "T5")
+    assert by_type and (by_type.ledger_account_id, by_type.matched_by) == (
+        "by-type",
+        "product_type=GOODS",
+    )
+    assert mapping.resolve(line(sku="OTHER")) is None
+
+
+def test_no_catch_all_unless_ops_configure_one() -> None:
+    mapping = parse_mapping(
+        "version: 1\ndefaults: {tax_rate_id: T0, ledger_account_id: suspense}\nrules: []\n",
+        source="m.yaml",
+    )
+    fallback = mapping.resolve(line(sku="ANY"))
+    assert fallback and (fallback.ledger_account_id, fallback.matched_by) == ("suspense", "default")
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (
+            "version: 1\nrules:\n"
+            "  - match: {sku: A}\n    ledger_account_id: x\n    tax_rate_id: T\n"
+            "  - match: {sku: a}\n    ledger_account_id: y\n    tax_rate_id: T\n",
+            ["line 6: rule 2 matches sku='a', already matched by rule 1 (line 3)"],
+        ),
+        (
+            "version: 1\nrules:\n  - match: {sku: A, element_id: 3}\n    ledger_account_id: x\n",
+            [
+                "line 3: rules.0.match: Value error, match needs exactly one of element_id, sku, "
+                "product_type"
+            ],
+        ),
+        (
+            "version: 1\nrules:\n  - match: {sku: A}\n    ledger_acount_id: x\n",
+            [
+                "line 3: rules.0.ledger_account_id: Field required",
+                "line 4: rules.0.ledger_acount_id: Extra inputs are not permitted",
+            ],
+        ),
+        (
+            "version: 1\nrules:\n  - match: {sku: A}\n    ledger_account_id: x\n",
+            ["line 3: rule 1 names no tax_rate_id and defaults.tax_rate_id is unset"],
+        ),
+        ("version: 2\nrules: []\n", ["line 1: version: Input should be less than or equal to 1"]),
+        ("- just\n- a list\n", ["the file must be a mapping with 'version' and 'rules'"]),
+    ],
+)
+def test_invalid_files_are_refused_naming_each_problem_and_its_line(
+    text: str, problems: list[str]
+) -> None:
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(text, source="m.yaml")
+    assert caught.value.problems == problems
+
+
+def test_broken_yaml_and_missing_file_are_refused() -> None:
+    with pytest.raises(MappingError, match="not valid YAML"):
+        parse_mapping("version: [1\n", source="m.yaml")
+    with pytest.raises(MappingError, match="cannot read the file"):
+        load_mapping(Path("/nonexistent/mapping.yaml"))
+
+
+def test_the_shipped_mapping_is_valid_and_covers_the_sandbox_products() -> None:
+    mapping = load_mapping(ROOT / "config/ledger_mappings.yaml")
+    assert mapping.resolve(line(element_id="4200001")) is not None
+    assert mapping.resolve(line(element_id="4200002", sku="WID-01")) is not None
+    assert mapping.resolve(line(element_id="4200003", product_type="subscription")) is not None
+    assert mapping.resolve(line(element_id="4200004", sku="MYST-1", product_type="other")) is None

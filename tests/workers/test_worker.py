@@ -1,0 +1,124 @@
+"""Delivery with a real Redis and real arq workers: Redis is a courier, the inbox is the record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import respx
+from arq.connections import ArqRedis
+from httpx import AsyncClient
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.models import InboxEvent, utcnow
+from app.queue import QUEUE_NAME, enqueue_event
+from app.settings import Settings
+from app.workers.main import build_worker
+from tests.conftest import WEBHOOK_SECRET
+from tests.fakes import FakeKommo, FakeSage
+from tests.helpers import lead_entry, record_trigger, status_webhook
+
+Maker = async_sessionmaker[AsyncSession]
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def fakes() -> Any:
+    # The worker's own httpx clients are built in its start-up, inside this mock.
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        kommo, sage = FakeKommo(router), FakeSage(router)
+        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
+        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+        for lead_id in (1, 2, 3):
+            kommo.add_lead(lead_id, products=[(102, 1)])
+        yield kommo, sage
+
+
+async def run_worker_until_idle(settings: Settings) -> None:
+    worker = build_worker(settings, burst=True, poll_delay=0.05)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
+async def states(sessionmaker: Maker) -> dict[str, str]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(select(InboxEvent))
+        return {row.deal_id: row.state for row in rows}
+
+
+async def test_webhook_to_invoice_through_the_real_queue(
+    client: AsyncClient, settings: Settings, sessionmaker: Maker, fakes: Any
+) -> None:
+    kommo, sage = fakes
+    body = status_webhook(lead_entry(1), lead_entry(2))
+    assert (
+        await client.post(f"/webhooks/kommo/{WEBHOOK_SECRET}", content=body, headers=FORM)
+    ).status_code == 200
+
+    await run_worker_until_idle(settings)
+
+    assert await states(sessionmaker) == {"1": "invoiced", "2": "invoiced"}
+    assert sorted(i["reference"] for i in sage.invoices) == ["KOMMO-1", "KOMMO-2"]
+    assert {lead for lead, _ in kommo.patches} == {1, 2}
+
+
+async def test_redis_flushed_after_the_2xx_the_sweeper_still_gets_the_invoice_made(
+    client: AsyncClient, settings: Settings, sessionmaker: Maker, queue: ArqRedis, fakes: Any
+) -> None:
+    kommo, sage = fakes
+    body = status_webhook(lead_entry(3))
+    response = await client.post(f"/webhooks/kommo/{WEBHOOK_SECRET}", content=body, headers=FORM)
+    assert response.json()["queued"] == 1
+
+    await queue.flushdb()
+    assert await queue.queued_jobs(queue_name=QUEUE_NAME) == []
+    await run_worker_until_idle(settings)  # its sweeper runs at start-up
+
+    assert await states(sessionmaker) == {"3": "invoiced"}
+    assert [i["reference"] for i in sage.invoices] == ["KOMMO-3"]
+
+
+async def test_an_event_held_by_a_dead_worker_is_picked_up_once_its_lease_ends(
+    settings: Settings, sessionmaker: Maker, queue: ArqRedis, fakes: Any
+) -> None:
+    kommo, sage = fakes
+    event_id = await record_trigger(sessionmaker, settings, 1)
+    async with sessionmaker() as session:  # a worker claimed it, then died: no job left in Redis
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id == event_id)
+            .values(lease_until=utcnow() + timedelta(minutes=5))
+        )
+        await session.commit()
+    await run_worker_until_idle(settings)
+    assert await states(sessionmaker) == {"1": "pending"}  # still leased: nobody touches it
+
+    async with sessionmaker() as session:
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id == event_id)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    await run_worker_until_idle(settings)
+
+    assert await states(sessionmaker) == {"1": "invoiced"}
+    assert len(sage.invoices) == 1
+
+
+async def test_enqueueing_a_live_job_again_is_refused(queue: ArqRedis) -> None:
+    assert await enqueue_event(queue, 99, 0) is True
+    assert await enqueue_event(queue, 99, 0) is False
+    assert await enqueue_event(queue, 99, 1) is True
+
+
+def test_a_killed_workers_job_becomes_visible_again_within_the_recovery_bound(
+    settings: Settings,
+) -> None:
+    worker = build_worker(settings)
+    # arq hides a started job for job_timeout + 10 s; the sweeper runs every 15 s after that.
+    assert worker.in_progress_timeout_s + settings.sweeper_interval_seconds <= 60
