@@ -21,13 +21,19 @@ from app.workers.main import build_worker
 
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
 log = structlog.get_logger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _project_root() -> Path:
+    """Where alembic.ini and migrations/ are: the checkout, or the working directory (image)."""
+    return PACKAGE_ROOT if (PACKAGE_ROOT / "alembic.ini").exists() else Path.cwd()
 
 
 def migrate_database(settings: Settings) -> None:
     """alembic upgrade head, against the configured (or embedded) database."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    root = _project_root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
     config.attributes["database_url"] = settings.resolved_database_url
     command.upgrade(config, "head")
 

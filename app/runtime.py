@@ -11,9 +11,10 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clients.http import build_http_client
+from app.clients.http import RequestHook, build_http_client
 from app.clients.kommo.adapter import KommoConfig, KommoCrm
 from app.clients.kommo.client import KommoClient
+from app.clients.ratelimit import SharedRateLimit
 from app.clients.sage.adapter import SageAccounting
 from app.clients.sage.client import SageClient
 from app.db import create_engine, create_sessionmaker
@@ -72,18 +73,23 @@ class Upstreams:
     @classmethod
     def open(cls, settings: Settings) -> Upstreams:
         timeout = settings.http_timeout_seconds
+        business = _required(settings.sage_business_id, "SAGE_BUSINESS_ID")
         kommo_http = build_http_client(
             _required(settings.kommo_base_url, "KOMMO_BASE_URL"),
             headers={"Authorization": f"Bearer {settings.secret('kommo_access_token')}"},
             timeout=timeout,
+            before_request=_limit(
+                settings, settings.kommo_rate_limit, "kommo", str(settings.kommo_account_id)
+            ),
         )
         sage_http = build_http_client(
             settings.sage_base_url,
             headers={
                 "Authorization": f"Bearer {settings.secret('sage_access_token')}",
-                "X-Business": _required(settings.sage_business_id, "SAGE_BUSINESS_ID"),
+                "X-Business": business,
             },
             timeout=timeout,
+            before_request=_limit(settings, settings.sage_rate_limit, "sage", business),
         )
         crm = KommoCrm(KommoClient(kommo_http), kommo_config(settings))
         accounting = SageAccounting(
@@ -94,6 +100,13 @@ class Upstreams:
     async def close(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+def _limit(settings: Settings, rate: str, api: str, account: str) -> RequestHook | None:
+    """Shared across processes through Redis; without Redis (a one-off script) there is none."""
+    if not settings.redis_url:
+        return None
+    return SharedRateLimit(settings.redis_url, rate=rate, key=f"{api}:{account}").on_request
 
 
 def kommo_config(settings: Settings) -> KommoConfig:

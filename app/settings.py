@@ -80,11 +80,15 @@ class Settings(BaseSettings):
     kommo_email_field_code: str = "EMAIL"
     kommo_task_type_id: int = 1
     kommo_task_deadline_hours: int = 24
+    # Kommo: 7 requests/s per integration (shared by every worker, through Redis).
+    kommo_rate_limit: str = "7/second"
 
     # Sage Business Cloud Accounting v3.1.
     sage_base_url: str = "https://api.accounting.sage.com/v3.1"
     sage_access_token: SecretStr | None = None
     sage_business_id: str | None = None
+    # Sage: about 200 requests/min per business (v3.0 docs; UNCONFIRMED for v3.1).
+    sage_rate_limit: str = "200/minute"
     sage_invoice_url_template: str = "https://accounting.sage.com/invoicing/sales_invoices/{id}"
     invoice_due_days: int = Field(default=30, ge=0, le=365)
 

@@ -4,6 +4,7 @@ transient errors, and the parsing of Retry-After."""
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,12 +59,21 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+RequestHook = Callable[[httpx.Request], Awaitable[None]]
+
+
 def build_http_client(
-    base_url: str, *, headers: dict[str, str], timeout: float
+    base_url: str,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+    before_request: RequestHook | None = None,
 ) -> httpx.AsyncClient:
-    """One AsyncClient per API for the process's life: pooled connections, explicit timeouts."""
+    """One AsyncClient per API for the process's life: pooled connections, explicit timeouts,
+    and `before_request` (the shared rate limit) run before every call."""
     return httpx.AsyncClient(
         base_url=base_url,
         headers={"User-Agent": "sagebridge/0.1", "Accept": "application/json", **headers},
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        event_hooks={"request": [before_request]} if before_request else {},
     )
