@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Integer,
@@ -127,7 +128,23 @@ class DealInvoice(Base):
     invoice_number: Mapped[str | None] = mapped_column(String(64))
     invoice_url: Mapped[str | None] = mapped_column(Text)
     total_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    # Payment status as last applied to the deal, and the Sage `updated_at` it came from, so an
+    # older status never overwrites a newer one.
+    payment_status: Mapped[str | None] = mapped_column(String(16))
+    status_source_updated_at: Mapped[datetime | None]
+    outstanding_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    due_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncCursor(Base):
+    """A durable watermark (e.g. Sage's updated_or_created_since), advanced only after applying."""
+
+    __tablename__ = "sync_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[datetime]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
