@@ -82,3 +82,27 @@ class InvoiceRef:
 class TaxRate:
     id: str
     percentage: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceStatus:
+    """What the accounting system says about an invoice's payment, and when it said it."""
+
+    invoice_id: str
+    status_id: str  # the accounting system's own id, e.g. Sage's UNPAID / PART_PAID / PAID / VOID
+    updated_at: dt.datetime
+    due_date: dt.date | None = None
+    outstanding_amount: Decimal | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class DealInStage:
+    """A deal the CRM lists in the invoice stage (for reconciling lost webhooks)."""
+
+    id: str
+    account_id: str
+    pipeline_id: int
+    status_id: int
+    responsible_user_id: int | None
+    updated_at: int

@@ -25,7 +25,7 @@ def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> Ne
     is_trigger = is_trigger and (pipeline_id, status_id) == trigger
     if is_trigger:
         # One row per (account, deal, trigger stage): duplicates and retries collapse into it.
-        key = f"{SOURCE}:{account_id}:lead:{entry.entity_id}:trigger:{trigger[0]}:{trigger[1]}"
+        key = trigger_dedupe_key(account_id, entry.entity_id, *trigger)
         state, reason = EventState.PENDING, None
     else:
         key = (
@@ -47,6 +47,10 @@ def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> Ne
         payload=asdict(entry),
         last_error=reason,
     )
+
+
+def trigger_dedupe_key(account_id: str, deal_id: str, pipeline_id: int, status_id: int) -> str:
+    return f"{SOURCE}:{account_id}:lead:{deal_id}:trigger:{pipeline_id}:{status_id}"
 
 
 def _skip_reason(entry: WebhookEntry) -> str:

@@ -20,22 +20,18 @@ from app.domain import Customer, Deal, InvoiceDraft, InvoiceLine, InvoiceRef, Li
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.mapping import LedgerMapping
 from app.models import (
-    TERMINAL_STATES,
     DealInvoice,
     EventState,
     InboxEvent,
     InvoiceRecordState,
-    TaskState,
-    utcnow,
 )
 from app.money import line_amounts
 from app.ports import Accounting, Crm, DealNotFound
-from app.repositories import ContactLinkRepository, InboxRepository, InvoiceRepository
+from app.repositories import ContactLinkRepository, InvoiceRepository
 
 log = structlog.get_logger(__name__)
 
 Schedule = Callable[[int, int, datetime | None], Awaitable[None]]
-TASK_RETRY_DELAY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -78,41 +74,6 @@ def idempotency_key(*parts: str) -> str:
 
 def invoice_reference(crm: str, deal_id: str) -> str:
     return f"{crm.upper()}-{deal_id}"
-
-
-async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) -> EventState | None:
-    """Run one inbox event if it is due and nobody else holds it; return its state afterwards."""
-    inbox = InboxRepository(session)
-    event = await inbox.claim(event_id, lease=bridge.config.lease)
-    if event is None:
-        return None
-    structlog.contextvars.bind_contextvars(event_id=event.id, deal_id=event.deal_id)
-    try:
-        if event.state not in TERMINAL_STATES:
-            await _run(session, bridge, event)
-        if event.task_state == TaskState.PENDING:
-            await _open_task(session, bridge, event)
-        return EventState(event.state)
-    finally:
-        event.lease_until = None
-        await session.commit()
-        structlog.contextvars.unbind_contextvars("event_id", "deal_id")
-
-
-async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
-    try:
-        outcome = await raise_invoice(session, bridge, event)
-    except UpstreamTransientError as exc:
-        await _retry_or_give_up(session, bridge, event, exc)
-        return
-    except UpstreamPermanentError as exc:
-        outcome = Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))
-    except Exception as exc:  # a bug must not lose the event: retry it like a transient error
-        log.exception("event.unexpected_error")
-        await _retry_or_give_up(session, bridge, event, exc)
-        return
-    _finish(event, outcome)
-    log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
 
 
 async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
@@ -177,6 +138,7 @@ async def _create_invoice(
         record = await _start_record(session, bridge, event, deal, draft)
     invoice = await bridge.accounting.create_invoice(draft=draft)
     _store_created(record, invoice)
+    record.due_date = draft.due_date
     await session.commit()
     log.info("invoice.created", invoice_id=invoice.id, invoice_number=invoice.number)
     return invoice
@@ -316,75 +278,4 @@ def _draft(
         idempotency_key=idempotency_key(bridge.crm.name, deal.account_id, deal.id),
         lines=lines,
         notes=f"{deal.name} ({bridge.crm.deal_url(deal_id=deal.id)})",
-    )
-
-
-async def _retry_or_give_up(
-    session: AsyncSession, bridge: Bridge, event: InboxEvent, exc: Exception
-) -> None:
-    event.attempts += 1
-    detail = exc.detail if isinstance(exc, UpstreamTransientError) else repr(exc)
-    event.last_error = detail
-    delays = bridge.config.retry_delays
-    if event.attempts > len(delays):
-        _finish(event, Outcome(EventState.FAILED, detail, _exhausted_task_text(event, detail)))
-        log.warning("event.retries_exhausted", attempts=event.attempts, error=detail)
-        return
-    delay = delays[event.attempts - 1]
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        delay = max(delay, timedelta(seconds=retry_after))
-    event.state = EventState.RETRYING.value
-    event.next_attempt_at = utcnow() + delay
-    event.lease_until = None
-    await session.commit()
-    log.warning(
-        "event.retry_scheduled", attempt=event.attempts, delay_s=delay.total_seconds(), error=detail
-    )
-    await bridge.schedule(event.id, event.attempts, event.next_attempt_at)
-
-
-def _finish(event: InboxEvent, outcome: Outcome) -> None:
-    event.state = outcome.state.value
-    event.next_attempt_at = None
-    event.last_error = None if outcome.state == EventState.INVOICED else outcome.detail
-    if outcome.task_text is not None:
-        event.task_state = TaskState.PENDING.value
-        event.task_text = outcome.task_text
-        event.next_attempt_at = utcnow()
-
-
-async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
-    """Exactly one task per finished event: the state is committed before the CRM call."""
-    await session.commit()
-    due = utcnow() + bridge.config.task_deadline
-    try:
-        task_id = await bridge.crm.create_task(
-            deal_id=event.deal_id,
-            responsible_user_id=event.responsible_user_id,
-            text=event.task_text or "",
-            due=due,
-        )
-    except (UpstreamTransientError, UpstreamPermanentError) as exc:
-        event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
-        log.error("task.create_failed", error=exc.detail)
-        return
-    event.task_state = TaskState.CREATED.value
-    event.task_id = task_id
-    event.next_attempt_at = None
-    log.info("task.created", task_id=task_id)
-
-
-def _permanent_task_text(exc: UpstreamPermanentError) -> str:
-    return (
-        f"Sage invoice NOT raised: {exc.upstream.capitalize()} refused it: {exc.detail}. "
-        "Correct what it names, then move the deal to the invoice stage again."
-    )
-
-
-def _exhausted_task_text(event: InboxEvent, detail: str) -> str:
-    return (
-        f"Sage invoice NOT raised after {event.attempts} attempts; the last error was: {detail}. "
-        f"The bridge has stopped retrying. When the service is reachable again, ask ops to "
-        f"replay event {event.id} (POST /ops/events/{event.id}/replay)."
     )

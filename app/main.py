@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from app.errors import AppError
 from app.logging import configure_logging
 from app.queue import open_pool
-from app.routes import health, ops, webhooks
+from app.routes import health, ops, sage_callbacks, webhooks
 from app.runtime import Database, MappingHolder
 from app.settings import Settings, get_settings
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="sagebridge", version="0.1.0", lifespan=lifespan)
     app.include_router(webhooks.router)
+    app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
     app.include_router(health.router)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]

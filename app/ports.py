@@ -8,7 +8,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from app.domain import Customer, Deal, InvoiceDraft, InvoiceRef, TaxRate
+from app.domain import (
+    Customer,
+    Deal,
+    DealInStage,
+    InvoiceDraft,
+    InvoiceRef,
+    InvoiceStatus,
+    TaxRate,
+)
 
 
 class DealNotFound(Exception):
@@ -32,6 +40,18 @@ class Crm(Protocol):
         """Open a follow-up for the deal's manager; returns the CRM task id."""
         ...
 
+    async def write_payment_statuses(self, *, updates: list[tuple[str, str]]) -> None:
+        """Show each (deal id, payment status) on its deal; batched where the CRM allows."""
+        ...
+
+    async def deals_in_stage(
+        self, *, pipeline_id: int, status_id: int, updated_since: int
+    ) -> list[DealInStage]:
+        """Deals now in the stage, changed at or after `updated_since` (unix seconds)."""
+        ...
+
+    async def webhook_disabled(self, *, destination_part: str) -> bool | None: ...
+
     def deal_url(self, *, deal_id: str) -> str: ...
 
 
@@ -51,3 +71,9 @@ class Accounting(Protocol):
     async def create_invoice(self, *, draft: InvoiceDraft) -> InvoiceRef: ...
 
     async def tax_rates(self) -> dict[str, TaxRate]: ...
+
+    async def changed_invoices(self, *, since: datetime) -> list[InvoiceStatus]:
+        """Invoices changed at or after `since` (inclusive), deleted ones included."""
+        ...
+
+    async def status_ids(self) -> set[str]: ...

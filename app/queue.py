@@ -5,7 +5,8 @@ arq is in maintenance mode, so everything else talks to `enqueue_event` and `Red
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -51,3 +52,18 @@ async def enqueue_event(
         log.warning("queue.enqueue_failed", event_id=event_id, error=type(exc).__name__)
         return False
     return job is not None
+
+
+WEBHOOK_STATE_KEY = "sagebridge:kommo_webhook_state"
+
+
+async def record_webhook_state(redis: ArqRedis, state: str) -> None:
+    """What the last check found (enabled / disabled / not_registered), for the ops endpoint."""
+    value = json.dumps({"state": state, "checked_at": datetime.now(UTC).isoformat()})
+    await redis.set(WEBHOOK_STATE_KEY, value, ex=24 * 3600)
+
+
+async def webhook_state(redis: ArqRedis) -> dict[str, Any] | None:
+    raw = await redis.get(WEBHOOK_STATE_KEY)
+    state: dict[str, Any] | None = json.loads(raw) if raw else None
+    return state

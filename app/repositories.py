@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -18,6 +18,7 @@ from app.models import (
     EventState,
     InboxEvent,
     InvoiceRecordState,
+    SyncCursor,
     TaskState,
     utcnow,
 )
@@ -174,7 +175,7 @@ class InboxRepository:
         rows = await self.session.execute(
             select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
         )
-        return {state: int(count) for state, count in rows.tuples()}
+        return {state: int(count) for state, count in rows.all()}
 
     @property
     def _dialect(self) -> str:
@@ -193,6 +194,34 @@ class InvoiceRepository:
         )
         return (await self.session.scalars(stmt)).one_or_none()
 
+    async def by_invoice_ids(self, ids: list[str]) -> dict[str, DealInvoice]:
+        if not ids:
+            return {}
+        rows = await self.session.scalars(
+            select(DealInvoice).where(DealInvoice.invoice_id.in_(ids))
+        )
+        return {row.invoice_id: row for row in rows.all() if row.invoice_id}
+
+    async def past_due(self, *, today: date, statuses: list[str]) -> list[DealInvoice]:
+        """Invoices shown as unpaid/part paid whose due date has passed with money outstanding."""
+        stmt = select(DealInvoice).where(
+            DealInvoice.payment_status.in_(statuses),
+            DealInvoice.due_date < today,
+            or_(DealInvoice.outstanding_amount.is_(None), DealInvoice.outstanding_amount > 0),
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def earliest_created(self) -> datetime | None:
+        return await self.session.scalar(select(func.min(DealInvoice.created_at)))
+
+    async def has_invoice(self, *, crm: str, account_id: str, deal_ids: list[str]) -> set[str]:
+        stmt = select(DealInvoice.deal_id).where(
+            DealInvoice.crm == crm,
+            DealInvoice.account_id == account_id,
+            DealInvoice.deal_id.in_(deal_ids),
+        )
+        return set((await self.session.scalars(stmt)).all())
+
     async def start(self, record: DealInvoice) -> DealInvoice | None:
         """Insert the POSTING marker; None when another attempt already holds this deal."""
         record.state = InvoiceRecordState.POSTING.value
@@ -203,6 +232,24 @@ class InvoiceRepository:
             await self.session.rollback()
             return None
         return record
+
+
+class CursorRepository:
+    """Durable watermarks, one row each."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, name: str) -> datetime | None:
+        cursor = await self.session.get(SyncCursor, name)
+        return cursor.value if cursor else None
+
+    async def set(self, name: str, value: datetime) -> None:
+        cursor = await self.session.get(SyncCursor, name)
+        if cursor is None:
+            self.session.add(SyncCursor(name=name, value=value))
+        else:
+            cursor.value = value
 
 
 class ContactLinkRepository:

@@ -125,6 +125,8 @@ def kommo_config(settings: Settings) -> KommoConfig:
         discount_field_code=settings.kommo_discount_field_code,
         email_field_code=settings.kommo_email_field_code,
         task_type_id=settings.kommo_task_type_id,
+        payment_status_field_id=settings.kommo_payment_status_field_id,
+        payment_status_enums=settings.kommo_payment_status_enums,
     )
 
 

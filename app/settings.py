@@ -28,6 +28,14 @@ SANDBOX_DEFAULTS: dict[str, Any] = {
     "kommo_trigger_status_id": 7100003,
     "kommo_invoice_number_field_id": 6000001,
     "kommo_invoice_link_field_id": 6000002,
+    "kommo_payment_status_field_id": 6000003,
+    "kommo_payment_status_enums": {
+        "unpaid": 6000101,
+        "part_paid": 6000102,
+        "paid": 6000103,
+        "overdue": 6000104,
+        "void": 6000105,
+    },
     "sage_base_url": f"http://127.0.0.1:{SANDBOX_SAGE_PORT}/v3.1",
     "sage_access_token": "sandbox-sage-token",
     "sage_business_id": "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001",
@@ -80,6 +88,10 @@ class Settings(BaseSettings):
     kommo_email_field_code: str = "EMAIL"
     kommo_task_type_id: int = 1
     kommo_task_deadline_hours: int = 24
+    # A select field on the lead showing the payment status; enum ids per bridge status
+    # (unpaid, part_paid, paid, overdue, void). Unset: statuses are tracked but not written.
+    kommo_payment_status_field_id: int | None = None
+    kommo_payment_status_enums: dict[str, int] = Field(default_factory=dict)
     # Kommo: 7 requests/s per integration (shared by every worker, through Redis).
     kommo_rate_limit: str = "7/second"
 
@@ -91,6 +103,8 @@ class Settings(BaseSettings):
     sage_rate_limit: str = "200/minute"
     sage_invoice_url_template: str = "https://accounting.sage.com/invoicing/sales_invoices/{id}"
     invoice_due_days: int = Field(default=30, ge=0, le=365)
+    # Standard Webhooks secrets ("whsec_<base64>") for POST /webhooks/sage; several for rotation.
+    sage_callback_secrets: list[SecretStr] = Field(default_factory=list)
 
     # Processing.
     ledger_mappings_path: Path = Path("config/ledger_mappings.yaml")
@@ -99,6 +113,8 @@ class Settings(BaseSettings):
     sweeper_interval_seconds: int = Field(default=15, ge=1, le=59)
     http_timeout_seconds: float = 10.0
     worker_max_jobs: int = 10
+    status_poll_minutes: int = Field(default=5, ge=1, le=60)
+    reconcile_minutes: int = Field(default=10, ge=1, le=60)
 
     # Sandbox (used only when no upstream credentials are configured).
     sandbox_sage_port: int = SANDBOX_SAGE_PORT
@@ -137,7 +153,7 @@ class Settings(BaseSettings):
         for name, value in SANDBOX_DEFAULTS.items():
             if name.endswith("_url"):
                 continue
-            if values.get(name) is None:
+            if values.get(name) in (None, {}):
                 values[name] = value
         return Settings.model_validate(values)
 

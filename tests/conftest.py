@@ -32,6 +32,8 @@ KOMMO_URL = "https://testco.kommo.com"
 SAGE_URL = "https://api.accounting.sage.com/v3.1"
 WEBHOOK_SECRET = "s3cret-webhook-path-token"
 OPS_TOKEN = "ops-token-for-tests"
+# Standard Webhooks secrets: the current key and the one being rotated out.
+CALLBACK_SECRETS = ["whsec_" + "a2V5LW9uZS1mb3ItY2FsbGJhY2tzLTAwMDE=", "whsec_b2xkLWtleS10d28="]
 TABLES = ("deal_invoices", "contact_links", "inbox_events")
 
 configure_logging("WARNING")
@@ -98,6 +100,15 @@ def make_settings(**overrides: Any) -> Settings:
         "sage_access_token": "sage-token-abc",
         "sage_business_id": "b" * 32,
         "ops_api_token": OPS_TOKEN,
+        "sage_callback_secrets": CALLBACK_SECRETS,
+        "kommo_payment_status_field_id": 950,
+        "kommo_payment_status_enums": {
+            "unpaid": 11,
+            "part_paid": 12,
+            "paid": 13,
+            "overdue": 14,
+            "void": 15,
+        },
         "ledger_mappings_path": DATA / "ledger_mappings.yaml",
         "retry_delays_seconds": [60, 300, 900],
         "invoice_due_days": 14,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -60,6 +61,11 @@ class FakeKommo:
             side_effect=self._elements
         )
         router.post(f"{base}/tasks").mock(side_effect=self._task)
+        router.patch(f"{base}/leads").mock(side_effect=self._batch_patch)
+        router.get(f"{base}/leads").mock(side_effect=self._list_leads)
+        router.get(f"{base}/webhooks").mock(side_effect=self._webhooks)
+        self.batch_patches: list[Any] = []
+        self.webhooks: list[dict[str, Any]] = []
 
     def add_lead(
         self,
@@ -161,6 +167,38 @@ class FakeKommo:
         self.patches.append((int(lead_id), _json(request)))
         return httpx.Response(200, json={"id": int(lead_id)})
 
+    def _batch_patch(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "batch_patch"):
+            return early
+        body = _json(request)
+        assert isinstance(body, list) and len(body) <= 50
+        self.batch_patches.append(body)
+        return httpx.Response(200, json={"_embedded": {"leads": [{"id": i["id"]} for i in body]}})
+
+    def _list_leads(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "list_leads"):
+            return early
+        params = request.url.params
+        pipeline = int(params["filter[statuses][0][pipeline_id]"])
+        status = int(params["filter[statuses][0][status_id]"])
+        since = int(params["filter[updated_at][from]"])
+        leads = [
+            lead
+            for lead in self.leads.values()
+            if (lead["pipeline_id"], lead["status_id"]) == (pipeline, status)
+            and lead["updated_at"] >= since
+        ]
+        if not leads:
+            return httpx.Response(204)
+        return httpx.Response(200, json={"_page": 1, "_links": {}, "_embedded": {"leads": leads}})
+
+    def _webhooks(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request):
+            return early
+        if not self.webhooks:
+            return httpx.Response(204)
+        return httpx.Response(200, json={"_embedded": {"webhooks": self.webhooks}})
+
     def _task(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "tasks"):
             return early
@@ -188,6 +226,9 @@ class FakeSage:
         router.get(f"{SAGE_URL}/sales_invoices").mock(side_effect=self._find_invoices)
         router.post(f"{SAGE_URL}/sales_invoices").mock(side_effect=self._post_invoice)
         router.get(f"{SAGE_URL}/tax_rates").mock(side_effect=self._tax_rates)
+        router.get(f"{SAGE_URL}/artefact_statuses").mock(side_effect=self._artefact_statuses)
+        self.deleted: list[dict[str, Any]] = []
+        self.poll_queries: list[dict[str, str]] = []
 
     def add_customer(self, contact_id: str, email: str) -> None:
         self.contacts.append(
@@ -228,11 +269,50 @@ class FakeSage:
         self.contacts.append(created)
         return httpx.Response(201, json=created)
 
+    def set_status(
+        self,
+        invoice_id: str,
+        status: str,
+        updated_at: str,
+        *,
+        due_date: str = "2099-01-01",
+        outstanding: float = 10.0,
+    ) -> None:
+        """An invoice as Sage would list it after a payment or a status change."""
+        invoice = next((i for i in self.invoices if i["id"] == invoice_id), None)
+        if invoice is None:
+            invoice = {"id": invoice_id, "reference": f"REF-{invoice_id}"}
+            self.invoices.append(invoice)
+        invoice.update(
+            status={"id": status},
+            updated_at=updated_at,
+            due_date=due_date,
+            outstanding_amount=outstanding,
+        )
+
     def _find_invoices(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "find_invoices"):
             return early
-        search = request.url.params["search"]
-        return _page([i for i in self.invoices if search in i["reference"]])
+        params = request.url.params
+        if "search" in params:
+            return _page([i for i in self.invoices if params["search"] in i["reference"]])
+        self.poll_queries.append(dict(params))
+        if "deleted_since" in params:
+            since = datetime.fromisoformat(params["deleted_since"])
+            return _page(
+                [d for d in self.deleted if datetime.fromisoformat(d["deleted_at"]) > since]
+            )
+        since = datetime.fromisoformat(params["updated_or_created_since"])
+        changed = [
+            i
+            for i in self.invoices
+            if "updated_at" in i and datetime.fromisoformat(i["updated_at"]) >= since
+        ]
+        return _page(sorted(changed, key=lambda i: i["updated_at"]))
+
+    def _artefact_statuses(self, request: httpx.Request) -> httpx.Response:
+        ids = ["DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"]
+        return _page([{"id": i, "displayed_as": i.title()} for i in ids])
 
     def _post_invoice(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "post_invoice"):

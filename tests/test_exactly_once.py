@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import InvoiceDraft, InvoiceRef
-from app.invoicing import Bridge, process_event
+from app.events import process_event
+from app.invoicing import Bridge
 from app.models import DealInvoice, EventState, InboxEvent, utcnow
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage

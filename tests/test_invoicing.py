@@ -12,7 +12,8 @@ import respx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.invoicing import Bridge, idempotency_key, process_event
+from app.events import process_event
+from app.invoicing import Bridge, idempotency_key
 from app.models import ContactLink, DealInvoice, EventState, InboxEvent, TaskState, utcnow
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage, sage_error

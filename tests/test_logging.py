@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import structlog
@@ -22,7 +23,7 @@ def test_secrets_are_redacted_from_every_log_event(capsys: pytest.CaptureFixture
         note="sent Bearer zzz.yyy upstream",
         deal_id=42,
     )
-    configure_logging("WARNING")
+    configure_logging("WARNING", stream=sys.__stderr__)
 
     line = capsys.readouterr().err.strip().splitlines()[-1]
     for secret in ("tok-123", "cs-456", "abc.def", "hook-secret-789", "zzz.yyy"):

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Unauthorized
+from app.errors import PayloadTooLarge, Unauthorized
 from app.runtime import Database, MappingHolder
 from app.settings import Settings
 
@@ -60,3 +60,13 @@ def require_ops_token(
 
 
 OpsAuth = Depends(require_ops_token)
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it grows past `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+    return bytes(body)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from app.errors import BadRequest, NotFound
 from app.models import EventState, InboxEvent, utcnow
-from app.queue import enqueue_event
+from app.queue import enqueue_event, webhook_state
 from app.repositories import InboxRepository
 from app.routes.deps import OpsAuth, QueueDep, SessionDep, SettingsDep
 
@@ -57,6 +57,22 @@ async def retry_queue(
         _view(row, settings.kommo_base_url, len(settings.retry_delays_seconds)) for row in rows
     ]
     return EventPage(total=total, limit=limit, offset=offset, items=items)
+
+
+class StatusView(BaseModel):
+    events_by_state: dict[str, int]
+    kommo_webhook: dict[str, Any] | None
+    sandbox: bool
+
+
+@router.get("/status", response_model=StatusView)
+async def status(session: SessionDep, queue: QueueDep, settings: SettingsDep) -> StatusView:
+    """Counts per state, and whether Kommo still has our webhook enabled (last check)."""
+    return StatusView(
+        events_by_state=await InboxRepository(session).count_by_state(),
+        kommo_webhook=await webhook_state(queue),
+        sandbox=settings.sandbox_mode,
+    )
 
 
 @router.get("/events/{event_id}", response_model=EventView)

@@ -10,11 +10,11 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
-from app.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from app.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from app.inbox import kommo_events
 from app.queue import enqueue_event
 from app.repositories import InboxRepository
-from app.routes.deps import QueueDep, SessionDep, SettingsDep
+from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 from app.settings import Settings
 
 router = APIRouter(tags=["webhooks"])
@@ -34,7 +34,10 @@ async def kommo_webhook(
     secret: str, request: Request, settings: SettingsDep, session: SessionDep, queue: QueueDep
 ) -> WebhookAck:
     _check_secret(secret, settings)
-    hook = _parse(await _read_body(request, settings), request.headers.get("content-type", ""))
+    hook = _parse(
+        await read_limited_body(request, settings.max_webhook_body_bytes),
+        request.headers.get("content-type", ""),
+    )
     account_id = _check_account(hook, settings)
     events = kommo_events(
         hook,
@@ -61,16 +64,6 @@ def _check_secret(secret: str, settings: Settings) -> None:
     expected = settings.secret("kommo_webhook_secret").encode()
     if not hmac.compare_digest(secret.encode(), expected):
         raise Unauthorized("unknown webhook URL: check the secret in the hook's address")
-
-
-async def _read_body(request: Request, settings: Settings) -> bytes:
-    limit = settings.max_webhook_body_bytes
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"webhook bodies are limited to {limit} bytes")
-    return bytes(body)
 
 
 def _parse(body: bytes, content_type: str) -> KommoWebhook:

@@ -13,9 +13,12 @@ import structlog
 from arq import cron
 from arq.worker import Worker, func
 
-from app.invoicing import Bridge, process_event
+from app.events import process_event
+from app.invoicing import Bridge
 from app.models import utcnow
-from app.queue import PROCESS_EVENT, QUEUE_NAME, enqueue_event, redis_settings
+from app.payment_status import poll_statuses
+from app.queue import PROCESS_EVENT, QUEUE_NAME, enqueue_event, record_webhook_state, redis_settings
+from app.reconcile import check_webhook, reconcile_trigger_stage
 from app.repositories import InboxRepository
 from app.runtime import Database, MappingHolder, Upstreams, pipeline_config
 from app.settings import Settings
@@ -67,6 +70,26 @@ async def sweep(ctx: dict[str, Any]) -> int:
     return enqueued
 
 
+async def poll_statuses_job(ctx: dict[str, Any]) -> int:
+    """Sage → deal payment statuses (Sage Accounting has no webhooks of its own)."""
+    bridge: Bridge = ctx["bridge"]
+    db: Database = ctx["db"]
+    async with db.sessionmaker() as session:
+        return await poll_statuses(session, bridge.crm, bridge.accounting, now=utcnow())
+
+
+async def reconcile_job(ctx: dict[str, Any]) -> int:
+    """Deals in the invoice stage whose webhook never came; and is our hook still enabled?"""
+    bridge: Bridge = ctx["bridge"]
+    db: Database = ctx["db"]
+    async with db.sessionmaker() as session:
+        due = await reconcile_trigger_stage(session, bridge, now=utcnow())
+    for event_id in due:
+        await enqueue_event(ctx["redis"], event_id, 0)
+    await record_webhook_state(ctx["redis"], await check_webhook(bridge))
+    return len(due)
+
+
 def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
     assert settings.redis_url, "REDIS_URL must be set before the worker starts"
     timeout = settings.job_timeout_seconds
@@ -74,7 +97,19 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
     options: dict[str, Any] = {
         "functions": [func(process_event_job, name=PROCESS_EVENT, timeout=timeout, keep_result=0)],
         "cron_jobs": [
-            cron(sweep, second=set(range(0, 60, every)), run_at_startup=True, timeout=timeout)
+            cron(sweep, second=set(range(0, 60, every)), run_at_startup=True, timeout=timeout),
+            cron(
+                poll_statuses_job,
+                minute=set(range(0, 60, settings.status_poll_minutes)),
+                second=30,
+                timeout=timeout,
+            ),
+            cron(
+                reconcile_job,
+                minute=set(range(0, 60, settings.reconcile_minutes)),
+                second=45,
+                timeout=timeout,
+            ),
         ],
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": QUEUE_NAME,
@@ -82,8 +117,9 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
         "burst": burst,
-        # A killed worker's job becomes visible again after job_timeout + 10 s (arq's
-        # in-progress key), well inside the 60 s recovery bound.
+        # A killed worker's job becomes visible again after the longest function timeout + 10 s
+        # (arq's in-progress key), so every function, cron jobs too, keeps job_timeout: the
+        # status poll and reconciliation are incremental and bounded per run to fit in it.
         "job_timeout": timeout,
         "keep_result": 0,
         "max_jobs": settings.worker_max_jobs,

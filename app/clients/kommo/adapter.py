@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -16,10 +16,11 @@ from app.clients.kommo.schemas import (
     CustomFieldUpdate,
     FieldValueOut,
     Lead,
+    LeadPatch,
     LeadUpdate,
     TaskCreate,
 )
-from app.domain import Customer, Deal, InvoiceRef, LineItem
+from app.domain import Customer, Deal, DealInStage, InvoiceRef, LineItem
 from app.ports import DealNotFound
 
 
@@ -35,6 +36,12 @@ class KommoConfig:
     discount_field_code: str | None = None
     email_field_code: str = "EMAIL"
     task_type_id: int = 1
+    payment_status_field_id: int | None = None
+    # bridge payment status (unpaid, part_paid, paid, overdue, void) → the select field's enum id
+    payment_status_enums: dict[str, int] = field(default_factory=dict)
+
+
+BATCH_SIZE = 50  # Kommo recommends at most 50 entities per batch write
 
 
 class KommoCrm:
@@ -94,6 +101,53 @@ class KommoCrm:
         if not created:
             raise KommoRequestError(UPSTREAM, "POST /api/v4/tasks returned no task")
         return str(created[0].id)
+
+    async def write_payment_statuses(self, *, updates: list[tuple[str, str]]) -> None:
+        """Set the payment status select field on many deals, in batches."""
+        field_id = self._config.payment_status_field_id
+        if field_id is None or not updates:
+            return
+        patches = [
+            LeadPatch(
+                id=int(deal_id),
+                custom_fields_values=[
+                    CustomFieldUpdate(field_id=field_id, values=[FieldValueOut(enum_id=enum)])
+                ],
+            )
+            for deal_id, status in updates
+            if (enum := self._config.payment_status_enums.get(status)) is not None
+        ]
+        for start in range(0, len(patches), BATCH_SIZE):
+            await self._client.update_leads(patches=patches[start : start + BATCH_SIZE])
+
+    async def deals_in_stage(
+        self, *, pipeline_id: int, status_id: int, updated_since: int
+    ) -> list[DealInStage]:
+        deals: list[DealInStage] = []
+        page = 1
+        while True:
+            result = await self._client.leads_in_stage(
+                pipeline_id=pipeline_id, status_id=status_id, updated_from=updated_since, page=page
+            )
+            deals += [self._in_stage(lead) for lead in result.embedded.leads]
+            if result.links.next is None or not result.embedded.leads:
+                return deals
+            page += 1
+
+    async def webhook_disabled(self, *, destination_part: str) -> bool | None:
+        """True if Kommo disabled our hook, False if it is on, None if it is not registered."""
+        hooks = [h for h in await self._client.list_webhooks() if destination_part in h.destination]
+        return any(h.disabled for h in hooks) if hooks else None
+
+    def _in_stage(self, lead: Lead) -> DealInStage:
+        return DealInStage(
+            id=str(lead.id),
+            account_id=str(lead.account_id or self._config.account_id),
+            pipeline_id=lead.pipeline_id,
+            status_id=lead.status_id,
+            responsible_user_id=lead.responsible_user_id,
+            updated_at=lead.updated_at or 0,
+        )
 
     def deal_url(self, *, deal_id: str) -> str:
         return f"{self._config.base_url.rstrip('/')}/leads/detail/{deal_id}"

@@ -14,9 +14,13 @@ from app.clients.kommo.schemas import (
     Contact,
     CreatedTask,
     Lead,
+    LeadPatch,
+    LeadsPage,
     LeadUpdate,
     TaskCreate,
     TasksCreated,
+    Webhook,
+    WebhooksPage,
 )
 
 UPSTREAM = "kommo"
@@ -48,6 +52,33 @@ class KommoClient:
     async def update_lead(self, *, lead_id: int, update: LeadUpdate) -> None:
         body = update.model_dump(mode="json", exclude_none=True)
         await self._request("PATCH", f"/api/v4/leads/{lead_id}", json=body)
+
+    async def leads_in_stage(
+        self, *, pipeline_id: int, status_id: int, updated_from: int, page: int
+    ) -> LeadsPage:
+        """One page of leads now in the stage and updated at or after `updated_from`."""
+        params: dict[str, str | int] = {
+            "filter[statuses][0][pipeline_id]": pipeline_id,
+            "filter[statuses][0][status_id]": status_id,
+            "filter[updated_at][from]": updated_from,
+            "page": page,
+            "limit": PAGE_LIMIT,
+        }
+        try:
+            return LeadsPage.model_validate(await self._get("/api/v4/leads", params))
+        except KommoNotFound:  # 204: no leads
+            return LeadsPage()
+
+    async def update_leads(self, *, patches: list[LeadPatch]) -> None:
+        body = [p.model_dump(mode="json", exclude_none=True) for p in patches]
+        await self._request("PATCH", "/api/v4/leads", json=body)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        try:
+            data = await self._get("/api/v4/webhooks", {})
+        except KommoNotFound:
+            return []
+        return WebhooksPage.model_validate(data).embedded.webhooks
 
     async def create_tasks(self, *, tasks: list[TaskCreate]) -> list[CreatedTask]:
         body = [t.model_dump(mode="json", exclude_none=True) for t in tasks]

@@ -133,3 +133,40 @@ class TasksEmbedded(_Model):
 
 class TasksCreated(_Model):
     embedded: TasksEmbedded = Field(default_factory=TasksEmbedded, alias="_embedded")
+
+
+class LeadsEmbedded(_Model):
+    leads: list[Lead] = Field(default_factory=list)
+
+
+class LinkHref(_Model):
+    href: str
+
+
+class PageLinks(_Model):
+    next: LinkHref | None = None
+
+
+class LeadsPage(_Model):
+    embedded: LeadsEmbedded = Field(default_factory=LeadsEmbedded, alias="_embedded")
+    links: PageLinks = Field(default_factory=PageLinks, alias="_links")
+
+
+class LeadPatch(_Model):
+    id: int
+    custom_fields_values: list[CustomFieldUpdate]
+
+
+class Webhook(_Model):
+    id: int | None = None
+    destination: str
+    disabled: bool = False
+    settings: list[str] = Field(default_factory=list)
+
+
+class WebhooksEmbedded(_Model):
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
+class WebhooksPage(_Model):
+    embedded: WebhooksEmbedded = Field(default_factory=WebhooksEmbedded, alias="_embedded")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from decimal import Decimal
 
 from app.clients.sage.client import SageClient
@@ -10,12 +11,13 @@ from app.clients.sage.schemas import (
     ContactIn,
     ContactPersonIn,
     InvoiceLineIn,
+    InvoiceState,
     PostContact,
     PostSalesInvoice,
     SalesInvoice,
     SalesInvoiceIn,
 )
-from app.domain import Customer, InvoiceDraft, InvoiceRef, TaxRate
+from app.domain import Customer, InvoiceDraft, InvoiceRef, InvoiceStatus, TaxRate
 
 TAX_RATE_TTL_SECONDS = 600.0
 
@@ -81,6 +83,17 @@ class SageAccounting:
         )
         return self._ref(await self._client.create_sales_invoice(body=body))
 
+    async def changed_invoices(self, *, since: datetime) -> list[InvoiceStatus]:
+        """Every invoice changed at or after `since`, and every one deleted after it."""
+        changed = await self._client.changed_sales_invoices(since=since)
+        deleted = await self._client.deleted_sales_invoices(since=since)
+        return [_status(i, deleted=False) for i in changed if i.status and i.updated_at] + [
+            _status(i, deleted=True) for i in deleted if i.deleted_at or i.updated_at
+        ]
+
+    async def status_ids(self) -> set[str]:
+        return await self._client.artefact_status_ids()
+
     async def tax_rates(self) -> dict[str, TaxRate]:
         if time.monotonic() - self._tax_rates_at > TAX_RATE_TTL_SECONDS or not self._tax_rates:
             rates = await self._client.list_tax_rates()
@@ -99,3 +112,16 @@ class SageAccounting:
             reference=invoice.reference,
             total_amount=invoice.total_amount,
         )
+
+
+def _status(invoice: InvoiceState, *, deleted: bool) -> InvoiceStatus:
+    when = (invoice.deleted_at if deleted else None) or invoice.updated_at
+    assert when is not None
+    return InvoiceStatus(
+        invoice_id=invoice.id,
+        status_id="VOID" if deleted else (invoice.status.id if invoice.status else ""),
+        updated_at=when,
+        due_date=invoice.due_date,
+        outstanding_amount=invoice.outstanding_amount,
+        deleted=deleted,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -11,7 +12,9 @@ from pydantic import BaseModel
 from app.clients.http import retry_after_seconds, send
 from app.clients.sage.errors import SageRequestError, SageTransientError
 from app.clients.sage.schemas import (
+    Base,
     Contact,
+    InvoiceState,
     Page,
     PostContact,
     PostSalesInvoice,
@@ -43,17 +46,39 @@ class SageClient:
     async def create_sales_invoice(self, *, body: PostSalesInvoice) -> SalesInvoice:
         return SalesInvoice.model_validate(await self._post("/sales_invoices", body))
 
+    async def changed_sales_invoices(
+        self, *, since: datetime, max_pages: int = 5
+    ) -> list[InvoiceState]:
+        """Invoices created or updated at or after `since` (Sage's filter is inclusive), oldest
+        first, at most `max_pages` pages: the caller's watermark moves to the newest seen."""
+        params = {
+            "updated_or_created_since": since.isoformat(timespec="seconds"),
+            "attributes": "all",
+            "sort": "updated_at",
+        }
+        return await self._list("/sales_invoices", params, InvoiceState, max_pages=max_pages)
+
+    async def deleted_sales_invoices(self, *, since: datetime) -> list[InvoiceState]:
+        """Invoices deleted after `since` (exclusive)."""
+        params = {"deleted_since": since.isoformat(timespec="seconds"), "attributes": "all"}
+        return await self._list("/sales_invoices", params, InvoiceState)
+
+    async def artefact_status_ids(self) -> set[str]:
+        return {s.id for s in await self._list("/artefact_statuses", {}, Base)}
+
     async def list_tax_rates(self) -> list[TaxRate]:
         return await self._list("/tax_rates", {"attributes": "percentage"}, TaxRate)
 
-    async def _list(self, path: str, params: dict[str, Any], model: type[M]) -> list[M]:
+    async def _list(
+        self, path: str, params: dict[str, Any], model: type[M], *, max_pages: int = 50
+    ) -> list[M]:
         query = {**params, "items_per_page": MAX_PAGE, "page": 1}
         items: list[M] = []
         while True:
             response = await self._request("GET", path, params=query)
             page = Page[model].model_validate(response.json())  # type: ignore[valid-type]
             items.extend(page.items)
-            if not page.next or not page.items:
+            if not page.next or not page.items or query["page"] >= max_pages:
                 return items
             query["page"] += 1
 

@@ -108,3 +108,13 @@ class SalesInvoiceIn(_Out):
 
 class PostSalesInvoice(_Out):
     sales_invoice: SalesInvoiceIn
+
+
+class InvoiceState(Base):
+    """A sales invoice as the status poller reads it (`attributes=all`)."""
+
+    status: Base | None = None
+    due_date: dt.date | None = None
+    outstanding_amount: Decimal | None = None
+    updated_at: dt.datetime | None = None
+    deleted_at: dt.datetime | None = None

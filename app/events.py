@@ -1,0 +1,137 @@
+"""Running one inbox event: claim it, do its work, and end it in a named state.
+
+Transient failures are retried on the configured ladder and then become a task for the deal's
+manager; permanent ones become a task at once. The task is part of the event's durable state,
+so it is opened exactly once even if the CRM is down when the event ends.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import UpstreamPermanentError, UpstreamTransientError
+from app.invoicing import Bridge, Outcome, raise_invoice
+from app.models import TERMINAL_STATES, EventState, InboxEvent, TaskState, utcnow
+from app.payment_status import apply_statuses, status_from_payload
+from app.repositories import InboxRepository
+
+log = structlog.get_logger(__name__)
+
+TASK_RETRY_DELAY = timedelta(seconds=60)
+
+
+async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) -> EventState | None:
+    """Run one inbox event if it is due and nobody else holds it; return its state afterwards."""
+    inbox = InboxRepository(session)
+    event = await inbox.claim(event_id, lease=bridge.config.lease)
+    if event is None:
+        return None
+    structlog.contextvars.bind_contextvars(event_id=event.id, deal_id=event.deal_id)
+    try:
+        if event.state not in TERMINAL_STATES:
+            await _run(session, bridge, event)
+        if event.task_state == TaskState.PENDING:
+            await _open_task(session, bridge, event)
+        return EventState(event.state)
+    finally:
+        event.lease_until = None
+        await session.commit()
+        structlog.contextvars.unbind_contextvars("event_id", "deal_id")
+
+
+async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    try:
+        outcome = await _handle(session, bridge, event)
+    except UpstreamTransientError as exc:
+        await _retry_or_give_up(session, bridge, event, exc)
+        return
+    except UpstreamPermanentError as exc:
+        outcome = Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))
+    except Exception as exc:  # a bug must not lose the event: retry it like a transient error
+        log.exception("event.unexpected_error")
+        await _retry_or_give_up(session, bridge, event, exc)
+        return
+    _finish(event, outcome)
+    log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
+
+
+async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
+    if event.source == "sage":
+        status = status_from_payload(event.payload)
+        written = await apply_statuses(session, bridge.crm, [status], today=utcnow().date())
+        return Outcome(EventState.APPLIED, f"status {status.status_id}: {written} deal(s) updated")
+    return await raise_invoice(session, bridge, event)
+
+
+async def _retry_or_give_up(
+    session: AsyncSession, bridge: Bridge, event: InboxEvent, exc: Exception
+) -> None:
+    event.attempts += 1
+    detail = exc.detail if isinstance(exc, UpstreamTransientError) else repr(exc)
+    event.last_error = detail
+    delays = bridge.config.retry_delays
+    if event.attempts > len(delays):
+        _finish(event, Outcome(EventState.FAILED, detail, _exhausted_task_text(event, detail)))
+        log.warning("event.retries_exhausted", attempts=event.attempts, error=detail)
+        return
+    delay = delays[event.attempts - 1]
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    event.state = EventState.RETRYING.value
+    event.next_attempt_at = utcnow() + delay
+    event.lease_until = None
+    await session.commit()
+    log.warning(
+        "event.retry_scheduled", attempt=event.attempts, delay_s=delay.total_seconds(), error=detail
+    )
+    await bridge.schedule(event.id, event.attempts, event.next_attempt_at)
+
+
+def _finish(event: InboxEvent, outcome: Outcome) -> None:
+    event.state = outcome.state.value
+    event.next_attempt_at = None
+    event.last_error = None if outcome.state == EventState.INVOICED else outcome.detail
+    if outcome.task_text is not None:
+        event.task_state = TaskState.PENDING.value
+        event.task_text = outcome.task_text
+        event.next_attempt_at = utcnow()
+
+
+async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    """Exactly one task per finished event: the state is committed before the CRM call."""
+    await session.commit()
+    due = utcnow() + bridge.config.task_deadline
+    try:
+        task_id = await bridge.crm.create_task(
+            deal_id=event.deal_id,
+            responsible_user_id=event.responsible_user_id,
+            text=event.task_text or "",
+            due=due,
+        )
+    except (UpstreamTransientError, UpstreamPermanentError) as exc:
+        event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
+        log.error("task.create_failed", error=exc.detail)
+        return
+    event.task_state = TaskState.CREATED.value
+    event.task_id = task_id
+    event.next_attempt_at = None
+    log.info("task.created", task_id=task_id)
+
+
+def _permanent_task_text(exc: UpstreamPermanentError) -> str:
+    return (
+        f"Sage invoice NOT raised: {exc.upstream.capitalize()} refused it: {exc.detail}. "
+        "Correct what it names, then move the deal to the invoice stage again."
+    )
+
+
+def _exhausted_task_text(event: InboxEvent, detail: str) -> str:
+    return (
+        f"Sage invoice NOT raised after {event.attempts} attempts; the last error was: {detail}. "
+        f"The bridge has stopped retrying. When the service is reachable again, ask ops to "
+        f"replay event {event.id} (POST /ops/events/{event.id}/replay)."
+    )

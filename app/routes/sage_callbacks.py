@@ -1,0 +1,69 @@
+"""POST /webhooks/sage: verify, store in the inbox, enqueue, answer."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.clients.sage.callbacks import CallbackError, parse_callback, verify_signature
+from app.errors import BadRequest, ServiceUnavailable, Unauthorized
+from app.models import EventState
+from app.payment_status import callback_payload
+from app.queue import enqueue_event
+from app.repositories import InboxRepository, InvoiceRepository, NewEvent
+from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
+
+router = APIRouter(tags=["webhooks"])
+log = structlog.get_logger(__name__)
+
+
+class CallbackAck(BaseModel):
+    accepted: bool
+    queued: bool
+
+
+@router.post("/webhooks/sage", response_model=CallbackAck)
+async def sage_callback(
+    request: Request, settings: SettingsDep, session: SessionDep, queue: QueueDep
+) -> CallbackAck:
+    """A replayed `webhook-id` is acknowledged and not applied again."""
+    body = await read_limited_body(request, settings.max_webhook_body_bytes)
+    secrets = [s.get_secret_value() for s in settings.sage_callback_secrets]
+    if not secrets:
+        raise Unauthorized("Sage callbacks are disabled: set SAGE_CALLBACK_SECRETS")
+    try:
+        webhook_id = verify_signature(body, request.headers, secrets)
+    except CallbackError as exc:
+        raise Unauthorized(f"callback signature refused: {exc}") from exc
+    try:
+        status = parse_callback(body)
+    except CallbackError as exc:
+        raise BadRequest(str(exc)) from exc
+    try:
+        record = (await InvoiceRepository(session).by_invoice_ids([status.invoice_id])).get(
+            status.invoice_id
+        )
+        event = NewEvent(
+            source="sage",
+            dedupe_key=f"sage:callback:{webhook_id}",
+            account_id=settings.sage_business_id or "",
+            deal_id=record.deal_id if record else "",
+            action="sales_invoice.status",
+            pipeline_id=None,
+            status_id=None,
+            responsible_user_id=None,
+            changed_at=int(status.updated_at.timestamp()),
+            state=EventState.PENDING if record else EventState.SKIPPED,
+            payload=callback_payload(status),
+            last_error=None if record else "not an invoice this bridge raised",
+        )
+        due = await InboxRepository(session).record([event])
+        await session.commit()
+    except (SQLAlchemyError, OSError) as exc:
+        raise ServiceUnavailable("the callback could not be stored; please retry") from exc
+    for event_id in due:
+        await enqueue_event(queue, event_id, 0)
+    log.info("sage_callback.accepted", webhook_id=webhook_id, invoice_id=status.invoice_id)
+    return CallbackAck(accepted=True, queued=bool(due))
