@@ -56,10 +56,17 @@ class EventState(enum.StrEnum):
     SKIPPED = "skipped"  # terminal: nothing to do (other stage, or deal no longer in the stage)
     NEEDS_MAPPING = "needs_mapping"  # terminal: a line has no ledger mapping; manager has a task
     FAILED = "failed"  # terminal: permanent error or retries exhausted; manager has a task
+    APPLIED = "applied"  # terminal: an accounting status callback was applied to the deal
 
 
 TERMINAL_STATES = frozenset(
-    {EventState.INVOICED, EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED}
+    {
+        EventState.INVOICED,
+        EventState.SKIPPED,
+        EventState.NEEDS_MAPPING,
+        EventState.FAILED,
+        EventState.APPLIED,
+    }
 )
 # A later move of the deal into the trigger stage starts these over.
 REOPENABLE_STATES = frozenset({EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED})

@@ -21,7 +21,7 @@ from app.payment_status import CURSOR, apply_statuses, poll_statuses, shown_stat
 from app.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import Scheduled, bridge_for
+from tests.helpers import bridge_for
 
 Maker = async_sessionmaker[AsyncSession]
 ENUMS = {"unpaid": 11, "part_paid": 12, "paid": 13, "overdue": 14, "void": 15}
