@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.invoicing import Bridge, Outcome, raise_invoice
+from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
 from app.models import TERMINAL_STATES, EventState, InboxEvent, TaskState, utcnow
 from app.payment_status import apply_statuses, status_from_payload
 from app.repositories import InboxRepository
@@ -82,6 +83,7 @@ async def _retry_or_give_up(
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
     event.state = EventState.RETRYING.value
+    RETRIES.inc()
     event.next_attempt_at = utcnow() + delay
     event.lease_until = None
     await session.commit()
@@ -92,6 +94,7 @@ async def _retry_or_give_up(
 
 
 def _finish(event: InboxEvent, outcome: Outcome) -> None:
+    EVENTS_FINISHED.labels(outcome.state.value).inc()
     event.state = outcome.state.value
     event.next_attempt_at = None
     event.last_error = None if outcome.state == EventState.INVOICED else outcome.detail
@@ -117,6 +120,7 @@ async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -
         log.error("task.create_failed", error=exc.detail)
         return
     event.task_state = TaskState.CREATED.value
+    TASKS_OPENED.inc()
     event.task_id = task_id
     event.next_attempt_at = None
     log.info("task.created", task_id=task_id)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain import Customer, Deal, InvoiceDraft, InvoiceLine, InvoiceRef, LineItem, TaxRate
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.mapping import LedgerMapping
+from app.metrics import INVOICES_CREATED
 from app.models import (
     DealInvoice,
     EventState,
@@ -140,6 +141,7 @@ async def _create_invoice(
     _store_created(record, invoice)
     record.due_date = draft.due_date
     await session.commit()
+    INVOICES_CREATED.inc()
     log.info("invoice.created", invoice_id=invoice.id, invoice_number=invoice.number)
     return invoice
 

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 
 from app.errors import AppError
 from app.logging import configure_logging
+from app.metrics import WEBHOOKS
 from app.queue import open_pool
-from app.routes import health, ops, sage_callbacks, webhooks
+from app.routes import health, metrics, ops, sage_callbacks, webhooks
 from app.runtime import Database, MappingHolder
 from app.settings import Settings, get_settings
 
@@ -43,12 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     return app
 
 
-async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+    parts = request.url.path.split("/")
+    if len(parts) > 2 and parts[1] == "webhooks":
+        WEBHOOKS.labels(parts[2], exc.error).inc()
     return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status_code)
 
 

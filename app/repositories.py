@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -171,6 +171,13 @@ class InboxRepository:
         )
         return list(rows.all()), int(total or 0)
 
+    async def oldest_active(self) -> datetime | None:
+        stmt = select(func.min(InboxEvent.received_at)).where(
+            InboxEvent.state.in_([s.value for s in ACTIVE_STATES])
+        )
+        value = await self.session.scalar(stmt)
+        return _utc(value)
+
     async def count_by_state(self) -> dict[str, int]:
         rows = await self.session.execute(
             select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
@@ -212,7 +219,7 @@ class InvoiceRepository:
         return list((await self.session.scalars(stmt)).all())
 
     async def earliest_created(self) -> datetime | None:
-        return await self.session.scalar(select(func.min(DealInvoice.created_at)))
+        return _utc(await self.session.scalar(select(func.min(DealInvoice.created_at))))
 
     async def has_invoice(self, *, crm: str, account_id: str, deal_ids: list[str]) -> set[str]:
         stmt = select(DealInvoice.deal_id).where(
@@ -283,3 +290,10 @@ class ContactLinkRepository:
 
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aggregates bypass the column type, so SQLite hands back a naive UTC datetime."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

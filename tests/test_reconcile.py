@@ -118,3 +118,13 @@ async def test_the_hook_state_is_shown_to_ops(client: AsyncClient, queue: ArqRed
 
     assert response.status_code == 200
     assert response.json()["kommo_webhook"]["state"] == "disabled"
+
+
+async def test_the_disabled_hook_is_a_metric(client: AsyncClient, queue: ArqRedis) -> None:
+    await record_webhook_state(queue, "disabled")
+    disabled = (await client.get("/metrics")).text
+    await record_webhook_state(queue, "enabled")
+    enabled = (await client.get("/metrics")).text
+
+    assert "sagebridge_kommo_webhook_disabled 1.0" in disabled
+    assert "sagebridge_kommo_webhook_disabled 0.0" in enabled

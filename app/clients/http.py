@@ -4,6 +4,7 @@ transient errors, and the parsing of Retry-After."""
 from __future__ import annotations
 
 import email.utils
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import structlog
 
 from app.errors import UpstreamTransientError
+from app.metrics import UPSTREAM_LATENCY, UPSTREAM_REQUESTS, route_of
 
 log = structlog.get_logger(__name__)
 
@@ -26,12 +28,18 @@ async def send(
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request; a network error or timeout becomes `transient` (retry later)."""
+    route = route_of(path)
+    started = time.perf_counter()
     try:
         response = await http.request(method, path, **kwargs)
     except httpx.TimeoutException as exc:
+        _count(upstream, method, route, "timeout")
         raise transient(upstream, f"{method} {path} timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
+        _count(upstream, method, route, "network_error")
         raise transient(upstream, f"{method} {path} failed: {type(exc).__name__}") from exc
+    _count(upstream, method, route, str(response.status_code))
+    UPSTREAM_LATENCY.labels(upstream, route).observe(time.perf_counter() - started)
     log.debug(
         "upstream.response",
         upstream=upstream,
@@ -41,6 +49,10 @@ async def send(
         elapsed_ms=round(response.elapsed.total_seconds() * 1000, 1),
     )
     return response
+
+
+def _count(api: str, method: str, route: str, status: str) -> None:
+    UPSTREAM_REQUESTS.labels(api, method, route, status).inc()
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

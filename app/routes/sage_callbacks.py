@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.sage.callbacks import CallbackError, parse_callback, verify_signature
 from app.errors import BadRequest, ServiceUnavailable, Unauthorized
+from app.metrics import WEBHOOKS
 from app.models import EventState
 from app.payment_status import callback_payload
 from app.queue import enqueue_event
@@ -65,5 +66,6 @@ async def sage_callback(
         raise ServiceUnavailable("the callback could not be stored; please retry") from exc
     for event_id in due:
         await enqueue_event(queue, event_id, 0)
+    WEBHOOKS.labels("sage", "accepted").inc()
     log.info("sage_callback.accepted", webhook_id=webhook_id, invoice_id=status.invoice_id)
     return CallbackAck(accepted=True, queued=bool(due))

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
 from app.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from app.inbox import kommo_events
+from app.metrics import WEBHOOKS
 from app.queue import enqueue_event
 from app.repositories import InboxRepository
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
@@ -56,6 +57,7 @@ async def kommo_webhook(
     for event_id in due:
         await enqueue_event(queue, event_id, 0)
     skipped = sum(1 for e in events if e.state != "pending")
+    WEBHOOKS.labels("kommo", "accepted").inc()
     log.info("webhook.accepted", received=len(events), queued=len(due), skipped=skipped)
     return WebhookAck(received=len(events), queued=len(due), skipped=skipped)
 

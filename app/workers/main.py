@@ -15,6 +15,7 @@ from arq.worker import Worker, func
 
 from app.events import process_event
 from app.invoicing import Bridge
+from app.metrics import KOMMO_WEBHOOK_DISABLED
 from app.models import utcnow
 from app.payment_status import poll_statuses
 from app.queue import PROCESS_EVENT, QUEUE_NAME, enqueue_event, record_webhook_state, redis_settings
@@ -86,7 +87,9 @@ async def reconcile_job(ctx: dict[str, Any]) -> int:
         due = await reconcile_trigger_stage(session, bridge, now=utcnow())
     for event_id in due:
         await enqueue_event(ctx["redis"], event_id, 0)
-    await record_webhook_state(ctx["redis"], await check_webhook(bridge))
+    state = await check_webhook(bridge)
+    KOMMO_WEBHOOK_DISABLED.set(1 if state == "disabled" else 0)
+    await record_webhook_state(ctx["redis"], state)
     return len(due)
 
 

@@ -1,0 +1,28 @@
+"""GET /metrics in Prometheus' text format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.metrics import EVENTS_BY_STATE, KOMMO_WEBHOOK_DISABLED, OLDEST_PENDING, QUEUE_DEPTH
+from app.models import EventState, utcnow
+from app.queue import QUEUE_NAME, webhook_state
+from app.repositories import InboxRepository
+from app.routes.deps import QueueDep, SessionDep
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(session: SessionDep, queue: QueueDep) -> Response:
+    inbox = InboxRepository(session)
+    counts = await inbox.count_by_state()
+    for state in EventState:
+        EVENTS_BY_STATE.labels(state.value).set(counts.get(state.value, 0))
+    oldest = await inbox.oldest_active()
+    OLDEST_PENDING.set((utcnow() - oldest).total_seconds() if oldest else 0)
+    QUEUE_DEPTH.set(await queue.zcard(QUEUE_NAME))
+    hook = await webhook_state(queue)
+    KOMMO_WEBHOOK_DISABLED.set(1 if hook and hook.get("state") == "disabled" else 0)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,75 @@
+"""GET /metrics: the numbers ops watch move when things happen."""
+
+from __future__ import annotations
+
+from httpx import AsyncClient
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clients.http import send
+from app.errors import UpstreamTransientError
+from app.metrics import route_of
+from tests.conftest import WEBHOOK_SECRET
+from tests.helpers import lead_entry, status_webhook
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def scraped(text: str, line_start: str) -> float:
+    line = next(ln for ln in text.splitlines() if ln.startswith(line_start))
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_webhooks_events_and_queue_are_counted(
+    client: AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    accepted = sample("sagebridge_webhooks_total", source="kommo", result="accepted")
+    refused = sample("sagebridge_webhooks_total", source="kommo", result="unauthorized")
+
+    await client.post(
+        f"/webhooks/kommo/{WEBHOOK_SECRET}",
+        content=status_webhook(lead_entry(1), lead_entry(2, status_id=1)),
+        headers=FORM,
+    )
+    await client.post("/webhooks/kommo/wrong", content=b"x=1", headers=FORM)
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    text = response.text
+    assert sample("sagebridge_webhooks_total", source="kommo", result="accepted") == accepted + 1
+    assert sample("sagebridge_webhooks_total", source="kommo", result="unauthorized") == refused + 1
+    assert scraped(text, 'sagebridge_events{state="pending"}') == 1
+    assert scraped(text, 'sagebridge_events{state="skipped"}') == 1
+    assert scraped(text, "sagebridge_queue_depth") == 1
+    assert scraped(text, "sagebridge_oldest_pending_event_seconds") >= 0
+
+
+async def test_upstream_requests_are_counted_by_api_route_and_status() -> None:
+    import httpx
+    import respx
+
+    before = sample(
+        "sagebridge_upstream_requests_total",
+        api="kommo",
+        method="GET",
+        route="/api/v4/leads/:id",
+        status="503",
+    )
+    with respx.mock() as router:
+        router.get("https://k.test/api/v4/leads/42").mock(return_value=httpx.Response(503))
+        router.get("https://k.test/api/v4/leads/43").mock(side_effect=httpx.ConnectError("x"))
+        async with httpx.AsyncClient(base_url="https://k.test") as http:
+            await send(http, "kommo", "GET", "/api/v4/leads/42")
+            try:
+                await send(http, "kommo", "GET", "/api/v4/leads/43")
+            except UpstreamTransientError:
+                pass
+
+    labels = {"api": "kommo", "method": "GET", "route": "/api/v4/leads/:id"}
+    assert sample("sagebridge_upstream_requests_total", status="503", **labels) == before + 1
+    assert sample("sagebridge_upstream_requests_total", status="network_error", **labels) >= 1
+    assert route_of("/sales_invoices/" + "a" * 32 + "?x=1") == "/sales_invoices/:id"
