@@ -96,6 +96,8 @@ async def _retry_or_give_up(
 def _finish(event: InboxEvent, outcome: Outcome) -> None:
     EVENTS_FINISHED.labels(outcome.state.value).inc()
     event.state = outcome.state.value
+    if outcome.unmapped:
+        event.payload = {**event.payload, "unmapped": list(outcome.unmapped)}
     event.next_attempt_at = None
     event.last_error = None if outcome.state == EventState.INVOICED else outcome.detail
     if outcome.task_text is not None:

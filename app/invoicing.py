@@ -62,6 +62,8 @@ class Outcome:
     state: EventState
     detail: str
     task_text: str | None = None
+    # Kept on the event: the products that had no mapping, so ops can replay once they do.
+    unmapped: tuple[dict[str, str | None], ...] = ()
 
 
 class StageMismatch(Exception):
@@ -97,7 +99,16 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
         except StageMismatch as exc:
             return Outcome(EventState.SKIPPED, str(exc))
         except UnmappedLines as exc:
-            return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text)
+            unmapped = tuple(
+                {
+                    "element_id": li.element_id,
+                    "name": li.name,
+                    "sku": li.sku,
+                    "product_type": li.product_type,
+                }
+                for li in exc.lines
+            )
+            return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped)
     await bridge.crm.write_invoice(deal_id=deal.id, invoice=invoice)
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
@@ -177,10 +188,12 @@ class UnmappedLines(Exception):
     def __init__(self, lines: list[LineItem], mapping_file: str) -> None:
         names = ", ".join(_describe_line(line) for line in lines)
         super().__init__(f"no ledger mapping for {names}")
+        self.lines = lines
         self.task_text = (
             f"Sage invoice NOT raised: no ledger account is mapped for {names}. Ask ops to add "
-            f"a rule for each to {mapping_file} (match by element_id, sku or product_type), then "
-            "move the deal to the invoice stage again."
+            f"a rule for each to {mapping_file} (match by element_id, sku or product_type); the "
+            "invoice is raised when they replay it, or when you move the deal to the invoice "
+            "stage again."
         )
 
 

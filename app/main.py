@@ -15,7 +15,7 @@ from app.logging import configure_logging
 from app.metrics import WEBHOOKS
 from app.queue import open_pool
 from app.routes import health, metrics, ops, sage_callbacks, webhooks
-from app.runtime import Database, MappingHolder
+from app.runtime import Database, Upstreams, load_checked_mapping
 from app.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -31,11 +31,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database.open(settings)
         app.state.queue = await open_pool(settings.redis_url)
-        app.state.mapping = MappingHolder.load(settings)
-        log.info("api.started", sandbox=settings.sandbox_mode)
+        app.state.upstreams = Upstreams.open(settings)
         try:
+            app.state.mapping = await load_checked_mapping(settings, app.state.upstreams.accounting)
+            log.info("api.started", sandbox=settings.sandbox_mode)
             yield
         finally:
+            await app.state.upstreams.close()
             await app.state.queue.aclose()
             await app.state.db.close()
 

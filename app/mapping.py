@@ -24,10 +24,12 @@ MATCH_KINDS = ("element_id", "sku", "product_type")
 class MappingError(ValueError):
     """The mapping file cannot be used; `problems` lists each one, with its line where known."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], *, unverifiable: bool = False) -> None:
         super().__init__(f"{source}: " + "; ".join(problems))
         self.source = source
         self.problems = problems
+        # True when the file may be fine but the accounting system could not be asked.
+        self.unverifiable = unverifiable
 
 
 class Match(BaseModel):
@@ -90,6 +92,8 @@ class LedgerMapping:
     source: str
     sha256: str
     file: MappingFile
+    rule_lines: tuple[int, ...] = ()
+    defaults_line: int = 1
 
     def resolve(self, line: LineItem) -> Mapped | None:
         index = {rule.match.key: rule for rule in self.file.rules}
@@ -104,15 +108,28 @@ class LedgerMapping:
             )
         return None
 
-    def ledger_account_ids(self) -> set[str]:
-        ids = {rule.ledger_account_id for rule in self.file.rules}
-        return ids | ({self.file.defaults.ledger_account_id} - {None})  # type: ignore[operator]
+    def unknown_ids(self, *, ledger_accounts: set[str], tax_rates: set[str]) -> list[str]:
+        """Each entry naming a ledger account or tax rate the accounting system doesn't have."""
+        problems = []
+        for i, (rule, line) in enumerate(zip(self.file.rules, self.rule_lines, strict=False)):
+            where = f"line {line}: rule {i + 1} ({rule.match.kind}={rule.match.key[1]!r})"
+            if rule.ledger_account_id not in ledger_accounts:
+                problems.append(
+                    f"{where}: ledger_account_id {rule.ledger_account_id!r} is not a sales "
+                    "ledger account in Sage"
+                )
+            if rule.tax_rate_id and rule.tax_rate_id not in tax_rates:
+                problems.append(f"{where}: tax_rate_id {rule.tax_rate_id!r} is not in Sage")
+        defaults = self.file.defaults
+        where = f"line {self.defaults_line}: defaults"
+        if defaults.ledger_account_id and defaults.ledger_account_id not in ledger_accounts:
+            problems.append(f"{where}: ledger_account_id {defaults.ledger_account_id!r} unknown")
+        if defaults.tax_rate_id and defaults.tax_rate_id not in tax_rates:
+            problems.append(f"{where}: tax_rate_id {defaults.tax_rate_id!r} is not in Sage")
+        return problems
 
-    def tax_rate_ids(self) -> set[str]:
-        ids = {rule.tax_rate_id for rule in self.file.rules if rule.tax_rate_id}
-        if self.file.defaults.tax_rate_id:
-            ids.add(self.file.defaults.tax_rate_id)
-        return ids
+    def covers(self, line: LineItem) -> bool:
+        return self.resolve(line) is not None
 
 
 def _line_keys(line: LineItem) -> Iterable[tuple[str, str]]:
@@ -148,7 +165,14 @@ def parse_mapping(text: str, *, source: str) -> LedgerMapping:
     if problems:
         raise MappingError(source, problems)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return LedgerMapping(source=source, sha256=digest, file=parsed)
+    lines = tuple(_rule_line(root, i) for i in range(len(parsed.rules)))
+    return LedgerMapping(
+        source=source,
+        sha256=digest,
+        file=parsed,
+        rule_lines=lines,
+        defaults_line=_line_for(root, ("defaults",)),
+    )
 
 
 def _semantic_problems(parsed: MappingFile, root: Any) -> list[str]:

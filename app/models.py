@@ -57,6 +57,7 @@ class EventState(enum.StrEnum):
     NEEDS_MAPPING = "needs_mapping"  # terminal: a line has no ledger mapping; manager has a task
     FAILED = "failed"  # terminal: permanent error or retries exhausted; manager has a task
     APPLIED = "applied"  # terminal: an accounting status callback was applied to the deal
+    DISCARDED = "discarded"  # terminal: ops ended it by hand, with a reason
 
 
 TERMINAL_STATES = frozenset(
@@ -66,10 +67,13 @@ TERMINAL_STATES = frozenset(
         EventState.NEEDS_MAPPING,
         EventState.FAILED,
         EventState.APPLIED,
+        EventState.DISCARDED,
     }
 )
 # A later move of the deal into the trigger stage starts these over.
-REOPENABLE_STATES = frozenset({EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED})
+REOPENABLE_STATES = frozenset(
+    {EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED, EventState.DISCARDED}
+)
 
 
 class TaskState(enum.StrEnum):

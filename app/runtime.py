@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,8 +19,10 @@ from app.clients.ratelimit import SharedRateLimit
 from app.clients.sage.adapter import SageAccounting
 from app.clients.sage.client import SageClient
 from app.db import create_engine, create_sessionmaker
+from app.errors import UpstreamError
 from app.invoicing import PipelineConfig
 from app.mapping import LedgerMapping, MappingError, load_mapping
+from app.ports import Accounting
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -42,26 +45,80 @@ class Database:
 
 @dataclass
 class MappingHolder:
-    """The mapping in force. A reload that fails keeps the last good one."""
+    """The mapping in force in this process. A reload that fails keeps the last good one."""
 
-    path: str
+    path: Path
     current: LedgerMapping
+    loaded_at: datetime
+    last_refusal: list[str] | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> MappingHolder:
-        return cls(str(settings.ledger_mappings_path), load_mapping(settings.ledger_mappings_path))
-
-    def reload(self) -> LedgerMapping:
-        try:
-            self.current = load_mapping(Path(self.path))
-        except MappingError as exc:
-            log.error("mapping.reload_refused", problems=exc.problems)
-            raise
-        log.info("mapping.reloaded", sha256=self.current.sha256)
-        return self.current
+        """Schema-checked load at start-up; an invalid file stops the process with the reasons."""
+        path = settings.ledger_mappings_path
+        return cls(path, load_mapping(path), datetime.now(UTC))
 
     def get(self) -> LedgerMapping:
         return self.current
+
+    async def reload(self, accounting: Accounting | None) -> LedgerMapping:
+        """Validate the file as a whole (and its ids against the accounting system), then swap."""
+        try:
+            candidate = load_mapping(self.path)
+            if accounting is not None:
+                await check_ids(candidate, accounting)
+        except MappingError as exc:
+            self.last_refusal = exc.problems
+            log.error("mapping.reload_refused", problems=exc.problems)
+            raise
+        self.current, self.loaded_at, self.last_refusal = candidate, datetime.now(UTC), None
+        log.info("mapping.loaded", sha256=candidate.sha256, rules=len(candidate.file.rules))
+        return candidate
+
+    async def reload_if_changed(self, accounting: Accounting | None) -> bool:
+        """For the file watcher: reload when the file's content changed; never raise."""
+        try:
+            text = self.path.read_bytes()
+        except OSError:
+            return False
+        if hashlib.sha256(text).hexdigest() == self.current.sha256:
+            return False
+        try:
+            await self.reload(accounting)
+        except MappingError:
+            return False
+        return True
+
+
+async def load_checked_mapping(settings: Settings, accounting: Accounting) -> MappingHolder:
+    """Start-up: the file must be valid; its ids must exist in Sage when Sage can be asked."""
+    holder = MappingHolder.load(settings)
+    if not settings.mapping_check_on_start:
+        return holder
+    try:
+        await check_ids(holder.current, accounting)
+    except MappingError as exc:
+        if exc.unverifiable:
+            log.warning("mapping.unchecked", problems=exc.problems)
+            return holder
+        raise
+    return holder
+
+
+async def check_ids(mapping: LedgerMapping, accounting: Accounting) -> None:
+    """Refuse a mapping naming ledger accounts or tax rates the accounting system lacks."""
+    try:
+        ledgers = await accounting.ledger_account_ids()
+        rates = set(await accounting.tax_rates())
+    except UpstreamError as exc:
+        raise MappingError(
+            mapping.source,
+            [f"could not check the ids against {accounting.name}: {exc.detail}"],
+            unverifiable=True,
+        ) from exc
+    problems = mapping.unknown_ids(ledger_accounts=ledgers, tax_rates=rates)
+    if problems:
+        raise MappingError(mapping.source, problems)
 
 
 @dataclass

@@ -112,6 +112,7 @@ def make_settings(**overrides: Any) -> Settings:
         "ledger_mappings_path": DATA / "ledger_mappings.yaml",
         "retry_delays_seconds": [60, 300, 900],
         "invoice_due_days": 14,
+        "mapping_check_on_start": False,
         # Real limits are exercised in tests/clients/test_ratelimit.py; here they'd only slow.
         "kommo_rate_limit": "1000/second",
         "sage_rate_limit": "1000/second",

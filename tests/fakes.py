@@ -227,6 +227,8 @@ class FakeSage:
         router.post(f"{SAGE_URL}/sales_invoices").mock(side_effect=self._post_invoice)
         router.get(f"{SAGE_URL}/tax_rates").mock(side_effect=self._tax_rates)
         router.get(f"{SAGE_URL}/artefact_statuses").mock(side_effect=self._artefact_statuses)
+        router.get(f"{SAGE_URL}/ledger_accounts").mock(side_effect=self._ledger_accounts)
+        self.sales_ledger_accounts = ["la-services", "la-goods", "la-subscriptions"]
         self.deleted: list[dict[str, Any]] = []
         self.poll_queries: list[dict[str, str]] = []
 
@@ -309,6 +311,12 @@ class FakeSage:
             if "updated_at" in i and datetime.fromisoformat(i["updated_at"]) >= since
         ]
         return _page(sorted(changed, key=lambda i: i["updated_at"]))
+
+    def _ledger_accounts(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "ledger_accounts"):
+            return early
+        assert request.url.params["visible_in"] == "sales"
+        return _page([{"id": i, "displayed_as": i} for i in self.sales_ledger_accounts])
 
     def _artefact_statuses(self, request: httpx.Request) -> httpx.Response:
         ids = ["DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"]

@@ -1,18 +1,25 @@
-"""Ops endpoints: the retry queue, one event, and replaying it. Bearer OPS_API_TOKEN required."""
+"""Ops endpoints: the retry queue, one event, replay/discard, the mapping in force, status.
+
+All need `Authorization: Bearer <OPS_API_TOKEN>`. Every replay and discard is recorded on the
+event (`payload.ops`: what, when, why).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 
-from app.errors import BadRequest, NotFound
-from app.models import EventState, InboxEvent, utcnow
+from app.domain import LineItem
+from app.errors import AppError, BadRequest, NotFound
+from app.mapping import MappingError
+from app.models import TERMINAL_STATES, EventState, InboxEvent, utcnow
 from app.queue import enqueue_event, webhook_state
 from app.repositories import InboxRepository
-from app.routes.deps import OpsAuth, QueueDep, SessionDep, SettingsDep
+from app.routes.deps import MappingDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[OpsAuth])
 
@@ -33,6 +40,7 @@ class EventView(BaseModel):
     task_id: str | None
     received_at: datetime
     updated_at: datetime
+    ops: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class EventPage(BaseModel):
@@ -40,6 +48,35 @@ class EventPage(BaseModel):
     limit: int
     offset: int
     items: list[EventView]
+
+
+class DiscardRequest(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ReplayedMapping(BaseModel):
+    replayed: list[int]
+    still_unmapped: list[int]
+
+
+class MappingView(BaseModel):
+    source: str
+    sha256: str
+    loaded_at: datetime
+    rules: list[dict[str, Any]]
+    defaults: dict[str, Any]
+    last_refusal: list[str] | None
+
+
+class MappingRefused(AppError):
+    status_code = 422
+    error = "mapping_refused"
+
+
+class StatusView(BaseModel):
+    events_by_state: dict[str, int]
+    kommo_webhook: dict[str, Any] | None
+    sandbox: bool
 
 
 @router.get("/retries", response_model=EventPage)
@@ -57,12 +94,6 @@ async def retry_queue(
         _view(row, settings.kommo_base_url, len(settings.retry_delays_seconds)) for row in rows
     ]
     return EventPage(total=total, limit=limit, offset=offset, items=items)
-
-
-class StatusView(BaseModel):
-    events_by_state: dict[str, int]
-    kommo_webhook: dict[str, Any] | None
-    sandbox: bool
 
 
 @router.get("/status", response_model=StatusView)
@@ -87,17 +118,109 @@ async def replay_event(
 ) -> EventView:
     """Run the event again from the start; a deal already invoiced is not invoiced twice."""
     event = await _event(session, event_id)
-    if event.state == EventState.SKIPPED and not event.action == "leads.status":
+    if event.action not in ("leads.status", "sales_invoice.status"):
         raise BadRequest(f"event {event_id} is a {event.action} event; there is nothing to replay")
+    _reset(event, "replay")
+    await session.commit()
+    await enqueue_event(queue, event.id, 0)
+    return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
+
+
+@router.post("/events/{event_id}/discard", response_model=EventView)
+async def discard_event(
+    event_id: int, body: DiscardRequest, session: SessionDep, settings: SettingsDep
+) -> EventView:
+    """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
+    event = await _event(session, event_id)
+    if event.state in TERMINAL_STATES and event.state != EventState.FAILED:
+        raise BadRequest(f"event {event_id} already ended as {event.state}")
+    event.state = EventState.DISCARDED.value
+    event.next_attempt_at = None
+    event.last_error = f"discarded by ops: {body.reason}"
+    _record(event, "discard", body.reason)
+    await session.commit()
+    return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
+
+
+@router.post("/events/replay-needs-mapping", response_model=ReplayedMapping)
+async def replay_needs_mapping(
+    session: SessionDep, mapping: MappingDep, queue: QueueDep
+) -> ReplayedMapping:
+    """Replay every event parked for a missing mapping that the mapping in force now covers."""
+    rows, _ = await InboxRepository(session).list(
+        states=[EventState.NEEDS_MAPPING.value], limit=10_000, offset=0
+    )
+    covered = [e for e in rows if _covered(e, mapping.get().covers)]
+    for event in covered:
+        _reset(event, "replay: mapping now covers every product")
+    await session.commit()
+    for event in covered:
+        await enqueue_event(queue, event.id, 0)
+    return ReplayedMapping(
+        replayed=[e.id for e in covered],
+        still_unmapped=[e.id for e in rows if e not in covered],
+    )
+
+
+@router.get("/mappings", response_model=MappingView)
+async def current_mapping(mapping: MappingDep) -> MappingView:
+    return _mapping_view(mapping)
+
+
+@router.post("/mappings/reload", response_model=MappingView)
+async def reload_mapping(mapping: MappingDep, request: Request) -> MappingView:
+    """Validate the file and its ids against Sage; on any problem keep the mapping in force."""
+    try:
+        await mapping.reload(request.app.state.upstreams.accounting)
+    except MappingError as exc:
+        raise MappingRefused(
+            "the mapping was refused and the previous one stays in force: "
+            + "; ".join(exc.problems)
+        ) from exc
+    return _mapping_view(mapping)
+
+
+def _mapping_view(mapping: MappingDep) -> MappingView:
+    current = mapping.get()
+    return MappingView(
+        source=current.source,
+        sha256=current.sha256,
+        loaded_at=mapping.loaded_at,
+        rules=[rule.model_dump(exclude_none=True) for rule in current.file.rules],
+        defaults=current.file.defaults.model_dump(exclude_none=True),
+        last_refusal=mapping.last_refusal,
+    )
+
+
+def _covered(event: InboxEvent, covers: Any) -> bool:
+    unmapped = event.payload.get("unmapped") or []
+    lines = [
+        LineItem(
+            element_id=str(item.get("element_id")),
+            name=str(item.get("name")),
+            quantity=Decimal(1),
+            unit_price=Decimal(0),
+            sku=item.get("sku"),
+            product_type=item.get("product_type"),
+        )
+        for item in unmapped
+    ]
+    return bool(lines) and all(covers(line) for line in lines)
+
+
+def _reset(event: InboxEvent, why: str) -> None:
     event.state = EventState.PENDING.value
     event.attempts = 0
     event.next_attempt_at = utcnow()
     event.lease_until = None
     event.task_state = None
     event.task_text = None
-    await session.commit()
-    await enqueue_event(queue, event.id, 0)
-    return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
+    _record(event, "replay", why)
+
+
+def _record(event: InboxEvent, action: str, reason: str) -> None:
+    entry = {"action": action, "at": utcnow().isoformat(), "reason": reason}
+    event.payload = {**event.payload, "ops": [*event.payload.get("ops", []), entry]}
 
 
 async def _event(session: SessionDep, event_id: int) -> InboxEvent:
@@ -108,9 +231,8 @@ async def _event(session: SessionDep, event_id: int) -> InboxEvent:
 
 
 def _view(event: InboxEvent, kommo_base_url: str | None, retries: int) -> EventView:
-    deal_url = (
-        f"{kommo_base_url.rstrip('/')}/leads/detail/{event.deal_id}" if kommo_base_url else None
-    )
+    base = (kommo_base_url or "").rstrip("/")
+    deal_url = f"{base}/leads/detail/{event.deal_id}" if base and event.deal_id else None
     return EventView(
         id=event.id,
         deal_id=event.deal_id,
@@ -125,4 +247,5 @@ def _view(event: InboxEvent, kommo_base_url: str | None, retries: int) -> EventV
         task_id=event.task_id,
         received_at=event.received_at,
         updated_at=event.updated_at,
+        ops=list(event.payload.get("ops", [])),
     )

@@ -21,7 +21,7 @@ from app.payment_status import poll_statuses
 from app.queue import PROCESS_EVENT, QUEUE_NAME, enqueue_event, record_webhook_state, redis_settings
 from app.reconcile import check_webhook, reconcile_trigger_stage
 from app.repositories import InboxRepository
-from app.runtime import Database, MappingHolder, Upstreams, pipeline_config
+from app.runtime import Database, Upstreams, load_checked_mapping, pipeline_config
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,7 +31,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["db"] = Database.open(settings)
     ctx["upstreams"] = upstreams = Upstreams.open(settings)
-    ctx["mapping"] = mapping = ctx.get("mapping") or MappingHolder.load(settings)
+    ctx["mapping"] = mapping = await load_checked_mapping(settings, upstreams.accounting)
 
     async def schedule(event_id: int, attempt: int, at: datetime | None) -> None:
         await enqueue_event(ctx["redis"], event_id, attempt, at)
@@ -59,7 +59,10 @@ async def process_event_job(ctx: dict[str, Any], event_id: int) -> str | None:
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
-    """Enqueue every due event; arq's deterministic job ids make this a no-op for live jobs."""
+    """Enqueue every due event; arq's deterministic job ids make this a no-op for live jobs.
+
+    It also picks up an edited mapping file (validated whole; a bad edit keeps the old one)."""
+    await ctx["mapping"].reload_if_changed(ctx["upstreams"].accounting)
     db: Database = ctx["db"]
     async with db.sessionmaker() as session:
         due = await InboxRepository(session).due(now=utcnow())

@@ -91,6 +91,9 @@ class SageAccounting:
             _status(i, deleted=True) for i in deleted if i.deleted_at or i.updated_at
         ]
 
+    async def ledger_account_ids(self) -> set[str]:
+        return await self._client.sales_ledger_account_ids()
+
     async def status_ids(self) -> set[str]:
         return await self._client.artefact_status_ids()
 

@@ -66,6 +66,11 @@ class SageClient:
     async def artefact_status_ids(self) -> set[str]:
         return {s.id for s in await self._list("/artefact_statuses", {}, Base)}
 
+    async def sales_ledger_account_ids(self) -> set[str]:
+        """Ledger accounts an invoice line may use: Sage requires `visible_in=sales`."""
+        accounts = await self._list("/ledger_accounts", {"visible_in": "sales"}, Base)
+        return {a.id for a in accounts}
+
     async def list_tax_rates(self) -> list[TaxRate]:
         return await self._list("/tax_rates", {"attributes": "percentage"}, TaxRate)
 
