@@ -1,0 +1,3 @@
+from app.sandbox.runner import main
+
+main()

@@ -1,0 +1,68 @@
+"""Control routes shared by both simulators: ``/sandbox/faults``, ``/sandbox/requests``,
+``/sandbox/rate_limit``. They are not instrumented, rate limited or faulted themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from app.sandbox.common.faults import FaultSpec
+from app.sandbox.common.middleware import Instruments
+from app.sandbox.common.ratelimit import RateLimit
+
+
+def control_router(instruments: Instruments) -> APIRouter:
+    router = APIRouter(prefix="/sandbox", tags=["sandbox control"])
+    _fault_routes(router, instruments)
+    _request_log_routes(router, instruments)
+    _rate_limit_routes(router, instruments)
+    return router
+
+
+def _fault_routes(router: APIRouter, instruments: Instruments) -> None:
+    faults = instruments.faults
+
+    @router.get("/faults")
+    async def list_faults() -> dict[str, Any]:
+        armed = faults.active()
+        return {"faults": [{**s.model_dump(mode="json"), "remaining": n} for s, n in armed]}
+
+    @router.post("/faults", status_code=status.HTTP_201_CREATED)
+    async def arm_fault(spec: FaultSpec) -> dict[str, Any]:
+        faults.add(spec)
+        return {"armed": spec.model_dump(mode="json")}
+
+    @router.delete("/faults")
+    async def clear_faults(method: str | None = None, path: str | None = None) -> dict[str, int]:
+        return {"cleared": faults.clear(method, path)}
+
+
+def _request_log_routes(router: APIRouter, instruments: Instruments) -> None:
+    requests = instruments.requests
+
+    @router.get("/requests")
+    async def list_requests(
+        method: str | None = None, path_prefix: str | None = None
+    ) -> dict[str, Any]:
+        entries = requests.entries(method, path_prefix)
+        return {"count": len(entries), "requests": [e.model_dump(mode="json") for e in entries]}
+
+    @router.delete("/requests", status_code=status.HTTP_204_NO_CONTENT)
+    async def clear_requests() -> Response:
+        requests.clear()
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _rate_limit_routes(router: APIRouter, instruments: Instruments) -> None:
+    limiter = instruments.limiter
+
+    @router.get("/rate_limit")
+    async def show_rate_limit() -> dict[str, Any]:
+        rule = limiter.rule
+        return {"rate_limit": None if rule is None else rule.model_dump()}
+
+    @router.put("/rate_limit")
+    async def set_rate_limit(rule: RateLimit) -> dict[str, Any]:
+        limiter.configure(rule)
+        return {"rate_limit": rule.model_dump()}

@@ -1,0 +1,1 @@
+"""HTTP edges of the Kommo simulator, one module per resource family."""

@@ -1,0 +1,313 @@
+"""Records → the JSON Sage returns. Nested references use the Base shape {id, displayed_as,
+$path}; ``$path`` is relative to the API root (``/v3.1``) as in Sage's responses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from datetime import UTC
+from decimal import Decimal
+from typing import Any
+
+from app.sandbox.sage.models import (
+    CONTACT_TYPE_NAMES,
+    STATUS_NAMES,
+    ZERO,
+    BankAccount,
+    Book,
+    Business,
+    Contact,
+    ContactPayment,
+    ContactPerson,
+    InvoiceLine,
+    LedgerAccount,
+    SalesInvoice,
+    Status,
+    TaxRate,
+)
+from app.sandbox.sage.money import as_number
+
+Json = dict[str, Any]
+BASE_KEYS = ("id", "displayed_as", "$path")
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ref(collection: str, key: str, displayed_as: str) -> Json:
+    return {"id": key, "displayed_as": displayed_as, "$path": f"/{collection}/{key}"}
+
+
+def project(full: Json, attributes: str | None) -> Json:
+    """List items carry the base attributes, plus those named in ``attributes`` (or ``all``)."""
+    if attributes == "all":
+        return full
+    wanted = {a.strip() for a in (attributes or "").split(",") if a.strip()}
+    return {k: v for k, v in full.items() if k in BASE_KEYS or k in wanted}
+
+
+def status_ref(status: Status) -> Json:
+    return ref("artefact_statuses", status.value, STATUS_NAMES[status])
+
+
+def business(item: Business) -> Json:
+    return {
+        **ref("businesses", item.id, item.name),
+        "name": item.name,
+        "country_of_registration": {"id": item.country_id, "displayed_as": item.country_id},
+        "currency": ref("currencies", item.currency_id, item.currency_id),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.created_at),
+    }
+
+
+def tax_rate(item: TaxRate) -> Json:
+    return {
+        **ref("tax_rates", item.id, f"{item.name} {item.percentage:.2f}%"),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.created_at),
+        "name": item.name,
+        "agency": None,
+        "percentage": as_number(item.percentage),
+        "percentages": [
+            {"percentage": as_number(item.percentage), "from_date": "2011-01-04", "to_date": None}
+        ],
+        "is_visible": True,
+        "retailer": False,
+        "editable": False,
+        "deletable": False,
+        "is_combined_rate": False,
+        "component_tax_rates": [],
+    }
+
+
+def ledger_account(book: Book, item: LedgerAccount) -> Json:
+    rate = book.tax_rates.get(item.default_tax_rate_id or "")
+    return {
+        **ref("ledger_accounts", item.id, f"{item.name} ({item.nominal_code})"),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.created_at),
+        "name": item.name,
+        "display_name": item.name,
+        "nominal_code": item.nominal_code,
+        "ledger_account_type": ref("ledger_account_types", item.type_id, item.type_name),
+        "tax_rate": _tax_ref(rate) if rate else None,
+        "fixed_tax_rate": False,
+        "visible_scopes": list(item.visible_scopes),
+        **{f"visible_in_{scope}": scope in item.visible_scopes for scope in _SCOPES},
+        "included_in_chart": True,
+        "is_control_account": False,
+    }
+
+
+_SCOPES = (
+    "banking",
+    "expenses",
+    "journals",
+    "other_payments",
+    "other_receipts",
+    "reporting",
+    "sales",
+)
+
+
+def bank_account(item: BankAccount) -> Json:
+    return {
+        **ref("bank_accounts", item.id, f"{item.name} ({item.nominal_code})"),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.created_at),
+        "bank_account_type": ref("bank_account_types", "CHECKING", "Current"),
+        "nominal_code": item.nominal_code,
+        "editable": False,
+        "deletable": False,
+    }
+
+
+def contact(book: Book, item: Contact) -> Json:
+    return {
+        **ref("contacts", item.id, f"{item.name} ({item.reference})"),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.updated_at),
+        "links": [],
+        "deleted_at": None,
+        "contact_types": [
+            ref("contact_types", t, CONTACT_TYPE_NAMES[t]) for t in item.contact_type_ids
+        ],
+        "name": item.name,
+        "reference": item.reference,
+        "email": item.email,
+        "main_contact_person": _person(item.main_contact_person, item.contact_type_ids),
+        "balance": as_number(_balance(book, item)),
+        "currency": ref("currencies", book.business.currency_id, book.business.currency_id),
+        "credit_days": None,
+        "notes": None,
+        "tax_number": None,
+        "main_address": None,
+        "delivery_address": None,
+        **item.extra,
+        "system": False,
+        "is_active": True,
+        "deletable": True,
+    }
+
+
+def _person(person: ContactPerson | None, type_ids: list[str]) -> Json | None:
+    if person is None:
+        return None
+    return {
+        **ref("contact_persons", person.id, person.name or person.email or ""),
+        "contact_person_types": [
+            ref("contact_person_types", t, CONTACT_TYPE_NAMES[t]) for t in type_ids
+        ],
+        "name": person.name,
+        "job_title": person.job_title,
+        "telephone": person.telephone,
+        "mobile": person.mobile,
+        "email": person.email,
+        "is_main_contact": True,
+        "is_preferred_contact": True,
+    }
+
+
+def _balance(book: Book, item: Contact) -> Decimal:
+    owed = (i.outstanding_amount for i in book.invoices.values() if i.contact_id == item.id)
+    return sum(owed, ZERO)
+
+
+def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
+    return {
+        **ref("sales_invoices", item.id, item.invoice_number),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.updated_at),
+        "deleted_at": iso(item.deleted_at) if item.deleted_at else None,
+        "links": [_ui_link(item, site)],
+        "editable": item.status in (Status.DRAFT, Status.UNPAID),
+        "transaction_type": ref("transaction_types", "SALES_INVOICE", "Sales Invoice"),
+        "invoice_number_prefix": "SI-",
+        "invoice_number": item.invoice_number,
+        "contact": ref(
+            "contacts", item.contact_id, f"{item.contact_name} ({item.contact_reference})"
+        ),
+        "contact_name": item.contact_name,
+        "contact_reference": item.contact_reference,
+        "date": item.date.isoformat(),
+        "due_date": item.due_date.isoformat(),
+        "reference": item.reference,
+        "notes": item.notes,
+        **_invoice_amounts(item),
+        "currency": ref("currencies", item.currency_id, item.currency_id),
+        "exchange_rate": 1.0,
+        "inverse_exchange_rate": 1.0,
+        "status": status_ref(item.status),
+        "sent": False,
+        "sent_by_email": False,
+        "void_reason": item.void_reason,
+        "invoice_lines": [_line(book, line) for line in item.lines],
+        "payments_allocations": _allocations(item),
+        "last_paid": _last_paid(item),
+        "tax_reconciled": False,
+    }
+
+
+def ui_path(invoice_id: str) -> str:
+    return f"/sandbox/ui/sales_invoices/{invoice_id}"
+
+
+def _ui_link(item: SalesInvoice, site: str) -> Json:
+    return {"href": f"{site}{ui_path(item.id)}", "rel": "alternate", "type": "text/html"}
+
+
+def _invoice_amounts(item: SalesInvoice) -> Json:
+    amounts = {
+        "net_amount": item.net_amount,
+        "tax_amount": item.tax_amount,
+        "total_amount": item.total_amount,
+        "total_paid": item.total_paid,
+        "payments_allocations_total_amount": item.total_paid,
+        "outstanding_amount": item.outstanding_amount,
+        "total_quantity": sum((line.quantity for line in item.lines), ZERO),
+        "total_discount_amount": sum((line.discount_amount for line in item.lines), ZERO),
+        "base_currency_net_amount": item.net_amount,
+        "base_currency_tax_amount": item.tax_amount,
+        "base_currency_total_amount": item.total_amount,
+        "base_currency_outstanding_amount": item.outstanding_amount,
+    }
+    return {key: as_number(value) for key, value in amounts.items()}
+
+
+def _line(book: Book, line: InvoiceLine) -> Json:
+    ledger = book.ledger_accounts[line.ledger_account_id]
+    return {
+        "id": line.id,
+        "displayed_as": line.description,
+        "description": line.description,
+        "product": None,
+        "service": None,
+        "ledger_account": ref(
+            "ledger_accounts", ledger.id, f"{ledger.name} ({ledger.nominal_code})"
+        ),
+        "quantity": as_number(line.quantity),
+        "unit_price": as_number(line.unit_price),
+        "unit_price_includes_tax": line.unit_price_includes_tax,
+        "discount_amount": as_number(line.discount_amount),
+        "net_amount": as_number(line.net_amount),
+        "tax_rate": _tax_ref(book.tax_rates[line.tax_rate_id]),
+        "tax_amount": as_number(line.tax_amount),
+        "total_amount": as_number(line.total_amount),
+        "tax_breakdown": [],
+    }
+
+
+def _last_paid(item: SalesInvoice) -> str | None:
+    dates = [a.date for a in item.allocations]
+    return max(dates).isoformat() if dates else None
+
+
+def _tax_ref(rate: TaxRate) -> Json:
+    return ref("tax_rates", rate.id, f"{rate.name} {rate.percentage:.2f}%")
+
+
+def _allocations(item: SalesInvoice) -> list[Json]:
+    return [
+        {
+            "links": [],
+            "date": a.date.isoformat(),
+            "type": ref("transaction_types", "CUSTOMER_RECEIPT", "Customer Receipt"),
+            "reference": a.reference,
+            "amount": as_number(a.amount),
+            "discount": 0.0,
+            "contact_payment": {"id": a.payment_id, "$path": f"/contact_payments/{a.payment_id}"},
+            "displayed_as": a.reference or "Customer Receipt",
+        }
+        for a in item.allocations
+    ]
+
+
+def payment(book: Book, item: ContactPayment) -> Json:
+    bank = book.bank_accounts[item.bank_account_id]
+    customer = book.contacts[item.contact_id]
+    return {
+        **ref("contact_payments", item.id, item.reference or "Customer Receipt"),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.created_at),
+        "transaction_type": ref("transaction_types", "CUSTOMER_RECEIPT", "Customer Receipt"),
+        "payment_method": ref("payment_methods", item.payment_method_id, item.payment_method_id)
+        if item.payment_method_id
+        else None,
+        "contact": ref("contacts", customer.id, f"{customer.name} ({customer.reference})"),
+        "bank_account": ref("bank_accounts", bank.id, f"{bank.name} ({bank.nominal_code})"),
+        "date": item.date.isoformat(),
+        "net_amount": as_number(item.total_amount),
+        "tax_amount": 0.0,
+        "total_amount": as_number(item.total_amount),
+        "currency": ref("currencies", book.business.currency_id, book.business.currency_id),
+        "reference": item.reference,
+        "allocated_artefacts": [
+            {
+                "artefact": ref("sales_invoices", key, book.invoices[key].invoice_number),
+                "amount": as_number(amount),
+            }
+            for key, amount in item.allocations
+        ],
+        "editable": True,
+    }

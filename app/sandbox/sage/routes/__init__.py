@@ -1,0 +1,1 @@
+"""HTTP edges of the Sage simulator, one module per resource family."""
