@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -77,7 +78,29 @@ def api() -> None:
 def worker() -> None:
     """Run only the worker (needs REDIS_URL)."""
     settings = _settings()
-    asyncio.run(build_worker(settings).async_run())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    # arq's Worker binds the running loop when built, so build it inside asyncio.run.
+    worker = build_worker(settings)
+    _stop_on_sigterm()
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        log.info("worker.stopping")
+    finally:
+        await worker.close()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM cancels the main task so jobs stop and connections close; the inbox and the
+    event leases make a hard kill safe too, this only makes a normal stop tidy."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 async def _serve_all(settings: Settings) -> None:
@@ -137,3 +160,7 @@ def _safe_url(url: str) -> str:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -113,7 +113,12 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
     record.state = InvoiceRecordState.WRITTEN_BACK.value
-    log.info("invoice.written_back", invoice_id=invoice.id, invoice_number=invoice.number)
+    log.info(
+        "invoice.written_back",
+        invoice_id=invoice.id,
+        invoice_number=invoice.number,
+        invoice_url=invoice.url,
+    )
     return Outcome(EventState.INVOICED, f"invoice {invoice.number} ({invoice.id})")
 
 

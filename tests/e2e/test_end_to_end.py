@@ -1,0 +1,298 @@
+"""End to end over real HTTP on 127.0.0.1: the bridge's API and worker as real processes,
+the sandbox Kommo and Sage serving in this process, Kommo sending real webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from app.cli import migrate_database
+from app.db import create_engine
+from app.sandbox.runner import RunningSandbox, run_sandbox
+from app.sandbox.seed import (
+    CONTACT_ADA,
+    ELEMENT_WIDGET,
+    FIELD_INVOICE_LINK,
+    FIELD_INVOICE_NUMBER,
+    LEAD_SAMPLE,
+    LEAD_SECOND,
+    LEAD_UNMAPPED,
+    SAGE_BUSINESS_ID,
+    SAGE_GRACE_CONTACT,
+    STATUS_NEGOTIATION,
+    STATUS_RAISE_INVOICE,
+    register_webhook,
+)
+from app.settings import Settings
+from tests.conftest import TABLES
+from tests.helpers import lead_entry, status_webhook
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-webhook-secret"
+# One bridge (API + worker processes) and one sandbox serve every test in this module.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass
+class Stack:
+    sandbox: RunningSandbox
+    api_url: str
+    logs: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL") or (
+        f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('e2e') / 'bridge.db'}"
+    )
+    migrate_database(Settings(database_url=url))
+    return url
+
+
+async def _truncate(url: str) -> None:
+    if url.startswith("postgresql"):
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)}, sync_cursors CASCADE"))
+        await engine.dispose()
+
+
+def _env(sb: RunningSandbox, database_url: str, redis_url: str, api_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMMO_", "SAGE_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        API_PORT=str(api_port),
+        KOMMO_BASE_URL=sb.kommo_url,
+        KOMMO_ACCESS_TOKEN="sandbox-kommo-token",
+        KOMMO_ACCOUNT_ID="31000001",
+        KOMMO_SUBDOMAIN="sandbox",
+        KOMMO_WEBHOOK_SECRET=SECRET,
+        KOMMO_TRIGGER_PIPELINE_ID="7000001",
+        KOMMO_TRIGGER_STATUS_ID=str(STATUS_RAISE_INVOICE),
+        KOMMO_INVOICE_NUMBER_FIELD_ID=str(FIELD_INVOICE_NUMBER),
+        KOMMO_INVOICE_LINK_FIELD_ID=str(FIELD_INVOICE_LINK),
+        SAGE_BASE_URL=sb.sage_api_url,
+        SAGE_ACCESS_TOKEN="sandbox-sage-token",
+        SAGE_BUSINESS_ID=SAGE_BUSINESS_ID,
+        RETRY_DELAYS_SECONDS="[1,1]",
+        SWEEPER_INTERVAL_SECONDS="2",
+        HTTP_TIMEOUT_SECONDS="2",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+async def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a bridge process exited during start-up")
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError("the bridge API did not come up")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(
+    e2e_database: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    await _truncate(e2e_database)
+    import redis.asyncio as aioredis
+
+    async with aioredis.Redis.from_url(redis_url) as r:
+        await r.flushdb()
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    async with run_sandbox() as sb:
+        api_port = _free_port()
+        env = _env(sb, e2e_database, redis_url, api_port)
+        register_webhook(sb.kommo.state, f"http://127.0.0.1:{api_port}/webhooks/kommo/{SECRET}")
+        procs = [
+            subprocess.Popen(  # noqa: ASYNC220 - started once per module
+                [sys.executable, "-m", "app.cli", role],
+                cwd=ROOT,
+                env=env,
+                stdout=(logs / f"{role}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for role in ("api", "worker")
+        ]
+        try:
+            await _wait_healthy(f"http://127.0.0.1:{api_port}", procs)
+            yield Stack(sb, f"http://127.0.0.1:{api_port}", logs)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def move(stack: Stack, lead_id: int) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{stack.sandbox.kommo_url}/sandbox/leads/{lead_id}/move",
+            json={"status_id": STATUS_RAISE_INVOICE},
+        )
+    response.raise_for_status()
+
+
+def invoice_field(stack: Stack, lead_id: int) -> Any:
+    with stack.sandbox.kommo.state.lock:
+        values = stack.sandbox.kommo.state.leads[lead_id].fields.get(FIELD_INVOICE_NUMBER)
+    return values[0]["value"] if values else None
+
+
+def sage_invoices(stack: Stack) -> list[Any]:
+    book = stack.sandbox.sage.state.book_for(SAGE_BUSINESS_ID)
+    with stack.sandbox.sage.state.lock:
+        return list(book.invoices.values())
+
+
+def tasks_for(stack: Stack, lead_id: int) -> list[Any]:
+    with stack.sandbox.kommo.state.lock:
+        return [t for t in stack.sandbox.kommo.state.tasks.values() if t.entity_id == lead_id]
+
+
+async def eventually(check: Any, stack: Stack, timeout: float = 25.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.2)
+    logs = "\n".join(p.read_text()[-3000:] for p in stack.logs.iterdir())
+    sent = [
+        (d.lead_ids, d.outcome, d.status_code) for d in stack.sandbox.kommo.webhooks.deliveries()
+    ]
+    raise AssertionError(
+        f"condition not met within {timeout}s; webhooks sent: {sent}; bridge logs:\n{logs}"
+    )
+
+
+def add_lead(stack: Stack, lead_id: int, element_id: int = ELEMENT_WIDGET) -> None:
+    state = stack.sandbox.kommo.state
+    with state.lock:
+        lead = copy.deepcopy(state.leads[LEAD_SAMPLE])
+        lead.id, lead.name, lead.fields = lead_id, f"Deal {lead_id}", {}
+        lead.status_id = STATUS_NEGOTIATION
+        lead.elements = [
+            type(lead.elements[0])(
+                element_id, lead.elements[0].catalog_id, lead.elements[0].quantity
+            )
+        ]
+        state.leads[lead_id] = lead
+
+
+async def test_happy_path_invoice_created_and_written_back(stack: Stack) -> None:
+    await move(stack, LEAD_SAMPLE)
+
+    number = await eventually(lambda: invoice_field(stack, LEAD_SAMPLE), stack)
+
+    (invoice,) = [i for i in sage_invoices(stack) if i.reference == f"KOMMO-{LEAD_SAMPLE}"]
+    assert number == invoice.invoice_number
+    with stack.sandbox.kommo.state.lock:
+        link = stack.sandbox.kommo.state.leads[LEAD_SAMPLE].fields[FIELD_INVOICE_LINK][0]["value"]
+    assert link.endswith(f"/sandbox/ui/sales_invoices/{invoice.id}")
+    # 2.5 × 120.00 (Services, 20 %) + 3 × 19.99 (Sales Type A, 20 %)
+    assert [str(line.tax_amount) for line in invoice.lines] == ["60.00", "11.99"]
+    assert str(invoice.total_amount) == "431.96"
+    deliveries = stack.sandbox.kommo.webhooks.deliveries()
+    assert deliveries and all(d.status_code == 200 for d in deliveries)
+
+
+async def test_existing_customer_is_reused(stack: Stack) -> None:
+    book = stack.sandbox.sage.state.book_for(SAGE_BUSINESS_ID)
+    contacts_before = len(book.contacts)
+
+    await move(stack, LEAD_SECOND)
+    await eventually(lambda: invoice_field(stack, LEAD_SECOND), stack)
+
+    (invoice,) = [i for i in sage_invoices(stack) if i.reference == f"KOMMO-{LEAD_SECOND}"]
+    assert invoice.contact_id == SAGE_GRACE_CONTACT
+    assert len(book.contacts) == contacts_before
+
+
+async def test_unmapped_line_gets_a_task_and_no_invoice(stack: Stack) -> None:
+    await move(stack, LEAD_UNMAPPED)
+
+    (task,) = await eventually(lambda: tasks_for(stack, LEAD_UNMAPPED), stack)
+
+    assert "'Mystery box' (element 4200004, SKU MYST-1, type other)" in task.text
+    assert not [i for i in sage_invoices(stack) if i.reference == f"KOMMO-{LEAD_UNMAPPED}"]
+    assert invoice_field(stack, LEAD_UNMAPPED) is None
+
+
+async def test_transient_sage_failure_then_success(stack: Stack) -> None:
+    add_lead(stack, 3000010)
+    stack.sandbox.sage.faults.fail_next("POST", "/v3.1/sales_invoices", status=503, count=1)
+
+    await move(stack, 3000010)
+    await eventually(lambda: invoice_field(stack, 3000010), stack)
+
+    posts = stack.sandbox.sage.requests.entries(method="POST", path_prefix="/v3.1/sales_invoices")
+    assert [p.status for p in posts][-2:] == [503, 201]
+    assert len([i for i in sage_invoices(stack) if i.reference == "KOMMO-3000010"]) == 1
+    assert tasks_for(stack, 3000010) == []
+
+
+async def test_sage_timeout_after_commit_gives_one_invoice(stack: Stack) -> None:
+    add_lead(stack, 3000011)
+    stack.sandbox.sage.faults.timeout_after_commit("POST", "/v3.1/sales_invoices", delay=5)
+
+    await move(stack, 3000011)
+    await eventually(lambda: invoice_field(stack, 3000011), stack, timeout=40)
+
+    assert len([i for i in sage_invoices(stack) if i.reference == "KOMMO-3000011"]) == 1
+
+
+async def test_duplicate_webhooks_make_one_invoice(stack: Stack) -> None:
+    add_lead(stack, 3000012)
+    with stack.sandbox.kommo.state.lock:
+        stack.sandbox.kommo.state.leads[3000012].status_id = STATUS_RAISE_INVOICE
+    body = status_webhook(
+        lead_entry(3000012, status_id=STATUS_RAISE_INVOICE, pipeline_id=7000001),
+        account_id=31000001,
+        subdomain="sandbox",
+    )
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient() as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(f"{stack.api_url}/webhooks/kommo/{SECRET}", content=body, headers=headers)
+                for _ in range(5)
+            )
+        )
+
+    assert [a.status_code for a in answers] == [200] * 5
+    await eventually(lambda: invoice_field(stack, 3000012), stack)
+    await asyncio.sleep(1)
+    assert len([i for i in sage_invoices(stack) if i.reference == "KOMMO-3000012"]) == 1
+    assert CONTACT_ADA  # the copied deal's customer: Ada, created once by the first test
