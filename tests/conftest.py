@@ -6,8 +6,10 @@ CI also runs the suite with TEST_DATABASE_URL / TEST_REDIS_URL pointing at Postg
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ import pytest
 from arq.connections import ArqRedis
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.cli import migrate_database
 from app.db import create_engine, create_sessionmaker
@@ -34,7 +36,7 @@ WEBHOOK_SECRET = "s3cret-webhook-path-token"
 OPS_TOKEN = "ops-token-for-tests"
 # Standard Webhooks secrets: the current key and the one being rotated out.
 CALLBACK_SECRETS = ["whsec_" + "a2V5LW9uZS1mb3ItY2FsbGJhY2tzLTAwMDE=", "whsec_b2xkLWtleS10d28="]
-TABLES = ("deal_invoices", "contact_links", "inbox_events")
+TABLES = ("deal_invoices", "contact_links", "inbox_events", "sync_cursors")
 
 configure_logging("WARNING")
 
@@ -57,11 +59,34 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _postgres_migrated() -> str | None:
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
+def _postgres_migrated() -> Iterator[str | None]:
+    """A fresh database on the TEST_DATABASE_URL server for this run, dropped afterwards: the
+    server outlives CI runs, so nothing may depend on what an earlier run left in it."""
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if not server_url:
+        yield None
+        return
+    name = f"sagebridge_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = str(make_url(server_url).set(database=name).render_as_string(hide_password=False))
+    try:
         migrate_database(Settings(database_url=url))
-    return url
+        yield url
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(statement))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(_postgres_migrated: str | None) -> str | None:
+    """The migrated per-run PostgreSQL database, when the suite runs against PostgreSQL."""
+    return _postgres_migrated
 
 
 @pytest.fixture

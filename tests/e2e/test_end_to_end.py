@@ -62,10 +62,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = os.environ.get("TEST_DATABASE_URL") or (
-        f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('e2e') / 'bridge.db'}"
-    )
+def e2e_database(tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None) -> str:
+    if postgres_url:
+        return postgres_url
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('e2e') / 'bridge.db'}"
     migrate_database(Settings(database_url=url))
     return url
 
@@ -74,7 +74,7 @@ async def _truncate(url: str) -> None:
     if url.startswith("postgresql"):
         engine = create_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)}, sync_cursors CASCADE"))
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
         await engine.dispose()
 
 
