@@ -10,14 +10,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
 
 PROCESS_EVENT = "process_event"
 QUEUE_NAME = "sagebridge:queue"
+HEARTBEAT_SECONDS = 10
+HEARTBEAT_KEY = f"{QUEUE_NAME}:health-check"  # arq's own key name for this queue
 # A job that fires a moment before its row is due would find nothing to do; aim just after.
 DEFER_SLACK = timedelta(seconds=1)
 
@@ -35,8 +37,9 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 async def open_pool(url: str) -> ArqRedis:
-    pool: ArqRedis = await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
-    return pool
+    """A lazily connecting pool: the API starts, and stores webhooks, while Redis is down."""
+    pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    return ArqRedis(pool, default_queue_name=QUEUE_NAME)
 
 
 async def enqueue_event(
@@ -67,3 +70,8 @@ async def webhook_state(redis: ArqRedis) -> dict[str, Any] | None:
     raw = await redis.get(WEBHOOK_STATE_KEY)
     state: dict[str, Any] | None = json.loads(raw) if raw else None
     return state
+
+
+async def worker_alive(redis: ArqRedis) -> bool:
+    """A worker wrote its heartbeat within the last HEARTBEAT_SECONDS (+1 s TTL slack)."""
+    return bool(await redis.exists(HEARTBEAT_KEY))

@@ -8,26 +8,41 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.routes.deps import QueueDep, SessionDep
+from app.queue import worker_alive
+from app.routes.deps import MappingDep, QueueDep, SessionDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-async def readyz(session: SessionDep, queue: QueueDep) -> JSONResponse:
+async def readyz(session: SessionDep, queue: QueueDep, mapping: MappingDep) -> JSONResponse:
+    """Ready to take and process work; a 503 body names every part that is not."""
     problems: dict[str, str] = {}
     try:
         await session.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         problems["database"] = f"unreachable: {type(exc).__name__}"
     try:
-        await queue.ping()
+        if not await worker_alive(queue):
+            problems["worker"] = "no worker heartbeat in the last 10 s: is a worker running?"
     except (RedisError, OSError) as exc:
         problems["redis"] = f"unreachable: {type(exc).__name__}"
-    status = 503 if problems else 200
-    return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
+    # A refused edit leaves the previous mapping in force: worth a warning, not an outage.
+    warnings = {}
+    if mapping.last_refusal:
+        warnings["mapping"] = "the last edit was refused, the previous mapping is in force: " + (
+            "; ".join(mapping.last_refusal)
+        )
+    body = {
+        "ready": not problems,
+        "problems": problems,
+        "warnings": warnings,
+        "mapping_sha256": mapping.get().sha256,
+    }
+    return JSONResponse(body, status_code=503 if problems else 200)

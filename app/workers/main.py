@@ -18,7 +18,14 @@ from app.invoicing import Bridge
 from app.metrics import KOMMO_WEBHOOK_DISABLED
 from app.models import utcnow
 from app.payment_status import poll_statuses
-from app.queue import PROCESS_EVENT, QUEUE_NAME, enqueue_event, record_webhook_state, redis_settings
+from app.queue import (
+    HEARTBEAT_SECONDS,
+    PROCESS_EVENT,
+    QUEUE_NAME,
+    enqueue_event,
+    record_webhook_state,
+    redis_settings,
+)
 from app.reconcile import check_webhook, reconcile_trigger_stage
 from app.repositories import InboxRepository
 from app.runtime import Database, Upstreams, load_checked_mapping, pipeline_config
@@ -129,6 +136,9 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         "job_timeout": timeout,
         "keep_result": 0,
         "max_jobs": settings.worker_max_jobs,
+        # arq writes "<queue>:health-check" with this period (and a TTL just over it): the
+        # worker heartbeat /readyz looks for.
+        "health_check_interval": HEARTBEAT_SECONDS,
         "handle_signals": False,
     }
     options.update(overrides)

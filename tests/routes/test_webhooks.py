@@ -181,3 +181,18 @@ async def test_a_later_move_into_the_stage_reopens_a_skipped_event_but_a_duplica
         count = await session.scalar(select(func.count()).select_from(InboxEvent))
         event = (await session.scalars(select(InboxEvent))).one()
     assert count == 1 and (event.state, event.changed_at) == ("pending", 2000)
+
+
+async def test_redis_down_still_stores_and_acknowledges_the_sweeper_delivers_later(
+    database_url: str, sessionmaker: Maker
+) -> None:
+    no_redis = make_settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    app: FastAPI = create_app(no_redis)
+    async with app.router.lifespan_context(app):
+        transport = ASGITransport(app=app)
+        async with AsyncClient(transport=transport, base_url="http://bridge.test") as client:
+            response = await client.post(URL, content=status_webhook(lead_entry(41)), headers=FORM)
+
+    assert response.status_code == 200
+    (row,) = await stored(sessionmaker)
+    assert (row.deal_id, row.state) == ("41", "pending")  # the sweeper's to deliver
