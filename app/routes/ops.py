@@ -7,17 +7,16 @@ event (`payload.ops`: what, when, why).
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from app.domain import LineItem
-from app.errors import AppError, BadRequest, NotFound
+from app import operations
+from app.errors import AppError
 from app.mapping import MappingError
-from app.models import TERMINAL_STATES, EventState, InboxEvent, utcnow
-from app.queue import enqueue_event, webhook_state
+from app.models import EventState, InboxEvent
+from app.queue import webhook_state
 from app.repositories import InboxRepository
 from app.routes.deps import MappingDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
@@ -108,7 +107,7 @@ async def status(session: SessionDep, queue: QueueDep, settings: SettingsDep) ->
 
 @router.get("/events/{event_id}", response_model=EventView)
 async def get_event(event_id: int, session: SessionDep, settings: SettingsDep) -> EventView:
-    event = await _event(session, event_id)
+    event = await operations.get_event(session, event_id)
     return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
@@ -117,12 +116,7 @@ async def replay_event(
     event_id: int, session: SessionDep, settings: SettingsDep, queue: QueueDep
 ) -> EventView:
     """Run the event again from the start; a deal already invoiced is not invoiced twice."""
-    event = await _event(session, event_id)
-    if event.action not in ("leads.status", "sales_invoice.status"):
-        raise BadRequest(f"event {event_id} is a {event.action} event; there is nothing to replay")
-    _reset(event, "replay")
-    await session.commit()
-    await enqueue_event(queue, event.id, 0)
+    event = await operations.replay(session, queue, event_id)
     return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
@@ -131,14 +125,7 @@ async def discard_event(
     event_id: int, body: DiscardRequest, session: SessionDep, settings: SettingsDep
 ) -> EventView:
     """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
-    event = await _event(session, event_id)
-    if event.state in TERMINAL_STATES and event.state != EventState.FAILED:
-        raise BadRequest(f"event {event_id} already ended as {event.state}")
-    event.state = EventState.DISCARDED.value
-    event.next_attempt_at = None
-    event.last_error = f"discarded by ops: {body.reason}"
-    _record(event, "discard", body.reason)
-    await session.commit()
+    event = await operations.discard(session, event_id, body.reason)
     return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
@@ -147,19 +134,8 @@ async def replay_needs_mapping(
     session: SessionDep, mapping: MappingDep, queue: QueueDep
 ) -> ReplayedMapping:
     """Replay every event parked for a missing mapping that the mapping in force now covers."""
-    rows, _ = await InboxRepository(session).list(
-        states=[EventState.NEEDS_MAPPING.value], limit=10_000, offset=0
-    )
-    covered = [e for e in rows if _covered(e, mapping.get().covers)]
-    for event in covered:
-        _reset(event, "replay: mapping now covers every product")
-    await session.commit()
-    for event in covered:
-        await enqueue_event(queue, event.id, 0)
-    return ReplayedMapping(
-        replayed=[e.id for e in covered],
-        still_unmapped=[e.id for e in rows if e not in covered],
-    )
+    replayed, still = await operations.replay_covered(session, queue, mapping.get())
+    return ReplayedMapping(replayed=replayed, still_unmapped=still)
 
 
 @router.get("/mappings", response_model=MappingView)
@@ -190,44 +166,6 @@ def _mapping_view(mapping: MappingDep) -> MappingView:
         defaults=current.file.defaults.model_dump(exclude_none=True),
         last_refusal=mapping.last_refusal,
     )
-
-
-def _covered(event: InboxEvent, covers: Any) -> bool:
-    unmapped = event.payload.get("unmapped") or []
-    lines = [
-        LineItem(
-            element_id=str(item.get("element_id")),
-            name=str(item.get("name")),
-            quantity=Decimal(1),
-            unit_price=Decimal(0),
-            sku=item.get("sku"),
-            product_type=item.get("product_type"),
-        )
-        for item in unmapped
-    ]
-    return bool(lines) and all(covers(line) for line in lines)
-
-
-def _reset(event: InboxEvent, why: str) -> None:
-    event.state = EventState.PENDING.value
-    event.attempts = 0
-    event.next_attempt_at = utcnow()
-    event.lease_until = None
-    event.task_state = None
-    event.task_text = None
-    _record(event, "replay", why)
-
-
-def _record(event: InboxEvent, action: str, reason: str) -> None:
-    entry = {"action": action, "at": utcnow().isoformat(), "reason": reason}
-    event.payload = {**event.payload, "ops": [*event.payload.get("ops", []), entry]}
-
-
-async def _event(session: SessionDep, event_id: int) -> InboxEvent:
-    event = await InboxRepository(session).get(event_id)
-    if event is None:
-        raise NotFound(f"no event {event_id}")
-    return event
 
 
 def _view(event: InboxEvent, kommo_base_url: str | None, retries: int) -> EventView:

@@ -1,0 +1,96 @@
+"""What ops can do to events by hand, shared by the /ops endpoints and the CLI.
+
+Every action is recorded on the event itself (`payload.ops`: what, when, why)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import LineItem
+from app.errors import BadRequest, NotFound
+from app.mapping import LedgerMapping
+from app.models import TERMINAL_STATES, EventState, InboxEvent, utcnow
+from app.queue import enqueue_event
+from app.repositories import InboxRepository
+
+REPLAYABLE = ("leads.status", "sales_invoice.status")
+
+
+async def get_event(session: AsyncSession, event_id: int) -> InboxEvent:
+    event = await InboxRepository(session).get(event_id)
+    if event is None:
+        raise NotFound(f"no event {event_id}")
+    return event
+
+
+async def replay(session: AsyncSession, queue: ArqRedis, event_id: int) -> InboxEvent:
+    """Run the event again from the start; a deal already invoiced is not invoiced twice."""
+    event = await get_event(session, event_id)
+    if event.action not in REPLAYABLE:
+        raise BadRequest(f"event {event_id} is a {event.action} event; there is nothing to replay")
+    _reset(event, "replay")
+    await session.commit()
+    await enqueue_event(queue, event.id, 0)
+    return event
+
+
+async def discard(session: AsyncSession, event_id: int, reason: str) -> InboxEvent:
+    """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
+    event = await get_event(session, event_id)
+    if event.state in TERMINAL_STATES and event.state != EventState.FAILED:
+        raise BadRequest(f"event {event_id} already ended as {event.state}")
+    event.state = EventState.DISCARDED.value
+    event.next_attempt_at = None
+    event.last_error = f"discarded by ops: {reason}"
+    _record(event, "discard", reason)
+    await session.commit()
+    return event
+
+
+async def replay_covered(
+    session: AsyncSession, queue: ArqRedis, mapping: LedgerMapping
+) -> tuple[list[int], list[int]]:
+    """Replay the needs-mapping events the mapping now covers: (replayed, still unmapped)."""
+    rows, _ = await InboxRepository(session).list(
+        states=[EventState.NEEDS_MAPPING.value], limit=10_000, offset=0
+    )
+    covered = [e for e in rows if _covered(e, mapping)]
+    for event in covered:
+        _reset(event, "replay: the mapping now covers every product")
+    await session.commit()
+    for event in covered:
+        await enqueue_event(queue, event.id, 0)
+    return [e.id for e in covered], [e.id for e in rows if e not in covered]
+
+
+def _covered(event: InboxEvent, mapping: LedgerMapping) -> bool:
+    lines = [
+        LineItem(
+            element_id=str(item.get("element_id")),
+            name=str(item.get("name")),
+            quantity=Decimal(1),
+            unit_price=Decimal(0),
+            sku=item.get("sku"),
+            product_type=item.get("product_type"),
+        )
+        for item in event.payload.get("unmapped") or []
+    ]
+    return bool(lines) and all(mapping.covers(line) for line in lines)
+
+
+def _reset(event: InboxEvent, why: str) -> None:
+    event.state = EventState.PENDING.value
+    event.attempts = 0
+    event.next_attempt_at = utcnow()
+    event.lease_until = None
+    event.task_state = None
+    event.task_text = None
+    _record(event, "replay", why)
+
+
+def _record(event: InboxEvent, action: str, reason: str) -> None:
+    entry = {"action": action, "at": utcnow().isoformat(), "reason": reason}
+    event.payload = {**event.payload, "ops": [*event.payload.get("ops", []), entry]}
