@@ -1,22 +1,34 @@
-"""`sagebridge` command line: run (API + worker), api, worker, migrate."""
+"""`sagebridge` command line: run (API + worker), api, worker, migrate, mappings, events."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Annotated, Any
 
 import structlog
 import typer
 import uvicorn
 from alembic import command
 from alembic.config import Config
+from arq.connections import ArqRedis
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import operations
 from app.embedded_redis import EmbeddedRedis
+from app.errors import AppError
 from app.logging import configure_logging
 from app.main import create_app
+from app.mapping import MappingError, load_mapping
+from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
+from app.models import InboxEvent
+from app.queue import open_pool
+from app.repositories import InboxRepository
+from app.runtime import Database, Upstreams, check_ids
 from app.settings import Settings, get_settings
 from app.workers.main import build_worker
 
@@ -135,6 +147,139 @@ async def _sandbox(settings: Settings) -> AsyncIterator[None]:
 
     async with serve_demo_sandbox(settings):
         yield
+
+
+mappings_cli = typer.Typer(help="Check the ledger mapping, or draft rules for unmapped products.")
+events_cli = typer.Typer(help="List, replay and discard inbox events.")
+cli.add_typer(mappings_cli, name="mappings")
+cli.add_typer(events_cli, name="events")
+
+
+@mappings_cli.command("check")
+def mappings_check() -> None:
+    """Validate config/ledger_mappings.yaml, and its ids against Sage; exit 1 on any problem."""
+    settings = _settings()
+    problems = asyncio.run(_check_mapping(settings))
+    for problem in problems:
+        typer.echo(f"✗ {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"✓ {settings.ledger_mappings_path} is valid and every id exists in Sage")
+
+
+async def _check_mapping(settings: Settings) -> list[str]:
+    upstreams = Upstreams.open(settings)
+    try:
+        await check_ids(load_mapping(settings.ledger_mappings_path), upstreams.accounting)
+    except MappingError as exc:
+        return exc.problems
+    finally:
+        await upstreams.close()
+    return []
+
+
+@mappings_cli.command("suggest")
+def mappings_suggest(
+    as_yaml: Annotated[
+        bool, typer.Option("--yaml", help="Print a YAML skeleton of rules.")
+    ] = False,
+) -> None:
+    """Sage sales ledger accounts and tax rates next to the Kommo products with no rule yet."""
+    settings = _settings()
+    suggestion = asyncio.run(_suggest(settings))
+    if as_yaml:
+        typer.echo(yaml_skeleton(suggestion))
+        return
+    typer.echo("Sales ledger accounts in Sage:")
+    for account in suggestion.ledger_accounts:
+        typer.echo(f"  {account.id}  {account.code or '-':>6}  {account.name}")
+    typer.echo("Tax rates in Sage:")
+    for rate_id, name in suggestion.tax_rates.items():
+        typer.echo(f"  {rate_id:<16} {name}")
+    typer.echo(f"Kommo products with no rule ({len(suggestion.unmapped)}):")
+    for p in suggestion.unmapped:
+        typer.echo(f"  element {p.element_id}  sku={p.sku}  type={p.product_type}  {p.name}")
+
+
+async def _suggest(settings: Settings) -> Suggestion:
+    upstreams = Upstreams.open(settings)
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
+            task = bar.add_task("Reading Kommo catalogs…", total=None)
+            products = await upstreams.crm.products(
+                on_page=lambda n: bar.update(task, advance=n, description=f"{n} products read…")
+            )
+            bar.update(task, description="Reading Sage ledger accounts and tax rates…")
+            accounts = await upstreams.accounting.sales_ledger_accounts()
+            rates = await upstreams.accounting.tax_rate_names()
+    finally:
+        await upstreams.close()
+    mapping = load_mapping(settings.ledger_mappings_path)
+    return Suggestion(accounts, rates, unmapped_products(products, mapping))
+
+
+@events_cli.command("list")
+def events_list(
+    state: Annotated[list[str] | None, typer.Option(help="Repeat for several states.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Events, newest first (default: those waiting or needing attention)."""
+    settings = _settings()
+    states = state or ["pending", "retrying", "failed", "needs_mapping"]
+    rows, total = asyncio.run(_list_events(settings, states, limit))
+    typer.echo(f"{total} event(s) in {', '.join(states)}")
+    for e in rows:
+        typer.echo(
+            f"  #{e.id:<6} deal {e.deal_id:<10} {e.state:<13} attempt {e.attempts}  "
+            f"{(e.last_error or '')[:90]}"
+        )
+
+
+async def _list_events(settings: Settings, states: list[str], limit: int) -> tuple[list[Any], int]:
+    db = Database.open(settings)
+    try:
+        async with db.sessionmaker() as session:
+            return await InboxRepository(session).list(states=states, limit=limit, offset=0)
+    finally:
+        await db.close()
+
+
+@events_cli.command("replay")
+def events_replay(event_id: int) -> None:
+    """Run an event again from the start (no second invoice for an invoiced deal)."""
+    settings = _settings()
+    event = asyncio.run(_with_queue(settings, lambda s, q: operations.replay(s, q, event_id)))
+    typer.echo(f"event {event.id} is pending again (deal {event.deal_id})")
+
+
+@events_cli.command("discard")
+def events_discard(
+    event_id: int, reason: Annotated[str, typer.Option(help="Why (recorded).")]
+) -> None:
+    """End an event by hand, with a reason."""
+    settings = _settings()
+    event = asyncio.run(_with_queue(settings, lambda s, q: operations.discard(s, event_id, reason)))
+    typer.echo(f"event {event.id} discarded: {reason}")
+
+
+async def _with_queue(
+    settings: Settings, action: Callable[[AsyncSession, ArqRedis], Awaitable[InboxEvent]]
+) -> InboxEvent:
+    if not settings.redis_url:
+        typer.echo(
+            "REDIS_URL is not set: the event is stored, the sweeper will pick it up", err=True
+        )
+    db = Database.open(settings)
+    queue = await open_pool(settings.redis_url or "redis://127.0.0.1:1/0")
+    try:
+        async with db.sessionmaker() as session:
+            return await action(session, queue)
+    except AppError as exc:
+        typer.echo(f"✗ {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        await queue.aclose()
+        await db.close()
 
 
 def _settings() -> Settings:

@@ -106,3 +106,10 @@ class DealInStage:
     status_id: int
     responsible_user_id: int | None
     updated_at: int
+
+
+@dataclass(frozen=True)
+class LedgerAccountInfo:
+    id: str
+    name: str
+    code: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -138,6 +139,31 @@ class KommoCrm:
         """True if Kommo disabled our hook, False if it is on, None if it is not registered."""
         hooks = [h for h in await self._client.list_webhooks() if destination_part in h.destination]
         return any(h.disabled for h in hooks) if hooks else None
+
+    async def products(self, *, on_page: Callable[[int], None] | None = None) -> list[LineItem]:
+        """Every product in every catalog, as invoice lines would describe them."""
+        items: list[LineItem] = []
+        for catalog in await self._client.list_catalogs():
+            page = 1
+            while True:
+                result = await self._client.catalog_elements_page(catalog_id=catalog.id, page=page)
+                items += [self._product(e) for e in result.embedded.elements if not e.is_deleted]
+                if on_page:
+                    on_page(len(result.embedded.elements))
+                if result.links.next is None or not result.embedded.elements:
+                    break
+                page += 1
+        return items
+
+    def _product(self, element: CatalogElement) -> LineItem:
+        return LineItem(
+            element_id=str(element.id),
+            name=element.name,
+            quantity=Decimal(1),
+            unit_price=_decimal(element.field_value(self._config.price_field_code)) or Decimal(0),
+            sku=_str(element.field_value(self._config.sku_field_code)),
+            product_type=_str(element.field_value(self._config.product_type_field_code)),
+        )
 
     def _in_stage(self, lead: Lead) -> DealInStage:
         return DealInStage(

@@ -9,10 +9,13 @@ import httpx
 from app.clients.http import retry_after_seconds, send
 from app.clients.kommo.errors import KommoNotFound, KommoRequestError, KommoTransientError
 from app.clients.kommo.schemas import (
+    Catalog,
     CatalogElement,
     CatalogElementsPage,
+    CatalogsPage,
     Contact,
     CreatedTask,
+    ElementsPage,
     Lead,
     LeadPatch,
     LeadsPage,
@@ -48,6 +51,21 @@ class KommoClient:
         except KommoNotFound:
             return []
         return CatalogElementsPage.model_validate(data).embedded.elements
+
+    async def list_catalogs(self) -> list[Catalog]:
+        try:
+            data = await self._get("/api/v4/catalogs", {"limit": PAGE_LIMIT})
+        except KommoNotFound:
+            return []
+        return CatalogsPage.model_validate(data).embedded.catalogs
+
+    async def catalog_elements_page(self, *, catalog_id: int, page: int) -> ElementsPage:
+        params = {"page": page, "limit": PAGE_LIMIT}
+        try:
+            data = await self._get(f"/api/v4/catalogs/{catalog_id}/elements", params)
+        except KommoNotFound:
+            return ElementsPage()
+        return ElementsPage.model_validate(data)
 
     async def update_lead(self, *, lead_id: int, update: LeadUpdate) -> None:
         body = update.model_dump(mode="json", exclude_none=True)

@@ -170,3 +170,24 @@ class WebhooksEmbedded(_Model):
 
 class WebhooksPage(_Model):
     embedded: WebhooksEmbedded = Field(default_factory=WebhooksEmbedded, alias="_embedded")
+
+
+class Catalog(_Model):
+    id: int
+    name: str
+    type: str | None = None
+
+
+class CatalogsEmbedded(_Model):
+    catalogs: list[Catalog] = Field(default_factory=list)
+
+
+class CatalogsPage(_Model):
+    embedded: CatalogsEmbedded = Field(default_factory=CatalogsEmbedded, alias="_embedded")
+
+
+class ElementsPage(_Model):
+    embedded: CatalogElementsEmbedded = Field(
+        default_factory=CatalogElementsEmbedded, alias="_embedded"
+    )
+    links: PageLinks = Field(default_factory=PageLinks, alias="_links")

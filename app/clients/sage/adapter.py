@@ -17,7 +17,14 @@ from app.clients.sage.schemas import (
     SalesInvoice,
     SalesInvoiceIn,
 )
-from app.domain import Customer, InvoiceDraft, InvoiceRef, InvoiceStatus, TaxRate
+from app.domain import (
+    Customer,
+    InvoiceDraft,
+    InvoiceRef,
+    InvoiceStatus,
+    LedgerAccountInfo,
+    TaxRate,
+)
 
 TAX_RATE_TTL_SECONDS = 600.0
 
@@ -92,7 +99,20 @@ class SageAccounting:
         ]
 
     async def ledger_account_ids(self) -> set[str]:
-        return await self._client.sales_ledger_account_ids()
+        return {a.id for a in await self.sales_ledger_accounts()}
+
+    async def sales_ledger_accounts(self) -> list[LedgerAccountInfo]:
+        return [
+            LedgerAccountInfo(
+                id=a.id,
+                name=a.name or a.displayed_as or a.id,
+                code=str(a.nominal_code) if a.nominal_code is not None else None,
+            )
+            for a in await self._client.sales_ledger_accounts()
+        ]
+
+    async def tax_rate_names(self) -> dict[str, str]:
+        return {r.id: r.name or r.displayed_as or r.id for r in await self._client.list_tax_rates()}
 
     async def status_ids(self) -> set[str]:
         return await self._client.artefact_status_ids()

@@ -15,6 +15,7 @@ from app.clients.sage.schemas import (
     Base,
     Contact,
     InvoiceState,
+    LedgerAccount,
     Page,
     PostContact,
     PostSalesInvoice,
@@ -66,13 +67,13 @@ class SageClient:
     async def artefact_status_ids(self) -> set[str]:
         return {s.id for s in await self._list("/artefact_statuses", {}, Base)}
 
-    async def sales_ledger_account_ids(self) -> set[str]:
+    async def sales_ledger_accounts(self) -> list[LedgerAccount]:
         """Ledger accounts an invoice line may use: Sage requires `visible_in=sales`."""
-        accounts = await self._list("/ledger_accounts", {"visible_in": "sales"}, Base)
-        return {a.id for a in accounts}
+        params = {"visible_in": "sales", "attributes": "name,nominal_code"}
+        return await self._list("/ledger_accounts", params, LedgerAccount)
 
     async def list_tax_rates(self) -> list[TaxRate]:
-        return await self._list("/tax_rates", {"attributes": "percentage"}, TaxRate)
+        return await self._list("/tax_rates", {"attributes": "name,percentage"}, TaxRate)
 
     async def _list(
         self, path: str, params: dict[str, Any], model: type[M], *, max_pages: int = 50

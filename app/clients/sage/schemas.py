@@ -54,7 +54,13 @@ class Contact(Base):
 
 
 class TaxRate(Base):
+    name: str | None = None
     percentage: Decimal | None = None
+
+
+class LedgerAccount(Base):
+    name: str | None = None
+    nominal_code: int | None = None
 
 
 class SalesInvoice(Base):
