@@ -116,8 +116,5 @@ async def test_events_list_replay_and_discard(
     assert f"event {pending} discarded: invoiced by hand" in discarded
     assert "no event 999" in missing
     async with sessionmaker() as session:
-        states = {
-            e.id: e.state
-            for e in (await session.scalars(__import__("sqlalchemy").select(InboxEvent))).all()
-        }
+        states = {e.id: e.state for e in (await session.scalars(select(InboxEvent))).all()}
     assert states == {failed: "pending", pending: "discarded"}
