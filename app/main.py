@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,7 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             app.state.mapping = await load_checked_mapping(settings, app.state.upstreams.accounting)
             log.info("api.started", sandbox=settings.sandbox_mode)
+            watcher = asyncio.create_task(_watch_mapping(app, settings.mapping_watch_seconds))
             yield
+            watcher.cancel()
         finally:
             await app.state.upstreams.close()
             await app.state.queue.aclose()
@@ -64,6 +68,14 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
         f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
     )
     return JSONResponse({"error": "bad_request", "detail": problems}, status_code=400)
+
+
+async def _watch_mapping(app: FastAPI, every: float) -> None:
+    """Pick up edits to the mapping file; a bad edit is refused and the last good one stays."""
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):  # a watcher must outlive any one bad check
+            await app.state.mapping.reload_if_changed(app.state.upstreams.accounting)
 
 
 def app_factory() -> FastAPI:

@@ -51,6 +51,8 @@ class MappingHolder:
     current: LedgerMapping
     loaded_at: datetime
     last_refusal: list[str] | None = None
+    # The content last refused, so the watcher does not refuse (and log) the same edit forever.
+    refused_sha256: str | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> MappingHolder:
@@ -71,7 +73,8 @@ class MappingHolder:
             self.last_refusal = exc.problems
             log.error("mapping.reload_refused", problems=exc.problems)
             raise
-        self.current, self.loaded_at, self.last_refusal = candidate, datetime.now(UTC), None
+        self.current, self.loaded_at = candidate, datetime.now(UTC)
+        self.last_refusal = self.refused_sha256 = None
         log.info("mapping.loaded", sha256=candidate.sha256, rules=len(candidate.file.rules))
         return candidate
 
@@ -81,11 +84,13 @@ class MappingHolder:
             text = self.path.read_bytes()
         except OSError:
             return False
-        if hashlib.sha256(text).hexdigest() == self.current.sha256:
+        digest = hashlib.sha256(text).hexdigest()
+        if digest in (self.current.sha256, self.refused_sha256):
             return False
         try:
             await self.reload(accounting)
-        except MappingError:
+        except MappingError as exc:
+            self.refused_sha256 = None if exc.unverifiable else digest
             return False
         return True
 

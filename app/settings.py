@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     ledger_mappings_path: Path = Path("config/ledger_mappings.yaml")
     # Check every ledger account and tax rate id in the mapping against Sage at start-up.
     mapping_check_on_start: bool = True
+    # How often the API checks the mapping file for edits (the worker checks at each sweep).
+    mapping_watch_seconds: float = Field(default=5.0, gt=0)
     retry_delays_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900])
     job_timeout_seconds: int = Field(default=30, ge=5)
     sweeper_interval_seconds: int = Field(default=15, ge=1, le=59)

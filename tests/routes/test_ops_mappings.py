@@ -3,6 +3,7 @@ events replayed once it covers them; discard recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -59,7 +60,10 @@ async def ops(
     database_url: str, redis_url: str, mapping_file: Path, queue: ArqRedis, sage: FakeSage
 ) -> AsyncIterator[AsyncClient]:
     settings = make_settings(
-        database_url=database_url, redis_url=redis_url, ledger_mappings_path=mapping_file
+        database_url=database_url,
+        redis_url=redis_url,
+        ledger_mappings_path=mapping_file,
+        mapping_watch_seconds=0.1,
     )
     app: FastAPI = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -213,3 +217,37 @@ async def test_start_up_goes_on_when_sage_is_unreachable(
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         assert app.state.mapping.get().file.rules
+
+
+async def test_an_edited_file_is_picked_up_without_a_reload_call(
+    ops: AsyncClient, mapping_file: Path
+) -> None:
+    before = (await ops.get("/ops/mappings", headers=AUTH)).json()["sha256"]
+    mapping_file.write_text(
+        mapping_file.read_text() + "  - match: {sku: NEW-1}\n    ledger_account_id: la-goods\n"
+    )
+
+    for _ in range(100):
+        after = (await ops.get("/ops/mappings", headers=AUTH)).json()
+        if after["sha256"] != before:
+            break
+        await asyncio.sleep(0.05)
+
+    assert after["sha256"] != before
+    assert after["rules"][-1] == {"match": {"sku": "NEW-1"}, "ledger_account_id": "la-goods"}
+
+
+async def test_a_bad_edit_to_the_file_is_refused_by_the_watcher_too(
+    ops: AsyncClient, mapping_file: Path
+) -> None:
+    before = (await ops.get("/ops/mappings", headers=AUTH)).json()["sha256"]
+    mapping_file.write_text(UNKNOWN_LEDGER)
+
+    for _ in range(100):
+        after = (await ops.get("/ops/mappings", headers=AUTH)).json()
+        if after["last_refusal"]:
+            break
+        await asyncio.sleep(0.05)
+
+    assert after["sha256"] == before
+    assert any("la-nope" in p for p in after["last_refusal"])
