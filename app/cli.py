@@ -19,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import operations
+from app.connections.cli import connections_cli
 from app.embedded_redis import EmbeddedRedis
 from app.errors import AppError
 from app.logging import configure_logging
@@ -33,6 +34,7 @@ from app.settings import Settings, get_settings
 from app.workers.main import build_worker
 
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
+cli.add_typer(connections_cli, name="connections")
 log = structlog.get_logger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,11 +7,13 @@ so it is opened exactly once even if the CRM is down when the event ends.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.connections.errors import ReauthorizationRequired
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.invoicing import Bridge, Outcome, raise_invoice
 from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
@@ -22,6 +24,7 @@ from app.repositories import InboxRepository
 log = structlog.get_logger(__name__)
 
 TASK_RETRY_DELAY = timedelta(seconds=60)
+ConnectionCheck = Callable[[str, str], Awaitable[bool]]
 
 
 async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) -> EventState | None:
@@ -51,6 +54,9 @@ async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None
         return
     except UpstreamPermanentError as exc:
         outcome = Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))
+    except ReauthorizationRequired as exc:
+        _park(event, exc)
+        return
     except Exception as exc:  # a bug must not lose the event: retry it like a transient error
         log.exception("event.unexpected_error")
         await _retry_or_give_up(session, bridge, event, exc)
@@ -91,6 +97,39 @@ async def _retry_or_give_up(
         "event.retry_scheduled", attempt=event.attempts, delay_s=delay.total_seconds(), error=detail
     )
     await bridge.schedule(event.id, event.attempts, event.next_attempt_at)
+
+
+def _park(event: InboxEvent, exc: ReauthorizationRequired) -> None:
+    """No retries burnt and no task: no deal's manager can fix a dead grant, ops can."""
+    event.state = EventState.WAITING_CONNECTION.value
+    event.next_attempt_at = None
+    event.last_error = (
+        f"{exc}. Connect again (POST /ops/connections/{exc.provider}/start); the event resumes "
+        "by itself once the connection is active."
+    )
+    event.payload = {
+        **event.payload,
+        "waiting_for": {"provider": exc.provider, "account": exc.account},
+    }
+    log.warning("event.waiting_connection", provider=exc.provider, account=exc.account)
+
+
+async def resume_waiting(session: AsyncSession, is_active: ConnectionCheck) -> list[int]:
+    """Events parked on a connection that is active again become pending; returns their ids."""
+    parked, _ = await InboxRepository(session).list(
+        states=[EventState.WAITING_CONNECTION.value], limit=10_000, offset=0
+    )
+    resumed = []
+    for event in parked:
+        waiting = event.payload.get("waiting_for") or {}
+        if await is_active(str(waiting.get("provider")), str(waiting.get("account"))):
+            event.state = EventState.PENDING.value
+            event.next_attempt_at = utcnow()
+            resumed.append(event.id)
+    await session.commit()
+    if resumed:
+        log.info("events.resumed", count=len(resumed))
+    return resumed
 
 
 def _finish(event: InboxEvent, outcome: Outcome) -> None:

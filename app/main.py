@@ -12,11 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from app.connections.config import ConnectionsConfig
+from app.connections.runtime import Connections
 from app.errors import AppError
 from app.logging import configure_logging
 from app.metrics import WEBHOOKS
 from app.queue import open_pool
-from app.routes import health, metrics, ops, sage_callbacks, webhooks
+from app.routes import connections, health, metrics, ops, sage_callbacks, webhooks
 from app.runtime import Database, Upstreams, load_checked_mapping
 from app.settings import Settings, get_settings
 
@@ -33,7 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database.open(settings)
         app.state.queue = await open_pool(settings.redis_url)
-        app.state.upstreams = Upstreams.open(settings)
+        app.state.connections = Connections.open(
+            ConnectionsConfig.from_settings(settings), app.state.db.sessionmaker, settings.redis_url
+        )
+        app.state.upstreams = Upstreams.open(settings, app.state.connections)
         try:
             app.state.mapping = await load_checked_mapping(settings, app.state.upstreams.accounting)
             log.info("api.started", sandbox=settings.sandbox_mode)
@@ -42,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher.cancel()
         finally:
             await app.state.upstreams.close()
+            await app.state.connections.close()
             await app.state.queue.aclose()
             await app.state.db.close()
 
@@ -49,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
+    app.include_router(connections.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]

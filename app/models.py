@@ -52,6 +52,8 @@ def utcnow() -> datetime:
 class EventState(enum.StrEnum):
     PENDING = "pending"  # due now
     RETRYING = "retrying"  # waiting for next_attempt_at after a transient failure
+    # Parked: an upstream connection needs re-authorisation; resumes when it is active again.
+    WAITING_CONNECTION = "waiting_connection"
     INVOICED = "invoiced"  # terminal: invoice exists and is written back to the deal
     SKIPPED = "skipped"  # terminal: nothing to do (other stage, or deal no longer in the stage)
     NEEDS_MAPPING = "needs_mapping"  # terminal: a line has no ledger mapping; manager has a task

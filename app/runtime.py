@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import httpx
 import structlog
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.clients.http import RequestHook, build_http_client
@@ -18,6 +19,10 @@ from app.clients.kommo.client import KommoClient
 from app.clients.ratelimit import SharedRateLimit
 from app.clients.sage.adapter import SageAccounting
 from app.clients.sage.client import SageClient
+from app.connections.errors import ReauthorizationRequired
+from app.connections.models import Provider
+from app.connections.runtime import Connections
+from app.connections.store import ConnectionKey
 from app.db import create_engine, create_sessionmaker
 from app.errors import UpstreamError
 from app.invoicing import PipelineConfig
@@ -115,7 +120,7 @@ async def check_ids(mapping: LedgerMapping, accounting: Accounting) -> None:
     try:
         ledgers = await accounting.ledger_account_ids()
         rates = set(await accounting.tax_rates())
-    except UpstreamError as exc:
+    except (UpstreamError, ReauthorizationRequired) as exc:
         raise MappingError(
             mapping.source,
             [f"could not check the ids against {accounting.name}: {exc.detail}"],
@@ -133,12 +138,20 @@ class Upstreams:
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     @classmethod
-    def open(cls, settings: Settings) -> Upstreams:
+    def open(cls, settings: Settings, connections: Connections | None = None) -> Upstreams:
         timeout = settings.http_timeout_seconds
         business = _required(settings.sage_business_id, "SAGE_BUSINESS_ID")
+        kommo_account = str(_required(settings.kommo_account_id, "KOMMO_ACCOUNT_ID"))
+        kommo_headers, kommo_auth = _credentials(
+            settings.kommo_access_token, connections, ConnectionKey(Provider.KOMMO, kommo_account)
+        )
+        sage_headers, sage_auth = _credentials(
+            settings.sage_access_token, connections, ConnectionKey(Provider.SAGE, business)
+        )
         kommo_http = build_http_client(
             _required(settings.kommo_base_url, "KOMMO_BASE_URL"),
-            headers={"Authorization": f"Bearer {settings.secret('kommo_access_token')}"},
+            headers=kommo_headers,
+            auth=kommo_auth,
             timeout=timeout,
             before_request=_limit(
                 settings, settings.kommo_rate_limit, "kommo", str(settings.kommo_account_id)
@@ -146,10 +159,8 @@ class Upstreams:
         )
         sage_http = build_http_client(
             settings.sage_base_url,
-            headers={
-                "Authorization": f"Bearer {settings.secret('sage_access_token')}",
-                "X-Business": business,
-            },
+            headers={**sage_headers, "X-Business": business},
+            auth=sage_auth,
             timeout=timeout,
             before_request=_limit(settings, settings.sage_rate_limit, "sage", business),
         )
@@ -162,6 +173,17 @@ class Upstreams:
     async def close(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+def _credentials(
+    static: SecretStr | None, connections: Connections | None, key: ConnectionKey
+) -> tuple[dict[str, str], httpx.Auth | None]:
+    """A static token from the settings wins; otherwise the stored connection's, refreshed."""
+    if static is not None:
+        return {"Authorization": f"Bearer {static.get_secret_value()}"}, None
+    if connections is None:
+        raise RuntimeError(f"no {key.provider.value} access token and no connections configured")
+    return {}, connections.bearer(key)
 
 
 def _limit(settings: Settings, rate: str, api: str, account: str) -> RequestHook | None:

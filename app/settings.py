@@ -106,6 +106,31 @@ class Settings(BaseSettings):
     # Standard Webhooks secrets ("whsec_<base64>") for POST /webhooks/sage; several for rotation.
     sage_callback_secrets: list[SecretStr] = Field(default_factory=list)
 
+    # Connections: OAuth 2.0 grants (or a Kommo long-lived token) kept in the database, used when
+    # the upstream's static *_ACCESS_TOKEN is unset. See app/connections/config.py.
+    # Comma-separated Fernet keys, newest first: the first encrypts, all decrypt.
+    connection_encryption_keys: SecretStr | None = None
+    # Where a browser reaches the bridge; redirect URIs: {this}/ops/connections/{provider}/callback
+    public_base_url: str | None = None
+    oauth_state_ttl_seconds: int = 600
+    token_refresh_margin_seconds: int = 60
+    token_refresh_lock_seconds: float = 30.0
+    keep_alive_days: int = 7
+    sage_oauth_client_id: str | None = None
+    sage_oauth_client_secret: SecretStr | None = None
+    sage_oauth_authorize_url: str = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
+    sage_oauth_token_url: str = "https://oauth.accounting.sage.com/token"  # noqa: S105 - a URL
+    sage_oauth_scope: str = "full_access"
+    kommo_oauth_client_id: str | None = None
+    kommo_oauth_client_secret: SecretStr | None = None
+    kommo_oauth_authorize_url: str = "https://www.kommo.com/oauth"
+    kommo_oauth_mode: str = "post_message"
+    kommo_oauth_token_path: str = "/oauth2/access_token"  # noqa: S105 - a path
+    kommo_oauth_scheme: str = "https"
+    kommo_oauth_allowed_domains: list[str] = Field(
+        default_factory=lambda: ["kommo.com", "amocrm.ru", "amocrm.com"]
+    )
+
     # Processing.
     ledger_mappings_path: Path = Path("config/ledger_mappings.yaml")
     # Check every ledger account and tax rate id in the mapping against Sage at start-up.
@@ -129,14 +154,28 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _all_or_nothing_per_upstream(self) -> Settings:
         for group, names in (("Kommo", _KOMMO_REQUIRED), ("Sage", _SAGE_REQUIRED)):
-            missing = [n.upper() for n in names if getattr(self, n) is None]
+            missing = [n.upper() for n in names if getattr(self, n) is None and not self._oauth(n)]
             if missing and self.has_upstream_credentials:
                 raise ValueError(f"{group} is partly configured; also set: {', '.join(missing)}")
         return self
 
+    def _oauth(self, name: str) -> bool:
+        """A static access token is not needed when the upstream's OAuth client is set."""
+        if name == "sage_access_token":
+            return self.sage_oauth_client_id is not None
+        return name == "kommo_access_token" and self.kommo_oauth_client_id is not None
+
     @property
     def has_upstream_credentials(self) -> bool:
-        return self.kommo_access_token is not None or self.sage_access_token is not None
+        return any(
+            value is not None
+            for value in (
+                self.kommo_access_token,
+                self.sage_access_token,
+                self.kommo_oauth_client_id,
+                self.sage_oauth_client_id,
+            )
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import app.connections.models  # noqa: F401 - registers the connections table
 from app.db import create_engine
 from app.models import Base
 from app.settings import Settings

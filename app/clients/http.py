@@ -80,6 +80,7 @@ def build_http_client(
     headers: dict[str, str],
     timeout: float,
     before_request: RequestHook | None = None,
+    auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
     """One AsyncClient per API for the process's life: pooled connections, explicit timeouts,
     and `before_request` (the shared rate limit) run before every call."""
@@ -88,4 +89,5 @@ def build_http_client(
         headers={"User-Agent": "sagebridge/0.1", "Accept": "application/json", **headers},
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         event_hooks={"request": [before_request]} if before_request else {},
+        auth=auth,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.connections.metrics import observe_connections
 from app.metrics import EVENTS_BY_STATE, KOMMO_WEBHOOK_DISABLED, OLDEST_PENDING, QUEUE_DEPTH
 from app.models import EventState, utcnow
 from app.queue import QUEUE_NAME, webhook_state
@@ -16,6 +17,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", response_class=Response)
 async def metrics(session: SessionDep, queue: QueueDep) -> Response:
+    await observe_connections(session)
     inbox = InboxRepository(session)
     counts = await inbox.count_by_state()
     for state in EventState:

@@ -22,7 +22,13 @@ from app.routes.deps import MappingDep, OpsAuth, QueueDep, SessionDep, SettingsD
 
 router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[OpsAuth])
 
-ATTENTION = [EventState.PENDING, EventState.RETRYING, EventState.FAILED, EventState.NEEDS_MAPPING]
+ATTENTION = [
+    EventState.PENDING,
+    EventState.RETRYING,
+    EventState.WAITING_CONNECTION,
+    EventState.FAILED,
+    EventState.NEEDS_MAPPING,
+]
 
 
 class EventView(BaseModel):

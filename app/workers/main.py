@@ -13,7 +13,10 @@ import structlog
 from arq import cron
 from arq.worker import Worker, func
 
-from app.events import process_event
+from app.connections.config import ConnectionsConfig
+from app.connections.keepalive import keep_alive
+from app.connections.runtime import Connections
+from app.events import process_event, resume_waiting
 from app.invoicing import Bridge
 from app.metrics import KOMMO_WEBHOOK_DISABLED
 from app.models import utcnow
@@ -37,7 +40,10 @@ log = structlog.get_logger(__name__)
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["db"] = Database.open(settings)
-    ctx["upstreams"] = upstreams = Upstreams.open(settings)
+    ctx["connections"] = connections = Connections.open(
+        ConnectionsConfig.from_settings(settings), ctx["db"].sessionmaker, settings.redis_url
+    )
+    ctx["upstreams"] = upstreams = Upstreams.open(settings, connections)
     ctx["mapping"] = mapping = await load_checked_mapping(settings, upstreams.accounting)
 
     async def schedule(event_id: int, attempt: int, at: datetime | None) -> None:
@@ -55,6 +61,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["upstreams"].close()
+    await ctx["connections"].close()
     await ctx["db"].close()
 
 
@@ -71,6 +78,8 @@ async def sweep(ctx: dict[str, Any]) -> int:
     It also picks up an edited mapping file (validated whole; a bad edit keeps the old one)."""
     await ctx["mapping"].reload_if_changed(ctx["upstreams"].accounting)
     db: Database = ctx["db"]
+    async with db.sessionmaker() as session:
+        await resume_waiting(session, ctx["connections"].is_active)
     async with db.sessionmaker() as session:
         due = await InboxRepository(session).due(now=utcnow())
     enqueued = 0
@@ -103,6 +112,11 @@ async def reconcile_job(ctx: dict[str, Any]) -> int:
     return len(due)
 
 
+async def keep_alive_job(ctx: dict[str, Any]) -> list[str]:
+    """Refresh idle Sage grants before their 31-day refresh token expires."""
+    return [str(key) for key in await keep_alive(ctx["connections"])]
+
+
 def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
     assert settings.redis_url, "REDIS_URL must be set before the worker starts"
     timeout = settings.job_timeout_seconds
@@ -110,6 +124,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
     options: dict[str, Any] = {
         "functions": [func(process_event_job, name=PROCESS_EVENT, timeout=timeout, keep_result=0)],
         "cron_jobs": [
+            cron(keep_alive_job, hour={3, 15}, minute=7, second=0, timeout=timeout),
             cron(sweep, second=set(range(0, 60, every)), run_at_startup=True, timeout=timeout),
             cron(
                 poll_statuses_job,
