@@ -13,13 +13,14 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import lineage
 from app.connections.errors import ReauthorizationRequired
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.invoicing import Bridge, Outcome, raise_invoice
 from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
 from app.models import TERMINAL_STATES, EventState, InboxEvent, TaskState, utcnow
 from app.payment_status import apply_statuses, status_from_payload
-from app.repositories import InboxRepository
+from app.repositories import InboxRepository, SyncLogRepository
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,7 @@ async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) ->
     if event is None:
         return None
     structlog.contextvars.bind_contextvars(event_id=event.id, deal_id=event.deal_id)
+    lineage.begin()
     try:
         if event.state not in TERMINAL_STATES:
             await _run(session, bridge, event)
@@ -42,6 +44,10 @@ async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) ->
         return EventState(event.state)
     finally:
         event.lease_until = None
+        lineage.note("event", event.state, detail=event.last_error, attempt=event.attempts)
+        SyncLogRepository(session).add(
+            event_id=event.id, deal_id=event.deal_id, entries=lineage.drain()
+        )
         await session.commit()
         structlog.contextvars.unbind_contextvars("event_id", "deal_id")
 
@@ -161,6 +167,7 @@ async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -
         log.error("task.create_failed", error=exc.detail)
         return
     event.task_state = TaskState.CREATED.value
+    lineage.note("task", "created", task_id=task_id, text=event.task_text)
     TASKS_OPENED.inc()
     event.task_id = task_id
     event.next_attempt_at = None

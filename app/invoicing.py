@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import lineage
 from app.domain import Customer, Deal, InvoiceDraft, InvoiceLine, InvoiceRef, LineItem, TaxRate
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.mapping import LedgerMapping
@@ -85,6 +86,7 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
         crm=bridge.crm.name, account_id=event.account_id, deal_id=event.deal_id
     )
     if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
+        lineage.note("invoice", "skipped", reason="already invoiced", invoice_id=record.invoice_id)
         return Outcome(EventState.INVOICED, f"already invoiced as {record.invoice_number}")
     try:
         deal = await bridge.crm.get_deal(deal_id=event.deal_id)
@@ -110,6 +112,7 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
             )
             return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped)
     await bridge.crm.write_invoice(deal_id=deal.id, invoice=invoice)
+    lineage.note("deal", "updated", invoice_number=invoice.number, invoice_url=invoice.url)
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
     record.state = InvoiceRecordState.WRITTEN_BACK.value
@@ -131,6 +134,7 @@ async def _existing_invoice(bridge: Bridge, record: DealInvoice | None) -> Invoi
     found = await bridge.accounting.find_invoice(reference=record.reference)
     if found is not None:
         log.info("invoice.adopted", invoice_id=found.id, reference=record.reference)
+        lineage.note("invoice", "adopted", invoice_id=found.id, reference=record.reference)
         _store_created(record, found)
     return found
 
@@ -158,6 +162,14 @@ async def _create_invoice(
     record.due_date = draft.due_date
     await session.commit()
     INVOICES_CREATED.inc()
+    lineage.note(
+        "invoice",
+        "created",
+        invoice_id=invoice.id,
+        invoice_number=invoice.number,
+        reference=draft.reference,
+        total=str(invoice.total_amount) if invoice.total_amount is not None else None,
+    )
     log.info("invoice.created", invoice_id=invoice.id, invoice_number=invoice.number)
     return invoice
 
@@ -218,6 +230,17 @@ async def _invoice_lines(bridge: Bridge, deal: Deal) -> tuple[InvoiceLine, ...]:
     if unmapped:
         raise UnmappedLines(unmapped, bridge.config.mapping_file)
     rates = await bridge.accounting.tax_rates()
+    for line, m in mapped:
+        if m is not None:
+            lineage.note(
+                "line",
+                "mapped",
+                element_id=line.element_id,
+                name=line.name,
+                matched_by=m.matched_by,
+                ledger_account_id=m.ledger_account_id,
+                tax_rate_id=m.tax_rate_id,
+            )
     return tuple(
         _price(line, m.ledger_account_id, _rate(rates, m.tax_rate_id)) for line, m in mapped if m
     )
@@ -263,6 +286,7 @@ async def _resolve_contact(session: AsyncSession, bridge: Bridge, deal: Deal) ->
     links = ContactLinkRepository(session)
     link = await links.get(accounting=bridge.accounting.name, email=customer.email)
     if link is not None:
+        lineage.note("contact", "reused", contact_id=link.accounting_contact_id, found_in="link")
         return link.accounting_contact_id
     contact_id = await _find_or_create_customer(bridge, customer, customer.email)
     await links.remember(
@@ -279,10 +303,12 @@ async def _find_or_create_customer(bridge: Bridge, customer: Customer, email: st
     found = await bridge.accounting.find_customer(email=email)
     if found is not None:
         log.info("contact.reused", contact_id=found)
+        lineage.note("contact", "reused", contact_id=found, email_found_in="sage")
         return found
     key = idempotency_key(bridge.accounting.name, "contact", email.casefold())
     created = await bridge.accounting.create_customer(customer=customer, idempotency_key=key)
     log.info("contact.created", contact_id=created)
+    lineage.note("contact", "created", contact_id=created)
     return created
 
 

@@ -18,7 +18,7 @@ from app.errors import AppError
 from app.logging import configure_logging
 from app.metrics import WEBHOOKS
 from app.queue import open_pool
-from app.routes import connections, health, metrics, ops, sage_callbacks, webhooks
+from app.routes import connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
 from app.runtime import Database, Upstreams, load_checked_mapping
 from app.settings import Settings, get_settings
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
+    app.include_router(sync_log.router)
     app.include_router(connections.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

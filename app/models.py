@@ -151,6 +151,20 @@ class DealInvoice(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class SyncRecord(Base):
+    """The sync log: one line of what an event led to (a request, a mapping, a result)."""
+
+    __tablename__ = "sync_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("inbox_events.id"), index=True)
+    deal_id: Mapped[str] = mapped_column(String(64), index=True)
+    record: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]]
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class SyncCursor(Base):
     """A durable watermark (e.g. Sage's updated_or_created_since), advanced only after applying."""
 

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import lineage
 from app.domain import InvoiceStatus
 from app.models import DealInvoice
 from app.ports import Accounting, Crm
@@ -71,6 +72,7 @@ async def apply_statuses(
     await crm.write_payment_statuses(updates=[(deal, s) for deal, (_, s) in changes.items()])
     for record, shown in changes.values():
         record.payment_status = shown
+        lineage.note("deal", "updated", payment_status=shown, invoice_id=record.invoice_id)
         log.info("deal.payment_status", deal_id=record.deal_id, status=shown)
     await session.commit()
     return len(changes)

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.lineage import Entry
 from app.models import (
     REOPENABLE_STATES,
     ContactLink,
@@ -19,6 +20,7 @@ from app.models import (
     InboxEvent,
     InvoiceRecordState,
     SyncCursor,
+    SyncRecord,
     TaskState,
     utcnow,
 )
@@ -159,6 +161,10 @@ class InboxRepository:
     async def get(self, event_id: int) -> InboxEvent | None:
         return await self.session.get(InboxEvent, event_id)
 
+    async def get_many(self, ids: set[int]) -> dict[int, InboxEvent]:
+        rows = await self.session.scalars(select(InboxEvent).where(InboxEvent.id.in_(ids)))
+        return {row.id: row for row in rows.all()}
+
     async def list(
         self, *, states: list[str] | None, limit: int, offset: int
     ) -> tuple[list[InboxEvent], int]:
@@ -178,10 +184,15 @@ class InboxRepository:
         value = await self.session.scalar(stmt)
         return _utc(value)
 
-    async def count_by_state(self) -> dict[str, int]:
-        rows = await self.session.execute(
-            select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
-        )
+    async def count_by_state(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, int]:
+        query = select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
+        if since:
+            query = query.where(InboxEvent.received_at >= since)
+        if until:
+            query = query.where(InboxEvent.received_at < until)
+        rows = await self.session.execute(query)
         return {state: int(count) for state, count in rows.all()}
 
     @property
@@ -239,6 +250,69 @@ class InvoiceRepository:
             await self.session.rollback()
             return None
         return record
+
+
+class SyncLogRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, *, event_id: int, deal_id: str, entries: list[Entry]) -> None:
+        self.session.add_all(
+            SyncRecord(
+                event_id=event_id,
+                deal_id=deal_id,
+                record=e.record,
+                action=e.action,
+                detail=e.detail,
+                at=e.at,
+            )
+            for e in entries
+        )
+
+    async def list(
+        self, *, filters: SyncLogFilter, limit: int, offset: int
+    ) -> tuple[list[SyncRecord], int]:
+        query = select(SyncRecord).where(*filters.clauses())
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.scalars(
+            query.order_by(SyncRecord.at.desc(), SyncRecord.id.desc()).limit(limit).offset(offset)
+        )
+        return list(rows.all()), int(total or 0)
+
+    async def count_by_action(self, filters: SyncLogFilter) -> dict[str, dict[str, int]]:
+        """{record: {action: count}} within the filter's window."""
+        rows = await self.session.execute(
+            select(SyncRecord.record, SyncRecord.action, func.count())
+            .where(*filters.clauses())
+            .group_by(SyncRecord.record, SyncRecord.action)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for record, action, count in rows.all():
+            counts.setdefault(record, {})[action] = int(count)
+        return counts
+
+
+@dataclass(frozen=True)
+class SyncLogFilter:
+    deal_id: str | None = None
+    record: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def clauses(self) -> list[Any]:
+        clauses: list[Any] = []
+        if self.deal_id:
+            clauses.append(SyncRecord.deal_id == self.deal_id)
+        if self.record:
+            clauses.append(SyncRecord.record == self.record)
+        if self.action:
+            clauses.append(SyncRecord.action == self.action)
+        if self.since:
+            clauses.append(SyncRecord.at >= self.since)
+        if self.until:
+            clauses.append(SyncRecord.at < self.until)
+        return clauses
 
 
 class CursorRepository:

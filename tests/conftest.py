@@ -36,7 +36,14 @@ WEBHOOK_SECRET = "s3cret-webhook-path-token"
 OPS_TOKEN = "ops-token-for-tests"
 # Standard Webhooks secrets: the current key and the one being rotated out.
 CALLBACK_SECRETS = ["whsec_" + "a2V5LW9uZS1mb3ItY2FsbGJhY2tzLTAwMDE=", "whsec_b2xkLWtleS10d28="]
-TABLES = ("deal_invoices", "contact_links", "inbox_events", "sync_cursors", "connections")
+TABLES = (
+    "sync_records",
+    "deal_invoices",
+    "contact_links",
+    "inbox_events",
+    "sync_cursors",
+    "connections",
+)
 
 configure_logging("WARNING")
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import structlog
 
+from app import lineage
 from app.errors import UpstreamTransientError
 from app.metrics import UPSTREAM_LATENCY, UPSTREAM_REQUESTS, route_of
 
@@ -34,12 +35,24 @@ async def send(
         response = await http.request(method, path, **kwargs)
     except httpx.TimeoutException as exc:
         _count(upstream, method, route, "timeout")
+        _note_failure(upstream, method, path, "timeout", started, kwargs)
         raise transient(upstream, f"{method} {path} timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
         _count(upstream, method, route, "network_error")
+        _note_failure(upstream, method, path, "network_error", started, kwargs)
         raise transient(upstream, f"{method} {path} failed: {type(exc).__name__}") from exc
+    elapsed = time.perf_counter() - started
     _count(upstream, method, route, str(response.status_code))
-    UPSTREAM_LATENCY.labels(upstream, route).observe(time.perf_counter() - started)
+    UPSTREAM_LATENCY.labels(upstream, route).observe(elapsed)
+    lineage.note_request(
+        api=upstream,
+        method=method,
+        path=path,
+        status=str(response.status_code),
+        ms=elapsed * 1000,
+        request=kwargs.get("json") if "json" in kwargs else kwargs.get("params"),
+        response=response.content,
+    )
     log.debug(
         "upstream.response",
         upstream=upstream,
@@ -49,6 +62,20 @@ async def send(
         elapsed_ms=round(response.elapsed.total_seconds() * 1000, 1),
     )
     return response
+
+
+def _note_failure(
+    api: str, method: str, path: str, status: str, started: float, kwargs: dict[str, Any]
+) -> None:
+    lineage.note_request(
+        api=api,
+        method=method,
+        path=path,
+        status=status,
+        ms=(time.perf_counter() - started) * 1000,
+        request=kwargs.get("json") if "json" in kwargs else kwargs.get("params"),
+        response=None,
+    )
 
 
 def _count(api: str, method: str, route: str, status: str) -> None:

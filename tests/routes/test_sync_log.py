@@ -1,0 +1,117 @@
+"""GET /ops/sync-log: what an event led to, with lineage, counts, and nothing secret."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import respx
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.events import process_event
+from app.models import utcnow
+from app.settings import Settings
+from tests.conftest import OPS_TOKEN
+from tests.fakes import FakeKommo, FakeSage
+from tests.helpers import bridge_for, record_trigger
+
+AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
+Maker = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+def fakes() -> Any:
+    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
+        router.route(host="bridge.test").pass_through()
+        kommo, sage = FakeKommo(router), FakeSage(router)
+        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
+        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+        kommo.add_element(104, "Mystery box", "10", sku="MYST-1")
+        kommo.add_lead(1, products=[(102, 2)])
+        kommo.add_lead(2, products=[(104, 1)])
+        yield kommo, sage
+
+
+async def run(sessionmaker: Maker, settings: Settings, *lead_ids: int) -> None:
+    async with bridge_for(settings) as (bridge, _):
+        for lead_id in lead_ids:
+            event_id = await record_trigger(sessionmaker, settings, lead_id)
+            async with sessionmaker() as session:
+                await process_event(session, bridge, event_id)
+
+
+async def test_a_deal_shows_its_lineage_from_trigger_to_write_back(
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, fakes: Any
+) -> None:
+    await run(sessionmaker, settings, 1)
+
+    body = (await client.get("/ops/sync-log?deal_id=1", headers=AUTH)).json()
+
+    steps = [(i["record"], i["action"]) for i in reversed(body["items"])]
+    assert [s for s in steps if s[0] != "request"] == [
+        ("line", "mapped"),
+        ("contact", "created"),
+        ("invoice", "created"),
+        ("deal", "updated"),
+        ("event", "invoiced"),
+    ]
+    requests = [i["detail"] for i in reversed(body["items"]) if i["record"] == "request"]
+    assert [(r["api"], r["method"], r["status"]) for r in requests] == [
+        ("kommo", "GET", "200"),  # the lead
+        ("kommo", "GET", "200"),  # its main contact
+        ("kommo", "GET", "200"),  # its catalog elements
+        ("sage", "GET", "200"),  # tax rates
+        ("sage", "GET", "200"),  # contacts by email
+        ("sage", "POST", "201"),  # contact
+        ("sage", "POST", "201"),  # invoice
+        ("kommo", "PATCH", "200"),  # write-back
+    ]
+    invoice_post = requests[6]
+    assert json.loads(invoice_post["request_body"])["sales_invoice"]["reference"] == "KOMMO-1"
+    assert json.loads(invoice_post["response_body"])["invoice_number"] == "SI-1"
+    mapped = next(i["detail"] for i in body["items"] if i["record"] == "line")
+    assert mapped == {
+        "element_id": "102",
+        "name": "Widget",
+        "matched_by": "sku=WID-01",
+        "ledger_account_id": "la-goods",
+        "tax_rate_id": "GB_STANDARD",
+    }
+    item = body["items"][0]
+    assert item["trigger"] == "leads.status" and item["trigger_received_at"] is not None
+    assert body["records_by_action"]["invoice"] == {"created": 1}
+    text = json.dumps(body)
+    assert "kommo-token-xyz" not in text and "sage-token-abc" not in text
+
+
+async def test_counts_per_state_for_a_window_and_filters(
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, fakes: Any
+) -> None:
+    await run(sessionmaker, settings, 1, 2)
+    now = utcnow()
+    window = {
+        "since": (now - timedelta(minutes=5)).isoformat(),
+        "until": (now + timedelta(minutes=1)).isoformat(),
+    }
+
+    body = (
+        await client.get("/ops/sync-log", params={**window, "record": "event"}, headers=AUTH)
+    ).json()
+    empty = (
+        await client.get(
+            "/ops/sync-log", params={"until": (now - timedelta(hours=1)).isoformat()}, headers=AUTH
+        )
+    ).json()
+
+    assert body["events_by_state"] == {"invoiced": 1, "needs_mapping": 1}
+    assert body["records_by_action"]["event"] == {"invoiced": 1, "needs_mapping": 1}
+    assert body["records_by_action"]["task"] == {"created": 1}
+    assert sorted(i["action"] for i in body["items"]) == ["invoiced", "needs_mapping"]
+    assert (empty["total"], empty["events_by_state"]) == (0, {})
+
+
+async def test_sync_log_needs_the_ops_token(client: AsyncClient) -> None:
+    assert (await client.get("/ops/sync-log")).status_code == 401
