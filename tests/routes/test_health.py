@@ -5,7 +5,9 @@ from __future__ import annotations
 from arq.connections import ArqRedis
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.connections.models import Connection
 from app.main import create_app
 from app.queue import HEARTBEAT_KEY
 from app.settings import Settings
@@ -55,3 +57,27 @@ async def test_not_ready_when_the_database_and_redis_are_down(
     problems = response.json()["problems"]
     assert problems["database"].startswith("unreachable:")
     assert problems["redis"].startswith("unreachable:")
+
+
+async def test_not_ready_when_a_connection_needs_reauthorisation(
+    client: AsyncClient, queue: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await queue.set(HEARTBEAT_KEY, b"alive", ex=11)
+    async with sessionmaker() as session:
+        session.add(
+            Connection(
+                provider="sage",
+                account="b" * 32,
+                kind="oauth",
+                state="needs_reauth",
+                encrypted_access_token="not-decrypted-here",
+                generation=1,
+            )
+        )
+        await session.commit()
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    hint = "need re-authorisation: POST /ops/connections/<provider>/start"
+    assert response.json()["problems"] == {"connections": f"sage:{'b' * 32} {hint}"}
