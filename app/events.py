@@ -162,9 +162,10 @@ async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -
             text=event.task_text or "",
             due=due,
         )
-    except (UpstreamTransientError, UpstreamPermanentError) as exc:
+    except (UpstreamTransientError, UpstreamPermanentError, ReauthorizationRequired) as exc:
+        # Kept pending: the sweeper offers it again after the delay, until the CRM takes it.
         event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
-        log.error("task.create_failed", error=exc.detail)
+        log.error("task.create_failed", error=getattr(exc, "detail", str(exc)))
         return
     event.task_state = TaskState.CREATED.value
     lineage.note("task", "created", task_id=task_id, text=event.task_text)
