@@ -11,12 +11,17 @@ from typing import Any
 
 import httpx
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 from app import lineage
 from app.errors import UpstreamTransientError
 from app.metrics import UPSTREAM_LATENCY, UPSTREAM_REQUESTS, route_of
 
 log = structlog.get_logger(__name__)
+
+THROTTLE_ATTEMPTS = 3
+SHORT_THROTTLE_SECONDS = 5.0
+DEFAULT_THROTTLE_WAIT = 1.0  # Kommo's 429 carries no Retry-After; its window is one second
 
 
 async def send(
@@ -28,7 +33,51 @@ async def send(
     transient: type[UpstreamTransientError] = UpstreamTransientError,
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send one request; a network error or timeout becomes `transient` (retry later)."""
+    """Send one request; a network error or timeout becomes `transient` (retry later).
+
+    A 429 that asks for a short pause (Retry-After ≤ 5 s, or none) is retried here, twice at
+    most: the upstream only wants us to slow down for a moment, which is no reason to put the
+    whole event on the minutes-long retry ladder. Nothing was processed, so any method is safe.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_result(_briefly_throttled),
+        wait=_throttle_wait,
+        stop=stop_after_attempt(THROTTLE_ATTEMPTS),
+        retry_error_callback=_last_response,
+    )
+    response: httpx.Response = await retrying(
+        _send_once, http, upstream, method, path, transient, kwargs
+    )
+    return response
+
+
+def _briefly_throttled(response: httpx.Response) -> bool:
+    if response.status_code != httpx.codes.TOO_MANY_REQUESTS:
+        return False
+    wait = retry_after_seconds(response)
+    return wait is None or wait <= SHORT_THROTTLE_SECONDS
+
+
+def _throttle_wait(state: RetryCallState) -> float:
+    assert state.outcome is not None
+    wait = retry_after_seconds(state.outcome.result())
+    return DEFAULT_THROTTLE_WAIT if wait is None else wait
+
+
+def _last_response(state: RetryCallState) -> httpx.Response:
+    assert state.outcome is not None
+    response: httpx.Response = state.outcome.result()
+    return response
+
+
+async def _send_once(
+    http: httpx.AsyncClient,
+    upstream: str,
+    method: str,
+    path: str,
+    transient: type[UpstreamTransientError],
+    kwargs: dict[str, Any],
+) -> httpx.Response:
     route = route_of(path)
     started = time.perf_counter()
     try:
