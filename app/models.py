@@ -159,8 +159,8 @@ class SyncRecord(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("inbox_events.id"), index=True)
     deal_id: Mapped[str] = mapped_column(String(64), index=True)
-    record: Mapped[str] = mapped_column(String(16))
-    action: Mapped[str] = mapped_column(String(16))
+    record: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]]
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 

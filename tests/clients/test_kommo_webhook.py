@@ -90,6 +90,10 @@ def test_several_entries_and_actions_in_one_body_are_all_returned_in_order() -> 
         (b"account[id]=1&leads[status][0][id]=1&leads[status", "not a form-encoded body"),
         (b"account[id]=1&leads[status]x[0][id]=1", "malformed key"),
         (b"\xff\xfe", "not UTF-8"),
+        (b"account[id]=1&Leads[status][0][id]=1", "unknown entity name"),
+        (b"account[id]=1&leads[" + b"x" * 40 + b"][0][id]=1", "unknown action name"),
+        (b"account[id]=1&contacts[add][0][id]=" + b"9" * 40, "too long"),
+        (b"account[id]=1&leads[status][0][id]=99999999999999999999", "must be an integer"),
         (b"account[id]=1&a" + b"[b]" * 10 + b"=1", "nested deeper"),
     ],
 )
@@ -100,10 +104,12 @@ def test_malformed_bodies_are_refused_with_a_message_naming_the_problem(
         parse_webhook(body)
 
 
-def test_status_id_that_is_not_a_number_is_refused_when_read() -> None:
-    hook = parse_webhook(b"account[id]=1&leads[status][0][id]=1&leads[status][0][status_id]=x")
-    with pytest.raises(WebhookFormatError, match="status_id"):
-        hook.entries[0].int_field("status_id")
+@pytest.mark.parametrize("value", ["x", "99999999999999999999", "-5"])
+@pytest.mark.parametrize("field", ["status_id", "pipeline_id", "updated_at"])
+def test_numbers_that_cannot_be_stored_are_refused(value: str, field: str) -> None:
+    body = f"account[id]=1&leads[status][0][id]=1&leads[status][0][{field}]={value}"
+    with pytest.raises(WebhookFormatError, match=field):
+        parse_webhook(body.encode())
 
 
 def test_too_many_fields_are_refused() -> None:

@@ -111,6 +111,7 @@ async def test_a_key_being_rotated_out_still_verifies(
         (lambda b, h: h.pop("webhook-signature"), "Missing required headers"),
         (lambda b, h: h.update({"webhook-signature": "garbage"}), "malformed"),
         (lambda b, h: h.update({"webhook-id": "msg_other"}), "no matching signature"),
+        (lambda b, h: h.update(signed(b, msg_id="m" * 200)), "longer than 128"),
     ],
 )
 async def test_bad_signatures_are_401_and_nothing_is_stored(

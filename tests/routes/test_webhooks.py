@@ -115,6 +115,16 @@ async def test_malformed_body_is_400_with_the_reason_and_nothing_is_stored(
     assert await stored(sessionmaker) == []
 
 
+async def test_a_bad_number_is_400_not_500(client: AsyncClient, sessionmaker: Maker) -> None:
+    body = status_webhook(lead_entry(1, status_id="x"))  # type: ignore[arg-type]
+
+    response = await client.post(URL, content=body, headers=FORM)
+
+    assert response.status_code == 400
+    assert "status_id] must be an integer" in response.json()["detail"]
+    assert await stored(sessionmaker) == []
+
+
 async def test_json_body_is_400(client: AsyncClient, sessionmaker: Maker) -> None:
     response = await client.post(URL, json={"leads": {"status": [{"id": 1}]}})
 

@@ -15,6 +15,10 @@ from urllib.parse import parse_qsl
 
 MAX_FIELDS = 10_000
 MAX_DEPTH = 8
+MAX_ID_LENGTH = 32
+BIGINT_MAX = 2**63 - 1  # ids are stored as 64-bit integers
+INT_FIELDS = ("status_id", "pipeline_id", "responsible_user_id", "updated_at", "last_modified")
+_NAME = re.compile(r"^[a-z][a-z_]{0,31}$")  # leads, contacts, status, add, …
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
 
@@ -42,11 +46,14 @@ class WebhookEntry:
         if value in (None, ""):
             return None
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError) as exc:
             raise WebhookFormatError(
                 f"{self.entity}[{self.action}][…][{name}] must be an integer, got {value!r}"
             ) from exc
+        if not 0 <= number <= BIGINT_MAX:
+            raise WebhookFormatError(f"{self.entity}[{self.action}][…][{name}] is out of range")
+        return number
 
     @property
     def changed_at(self) -> int:
@@ -87,7 +94,11 @@ def _entries(tree: dict[str, Any]) -> list[WebhookEntry]:
             continue
         if not isinstance(actions, dict):
             raise WebhookFormatError(f"{entity} must hold actions like {entity}[status][0][id]")
+        if not _NAME.match(entity):
+            raise WebhookFormatError(f"unknown entity name {entity[:40]!r}")
         for action, items in actions.items():
+            if not _NAME.match(action):
+                raise WebhookFormatError(f"unknown action name {entity}[{action[:40]}]")
             found.extend(_action_entries(entity, action, items))
     return found
 
@@ -100,9 +111,14 @@ def _action_entries(entity: str, action: str, items: Any) -> list[WebhookEntry]:
         if not isinstance(fields, dict) or not str(fields.get("id") or "").strip():
             raise WebhookFormatError(f"{entity}[{action}][{index}] has no [id]")
         entity_id = str(fields["id"]).strip()
-        if entity == "leads" and not entity_id.isdigit():
+        if len(entity_id) > MAX_ID_LENGTH:
+            raise WebhookFormatError(f"{entity}[{action}][{index}][id] is too long")
+        if entity == "leads" and not (entity_id.isdigit() and int(entity_id) <= BIGINT_MAX):
             raise WebhookFormatError(f"leads[{action}][{index}][id] must be an integer")
-        entries.append(WebhookEntry(entity, action, entity_id, fields))
+        entry = WebhookEntry(entity, action, entity_id, fields)
+        for name in INT_FIELDS:  # refuse a bad number now, not when the event is built
+            entry.int_field(name)
+        entries.append(entry)
     return entries
 
 

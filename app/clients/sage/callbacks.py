@@ -23,6 +23,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from app.domain import InvoiceStatus
 
 
+MAX_WEBHOOK_ID = 128  # it becomes part of the inbox's dedupe key
+
+
 class CallbackError(ValueError):
     """The callback is not acceptable; the message says why."""
 
