@@ -22,7 +22,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.domain import InvoiceStatus
 
-
 MAX_WEBHOOK_ID = 128  # it becomes part of the inbox's dedupe key
 
 
@@ -56,6 +55,8 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secrets: list[str]
     wanted = {
         k: headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")
     }
+    if len(wanted["webhook-id"]) > MAX_WEBHOOK_ID:
+        raise CallbackError(f"webhook-id is longer than {MAX_WEBHOOK_ID} characters")
     for secret in secrets:
         try:
             Webhook(secret).verify(body, wanted, json_parse=False)
