@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookEntry
+from app.domain import InvoiceStatus
 from app.models import EventState
+from app.payment_status import callback_payload
 from app.repositories import NewEvent
 
 SOURCE = "kommo"
@@ -57,3 +59,23 @@ def _skip_reason(entry: WebhookEntry) -> str:
     if entry.entity == "leads" and entry.action == "status":
         return "moved to a stage that is not the invoice trigger"
     return f"{entry.entity}[{entry.action}] events do not raise invoices"
+
+
+def sage_status_event(
+    webhook_id: str, status: InvoiceStatus, *, business_id: str, deal_id: str | None
+) -> NewEvent:
+    """A signed Sage status callback; recorded as skipped when the invoice is not ours."""
+    return NewEvent(
+        source="sage",
+        dedupe_key=f"sage:callback:{webhook_id}",
+        account_id=business_id,
+        deal_id=deal_id or "",
+        action="sales_invoice.status",
+        pipeline_id=None,
+        status_id=None,
+        responsible_user_id=None,
+        changed_at=int(status.updated_at.timestamp()),
+        state=EventState.PENDING if deal_id else EventState.SKIPPED,
+        payload=callback_payload(status),
+        last_error=None if deal_id else "not an invoice this bridge raised",
+    )

@@ -9,11 +9,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.sage.callbacks import CallbackError, parse_callback, verify_signature
 from app.errors import BadRequest, ServiceUnavailable, Unauthorized
+from app.inbox import sage_status_event
 from app.metrics import WEBHOOKS
-from app.models import EventState
-from app.payment_status import callback_payload
 from app.queue import enqueue_event
-from app.repositories import InboxRepository, InvoiceRepository, NewEvent
+from app.repositories import InboxRepository, InvoiceRepository
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 
 router = APIRouter(tags=["webhooks"])
@@ -43,22 +42,13 @@ async def sage_callback(
     except CallbackError as exc:
         raise BadRequest(str(exc)) from exc
     try:
-        record = (await InvoiceRepository(session).by_invoice_ids([status.invoice_id])).get(
-            status.invoice_id
-        )
-        event = NewEvent(
-            source="sage",
-            dedupe_key=f"sage:callback:{webhook_id}",
-            account_id=settings.sage_business_id or "",
-            deal_id=record.deal_id if record else "",
-            action="sales_invoice.status",
-            pipeline_id=None,
-            status_id=None,
-            responsible_user_id=None,
-            changed_at=int(status.updated_at.timestamp()),
-            state=EventState.PENDING if record else EventState.SKIPPED,
-            payload=callback_payload(status),
-            last_error=None if record else "not an invoice this bridge raised",
+        records = await InvoiceRepository(session).by_invoice_ids([status.invoice_id])
+        record = records.get(status.invoice_id)
+        event = sage_status_event(
+            webhook_id,
+            status,
+            business_id=settings.sage_business_id or "",
+            deal_id=record.deal_id if record else None,
         )
         due = await InboxRepository(session).record([event])
         await session.commit()
