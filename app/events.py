@@ -7,6 +7,7 @@ so it is opened exactly once even if the CRM is down when the event ends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import lineage
 from app.connections.errors import ReauthorizationRequired
 from app.errors import UpstreamPermanentError, UpstreamTransientError
-from app.invoicing import Bridge, Outcome, raise_invoice
+from app.invoicing import Bridge, Outcome, WriteBackRefused, raise_invoice
 from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
 from app.models import TERMINAL_STATES, EventState, InboxEvent, TaskState, utcnow
 from app.payment_status import apply_statuses, status_from_payload
@@ -25,6 +26,8 @@ from app.repositories import InboxRepository, SyncLogRepository
 log = structlog.get_logger(__name__)
 
 TASK_RETRY_DELAY = timedelta(seconds=60)
+MAX_TASK_ATTEMPTS = 10
+MAX_CRASHES = 3
 ConnectionCheck = Callable[[str, str], Awaitable[bool]]
 
 
@@ -37,7 +40,9 @@ async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) ->
     structlog.contextvars.bind_contextvars(event_id=event.id, deal_id=event.deal_id)
     lineage.begin()
     try:
-        if event.state not in TERMINAL_STATES:
+        if event.state not in TERMINAL_STATES and event.runs > _max_runs(bridge):
+            _finish(event, _stopped_too_often(event))
+        elif event.state not in TERMINAL_STATES:
             await _run(session, bridge, event)
         if event.task_state == TaskState.PENDING:
             await _open_task(session, bridge, event)
@@ -63,12 +68,37 @@ async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None
     except ReauthorizationRequired as exc:
         _park(event, exc)
         return
+    except asyncio.CancelledError:
+        # arq's job timeout: count it as an attempt on the ladder, then let the cancel go on.
+        await _recover(session, event)
+        await _retry_or_give_up(session, bridge, event, TimeoutError("the job timed out"))
+        raise
     except Exception as exc:  # a bug must not lose the event: retry it like a transient error
         log.exception("event.unexpected_error")
+        await _recover(session, event)
         await _retry_or_give_up(session, bridge, event, exc)
         return
     _finish(event, outcome)
     log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
+
+
+async def _recover(session: AsyncSession, event: InboxEvent) -> None:
+    """After an unexpected error the session may be unusable: start clean, re-read the event."""
+    await session.rollback()
+    await session.refresh(event)
+
+
+def _max_runs(bridge: Bridge) -> int:
+    """Claims allowed before giving up: every rung of the ladder plus a few crashes' worth."""
+    return len(bridge.config.retry_delays) + MAX_CRASHES
+
+
+def _stopped_too_often(event: InboxEvent) -> Outcome:
+    detail = (
+        f"the job stopped {event.runs - 1} times without finishing (a job timeout or a worker "
+        "crash); the bridge has stopped trying"
+    )
+    return Outcome(EventState.FAILED, detail, _exhausted_task_text(event, detail))
 
 
 async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
@@ -151,8 +181,21 @@ def _finish(event: InboxEvent, outcome: Outcome) -> None:
         event.next_attempt_at = utcnow()
 
 
+def _task_failed(event: InboxEvent, error: str) -> None:
+    """Offered again after a delay (the sweeper), a bounded number of times."""
+    if event.task_attempts >= MAX_TASK_ATTEMPTS:
+        event.task_state = TaskState.FAILED.value
+        event.next_attempt_at = None
+        event.last_error = f"{event.last_error}; the CRM task could not be opened: {error}"
+        log.error("task.given_up", attempts=event.task_attempts, error=error)
+        return
+    event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
+    log.error("task.create_failed", attempt=event.task_attempts, error=error)
+
+
 async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
     """Exactly one task per finished event: the state is committed before the CRM call."""
+    event.task_attempts += 1
     await session.commit()
     due = utcnow() + bridge.config.task_deadline
     try:
@@ -163,9 +206,7 @@ async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -
             due=due,
         )
     except (UpstreamTransientError, UpstreamPermanentError, ReauthorizationRequired) as exc:
-        # Kept pending: the sweeper offers it again after the delay, until the CRM takes it.
-        event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
-        log.error("task.create_failed", error=getattr(exc, "detail", str(exc)))
+        _task_failed(event, getattr(exc, "detail", str(exc)))
         return
     event.task_state = TaskState.CREATED.value
     lineage.note("task", "created", task_id=task_id, text=event.task_text)
@@ -176,6 +217,12 @@ async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -
 
 
 def _permanent_task_text(exc: UpstreamPermanentError) -> str:
+    if isinstance(exc, WriteBackRefused):
+        return (
+            f"Sage invoice {exc.invoice.number} WAS raised ({exc.invoice.url}), but "
+            f"{exc.upstream.capitalize()} refused to show it on this deal: {exc.detail}. Do not "
+            "raise it again; check the deal's invoice fields, or ask ops to replay the event."
+        )
     return (
         f"Sage invoice NOT raised: {exc.upstream.capitalize()} refused it: {exc.detail}. "
         "Correct what it names, then move the deal to the invoice stage again."

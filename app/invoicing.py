@@ -28,6 +28,7 @@ from app.models import (
     InvoiceRecordState,
 )
 from app.money import line_amounts
+from app.payment_status import UNPAID
 from app.ports import Accounting, Crm, DealNotFound
 from app.repositories import ContactLinkRepository, InvoiceRepository
 
@@ -65,6 +66,14 @@ class Outcome:
     task_text: str | None = None
     # Kept on the event: the products that had no mapping, so ops can replay once they do.
     unmapped: tuple[dict[str, str | None], ...] = ()
+
+
+class WriteBackRefused(UpstreamPermanentError):
+    """The invoice exists in the accounting system; only showing it on the deal failed."""
+
+    def __init__(self, invoice: InvoiceRef, cause: UpstreamPermanentError) -> None:
+        super().__init__(cause.upstream, cause.detail, status=cause.status)
+        self.invoice = invoice
 
 
 class StageMismatch(Exception):
@@ -111,10 +120,18 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
                 for li in exc.lines
             )
             return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped)
-    await bridge.crm.write_invoice(deal_id=deal.id, invoice=invoice)
-    lineage.note("deal", "updated", invoice_number=invoice.number, invoice_url=invoice.url)
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
+    # A new invoice is unpaid: say so now, so the deal shows it before the first status poll.
+    first_status = UNPAID if record.payment_status is None else None
+    try:
+        await bridge.crm.write_invoice(
+            deal_id=deal.id, invoice=invoice, payment_status=first_status
+        )
+    except UpstreamPermanentError as exc:
+        raise WriteBackRefused(invoice, exc) from exc
+    lineage.note("deal", "updated", invoice_number=invoice.number, invoice_url=invoice.url)
+    record.payment_status = record.payment_status or first_status
     record.state = InvoiceRecordState.WRITTEN_BACK.value
     log.info(
         "invoice.written_back",

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from app.logging import _redact_value
 from app.models import utcnow
@@ -66,9 +67,18 @@ def clip(body: Any) -> str | None:
     if body is None or body == b"":
         return None
     if isinstance(body, bytes):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            body = body.decode("utf-8", "replace")
+        body = _structured(body.decode("utf-8", "replace"))
     text = json.dumps(_redact_value(body), default=str) if not isinstance(body, str) else body
     return text if len(text) <= MAX_BODY else text[:MAX_BODY] + "…"
+
+
+def _structured(text: str) -> Any:
+    """JSON or a form body as data, so secret-looking keys are found; else redacted text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+    except ValueError:
+        return _redact_value(text)

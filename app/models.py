@@ -73,14 +73,14 @@ TERMINAL_STATES = frozenset(
     }
 )
 # A later move of the deal into the trigger stage starts these over.
-REOPENABLE_STATES = frozenset(
-    {EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED, EventState.DISCARDED}
-)
+# Not DISCARDED: ops end an event by hand when, e.g., the deal was invoiced outside the bridge.
+REOPENABLE_STATES = frozenset({EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED})
 
 
 class TaskState(enum.StrEnum):
     PENDING = "pending"  # a task must be opened for this event
     CREATED = "created"
+    FAILED = "failed"  # the CRM refused it every time; ops see it in the retry queue
 
 
 class Base(DeclarativeBase):
@@ -111,6 +111,10 @@ class InboxEvent(Base):
     task_state: Mapped[str | None] = mapped_column(String(16))
     task_text: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(String(64))
+    task_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Claims of this event by a worker; a job that times out or dies still counts, so an event
+    # that always kills its job ends instead of looping.
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     payload: Mapped[dict[str, Any]]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

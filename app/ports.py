@@ -30,8 +30,10 @@ class Crm(Protocol):
         """The deal as it is now, with its customer and fully described line items."""
         ...
 
-    async def write_invoice(self, *, deal_id: str, invoice: InvoiceRef) -> None:
-        """Show the invoice number and link on the deal."""
+    async def write_invoice(
+        self, *, deal_id: str, invoice: InvoiceRef, payment_status: str | None = None
+    ) -> None:
+        """Show the invoice number and link (and its first payment status) on the deal."""
         ...
 
     async def create_task(

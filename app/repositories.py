@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -95,6 +95,9 @@ class InboxRepository:
                 InboxEvent.dedupe_key == new.dedupe_key,
                 InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
                 InboxEvent.changed_at < new.changed_at,
+                # Not under a worker's feet: it would save its stale copy over the reopening.
+                # A move missed this way is found by reconciliation.
+                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
             )
             .values(
                 state=EventState.PENDING.value,
@@ -107,6 +110,8 @@ class InboxRepository:
                 task_state=None,
                 task_text=None,
                 task_id=None,
+                task_attempts=0,
+                runs=0,
                 updated_at=utcnow(),
             )
             .returning(InboxEvent.id)
@@ -116,21 +121,10 @@ class InboxRepository:
     async def claim(self, event_id: int, *, lease: timedelta) -> InboxEvent | None:
         """Take the event for one worker until the lease ends; None if it is not ours to run."""
         now = utcnow()
-        workable = or_(
-            and_(
-                InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
-                or_(InboxEvent.next_attempt_at.is_(None), InboxEvent.next_attempt_at <= now),
-            ),
-            InboxEvent.task_state == TaskState.PENDING.value,
-        )
         stmt = (
             update(InboxEvent)
-            .where(
-                InboxEvent.id == event_id,
-                workable,
-                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
-            )
-            .values(lease_until=now + lease, updated_at=now)
+            .where(InboxEvent.id == event_id, *_workable(now))
+            .values(lease_until=now + lease, runs=InboxEvent.runs + 1, updated_at=now)
             .returning(InboxEvent.id)
         )
         claimed = (await self.session.execute(stmt)).scalar_one_or_none()
@@ -141,21 +135,7 @@ class InboxRepository:
 
     async def due(self, *, now: datetime, limit: int = 500) -> list[InboxEvent]:
         """Events a worker should be running now and that no worker holds (for the sweeper)."""
-        stmt = (
-            select(InboxEvent)
-            .where(
-                or_(
-                    and_(
-                        InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
-                        InboxEvent.next_attempt_at <= now,
-                    ),
-                    InboxEvent.task_state == TaskState.PENDING.value,
-                ),
-                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
-            )
-            .order_by(InboxEvent.next_attempt_at)
-            .limit(limit)
-        )
+        stmt = select(InboxEvent).where(*_workable(now)).order_by(InboxEvent.id).limit(limit)
         return list((await self.session.scalars(stmt)).all())
 
     async def get(self, event_id: int) -> InboxEvent | None:
@@ -243,11 +223,11 @@ class InvoiceRepository:
     async def start(self, record: DealInvoice) -> DealInvoice | None:
         """Insert the POSTING marker; None when another attempt already holds this deal."""
         record.state = InvoiceRecordState.POSTING.value
-        self.session.add(record)
         try:
-            await self.session.flush()
+            # A savepoint: losing the race must not roll back (and detach) the claimed event.
+            async with self.session.begin_nested():
+                self.session.add(record)
         except IntegrityError:
-            await self.session.rollback()
             return None
         return record
 
@@ -360,6 +340,18 @@ class ContactLinkRepository:
             set_={"accounting_contact_id": values["accounting_contact_id"]},
         )
         await self.session.execute(stmt)
+
+
+def _workable(now: datetime) -> list[Any]:
+    """Due (work or a task to open), and not held by a live lease."""
+    return [
+        or_(
+            InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
+            InboxEvent.task_state == TaskState.PENDING.value,
+        ),
+        or_(InboxEvent.next_attempt_at.is_(None), InboxEvent.next_attempt_at <= now),
+        or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
+    ]
 
 
 def _dialect(session: AsyncSession) -> str:

@@ -139,6 +139,7 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
                 "custom_fields_values": [
                     {"field_id": 900, "values": [{"value": "SI-1"}]},
                     {"field_id": 901, "values": [{"value": "https://app.sage.test/invoices/1"}]},
+                    {"field_id": 950, "values": [{"enum_id": 11}]},  # payment status: unpaid
                 ]
             },
         )

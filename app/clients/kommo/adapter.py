@@ -68,7 +68,9 @@ class KommoCrm:
             lines=tuple(await self._lines(lead)),
         )
 
-    async def write_invoice(self, *, deal_id: str, invoice: InvoiceRef) -> None:
+    async def write_invoice(
+        self, *, deal_id: str, invoice: InvoiceRef, payment_status: str | None = None
+    ) -> None:
         values = [
             CustomFieldUpdate(
                 field_id=self._config.invoice_number_field_id,
@@ -82,9 +84,19 @@ class KommoCrm:
                     values=[FieldValueOut(value=invoice.url)],
                 )
             )
+        status_field = self._status_field(payment_status)
+        if status_field is not None:
+            values.append(status_field)
         await self._client.update_lead(
             lead_id=int(deal_id), update=LeadUpdate(custom_fields_values=values)
         )
+
+    def _status_field(self, status: str | None) -> CustomFieldUpdate | None:
+        field_id = self._config.payment_status_field_id
+        enum = self._config.payment_status_enums.get(status) if status else None
+        if field_id is None or enum is None:
+            return None
+        return CustomFieldUpdate(field_id=field_id, values=[FieldValueOut(enum_id=enum)])
 
     async def create_task(
         self, *, deal_id: str, responsible_user_id: int | None, text: str, due: datetime
@@ -109,14 +121,9 @@ class KommoCrm:
         if field_id is None or not updates:
             return
         patches = [
-            LeadPatch(
-                id=int(deal_id),
-                custom_fields_values=[
-                    CustomFieldUpdate(field_id=field_id, values=[FieldValueOut(enum_id=enum)])
-                ],
-            )
+            LeadPatch(id=int(deal_id), custom_fields_values=[status_field])
             for deal_id, status in updates
-            if (enum := self._config.payment_status_enums.get(status)) is not None
+            if (status_field := self._status_field(status)) is not None
         ]
         for start in range(0, len(patches), BATCH_SIZE):
             await self._client.update_leads(patches=patches[start : start + BATCH_SIZE])

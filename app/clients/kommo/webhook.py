@@ -18,7 +18,8 @@ MAX_DEPTH = 8
 MAX_ID_LENGTH = 32
 BIGINT_MAX = 2**63 - 1  # ids are stored as 64-bit integers
 INT_FIELDS = ("status_id", "pipeline_id", "responsible_user_id", "updated_at", "last_modified")
-_NAME = re.compile(r"^[a-z][a-z_]{0,31}$")  # leads, contacts, status, add, …
+# leads, contacts, status, add, …: short enough that "entity.action" fits its column.
+_NAME = re.compile(r"^[a-z][a-z_]{0,14}$")
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
 
@@ -113,7 +114,9 @@ def _action_entries(entity: str, action: str, items: Any) -> list[WebhookEntry]:
         entity_id = str(fields["id"]).strip()
         if len(entity_id) > MAX_ID_LENGTH:
             raise WebhookFormatError(f"{entity}[{action}][{index}][id] is too long")
-        if entity == "leads" and not (entity_id.isdigit() and int(entity_id) <= BIGINT_MAX):
+        if not entity_id.isprintable():
+            raise WebhookFormatError(f"{entity}[{action}][{index}][id] has control characters")
+        if entity == "leads" and not (_is_number(entity_id) and int(entity_id) <= BIGINT_MAX):
             raise WebhookFormatError(f"leads[{action}][{index}][id] must be an integer")
         entry = WebhookEntry(entity, action, entity_id, fields)
         for name in INT_FIELDS:  # refuse a bad number now, not when the event is built
@@ -122,8 +125,13 @@ def _action_entries(entity: str, action: str, items: Any) -> list[WebhookEntry]:
     return entries
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _index(entity: str, action: str, index: str) -> int:
-    if not index.isdigit():
+    if not _is_number(index):
         raise WebhookFormatError(f"{entity}[{action}][{index}]: the index must be a number")
     return int(index)
 
@@ -138,6 +146,8 @@ def parse_bracketed_form(body: bytes) -> dict[str, Any]:
         raise WebhookFormatError("the body is not UTF-8") from exc
     except ValueError as exc:
         raise WebhookFormatError(f"not a form-encoded body: {exc}") from exc
+    if any("\x00" in k or "\x00" in v for k, v in pairs):
+        raise WebhookFormatError("the body contains a NUL character")  # PostgreSQL stores none
     tree: dict[str, Any] = {}
     for key, value in pairs:
         _assign(tree, _split_key(key), value, key)
