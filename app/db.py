@@ -23,8 +23,10 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # A short connect timeout: a webhook must hear "503, try again" well inside Kommo's 2 s.
+    # No pre-ping: it costs a round trip per checkout on the webhook's hot path (bench/); a
+    # connection that died meanwhile fails that one request with 503 and is discarded.
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=_pg_args(url)
+        url, pool_size=10, max_overflow=10, pool_timeout=1.0, connect_args=_pg_args(url)
     )
 
 

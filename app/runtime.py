@@ -13,7 +13,7 @@ import structlog
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clients.http import RequestHook, build_http_client
+from app.clients.http import build_http_client
 from app.clients.kommo.adapter import KommoConfig, KommoCrm
 from app.clients.kommo.client import KommoClient
 from app.clients.ratelimit import SharedRateLimit
@@ -136,6 +136,7 @@ class Upstreams:
     crm: KommoCrm
     accounting: SageAccounting
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    _limits: list[SharedRateLimit] = field(default_factory=list)
 
     @classmethod
     def open(cls, settings: Settings, connections: Connections | None = None) -> Upstreams:
@@ -148,31 +149,34 @@ class Upstreams:
         sage_headers, sage_auth = _credentials(
             settings.sage_access_token, connections, ConnectionKey(Provider.SAGE, business)
         )
+        kommo_limit = _limit(settings, settings.kommo_rate_limit, "kommo", kommo_account)
+        sage_limit = _limit(settings, settings.sage_rate_limit, "sage", business)
         kommo_http = build_http_client(
             _required(settings.kommo_base_url, "KOMMO_BASE_URL"),
             headers=kommo_headers,
             auth=kommo_auth,
             timeout=timeout,
-            before_request=_limit(
-                settings, settings.kommo_rate_limit, "kommo", str(settings.kommo_account_id)
-            ),
+            before_request=kommo_limit.on_request if kommo_limit else None,
         )
         sage_http = build_http_client(
             settings.sage_base_url,
             headers={**sage_headers, "X-Business": business},
             auth=sage_auth,
             timeout=timeout,
-            before_request=_limit(settings, settings.sage_rate_limit, "sage", business),
+            before_request=sage_limit.on_request if sage_limit else None,
         )
         crm = KommoCrm(KommoClient(kommo_http), kommo_config(settings))
         accounting = SageAccounting(
             SageClient(sage_http), invoice_url_template=settings.sage_invoice_url_template
         )
-        return cls(crm, accounting, [kommo_http, sage_http])
+        limits = [limit for limit in (kommo_limit, sage_limit) if limit is not None]
+        return cls(crm, accounting, [kommo_http, sage_http], limits)
 
     async def close(self) -> None:
         for client in self._clients:
             await client.aclose()
+        for limit in self._limits:
+            await limit.aclose()
 
 
 def _credentials(
@@ -186,11 +190,11 @@ def _credentials(
     return {}, connections.bearer(key)
 
 
-def _limit(settings: Settings, rate: str, api: str, account: str) -> RequestHook | None:
+def _limit(settings: Settings, rate: str, api: str, account: str) -> SharedRateLimit | None:
     """Shared across processes through Redis; without Redis (a one-off script) there is none."""
     if not settings.redis_url:
         return None
-    return SharedRateLimit(settings.redis_url, rate=rate, key=f"{api}:{account}").on_request
+    return SharedRateLimit(settings.redis_url, rate=rate, key=f"{api}:{account}")
 
 
 def kommo_config(settings: Settings) -> KommoConfig:

@@ -16,7 +16,8 @@ from app.runtime import Database, MappingHolder
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# Plain `def` dependencies run in a thread pool: async ones avoid two hand-offs per request.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -27,12 +28,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_queue(request: Request) -> ArqRedis:
+async def get_queue(request: Request) -> ArqRedis:
     queue: ArqRedis = request.app.state.queue
     return queue
 
 
-def get_mapping(request: Request) -> MappingHolder:
+async def get_mapping(request: Request) -> MappingHolder:
     mapping: MappingHolder = request.app.state.mapping
     return mapping
 
@@ -45,7 +46,7 @@ MappingDep = Annotated[MappingHolder, Depends(get_mapping)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_ops_token(
+async def require_ops_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

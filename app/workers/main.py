@@ -151,6 +151,8 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         "job_timeout": timeout,
         "keep_result": 0,
         "max_jobs": settings.worker_max_jobs,
+        # arq's default 0.5 s poll adds up to half a second before a job starts (bench/).
+        "poll_delay": 0.05,
         # arq writes "<queue>:health-check" with this period (and a TTL just over it): the
         # worker heartbeat /readyz looks for.
         "health_check_interval": HEARTBEAT_SECONDS,
