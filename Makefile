@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check clean bench bench-quick
+.PHONY: run test lint check clean bench bench-quick reliability reliability-small
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy app tests bench
+	$(BIN)/mypy app tests bench reliability
+
+reliability: $(STAMP)
+	$(BIN)/python -m reliability.run --json reliability/results/latest.json
+
+reliability-small: $(STAMP)
+	$(BIN)/pytest -q -m scenarios tests/reliability
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

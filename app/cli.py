@@ -15,6 +15,7 @@ import uvicorn
 from alembic import command
 from alembic.config import Config
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +37,7 @@ from app.workers.main import build_worker
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
 cli.add_typer(connections_cli, name="connections")
 log = structlog.get_logger(__name__)
+WORKER_RESTART_SECONDS = 2.0
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -97,15 +99,31 @@ def worker() -> None:
 
 
 async def _run_worker(settings: Settings) -> None:
-    # arq's Worker binds the running loop when built, so build it inside asyncio.run.
-    worker = build_worker(settings)
     _stop_on_sigterm()
     try:
-        await worker.async_run()
+        await supervised_worker(settings)
     except asyncio.CancelledError:
         log.info("worker.stopping")
-    finally:
-        await worker.close()
+
+
+async def supervised_worker(settings: Settings, *, pause: float = WORKER_RESTART_SECONDS) -> None:
+    """Run the arq worker, and run it again when Redis goes away under it.
+
+    arq lets redis-py's connection errors out of its poll loop (and out of start-up while Redis
+    is down); the inbox keeps every event, so restarting is all it takes to go on.
+    """
+    while True:
+        # arq's Worker binds the running loop when built, so build it inside the loop.
+        worker = build_worker(settings)
+        try:
+            await worker.async_run()
+            return
+        except (RedisError, OSError) as exc:
+            log.error("worker.redis_lost", error=type(exc).__name__, restart_in_s=pause)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await worker.close()
+        await asyncio.sleep(pause)
 
 
 def _stop_on_sigterm() -> None:
@@ -123,21 +141,19 @@ async def _serve_all(settings: Settings) -> None:
             create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
         )
         server = uvicorn.Server(config)
-        worker = build_worker(settings)
         log.info(
             "bridge.running",
             api=f"http://{settings.api_host}:{settings.api_port}",
             webhook=f"http://{settings.api_host}:{settings.api_port}/webhooks/kommo/<secret>",
             database=_safe_url(settings.resolved_database_url),
         )
-        worker_task = asyncio.create_task(worker.async_run())
+        worker_task = asyncio.create_task(supervised_worker(settings))
         try:
             await server.serve()
         finally:
             worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker_task
-            await worker.close()
 
 
 @contextlib.asynccontextmanager

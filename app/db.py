@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 1.0) -> AsyncEngine:
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -26,7 +26,11 @@ def create_engine(url: str) -> AsyncEngine:
     # No pre-ping: it costs a round trip per checkout on the webhook's hot path (bench/); a
     # connection that died meanwhile fails that one request with 503 and is discarded.
     return create_async_engine(
-        url, pool_size=10, max_overflow=10, pool_timeout=1.0, connect_args=_pg_args(url)
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout,
+        connect_args=_pg_args(url),
     )
 
 

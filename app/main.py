@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from app.body_limit import BodyLimitMiddleware
 from app.connections.config import ConnectionsConfig
 from app.connections.runtime import Connections
 from app.errors import AppError
@@ -23,6 +24,7 @@ from app.runtime import Database, Upstreams, load_checked_mapping
 from app.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(connections.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    # Webhook routes stream-check their own (smaller) limit; this covers every other body too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     return app

@@ -40,8 +40,15 @@ class Database:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def open(cls, settings: Settings) -> Database:
-        engine = create_engine(settings.resolved_database_url)
+    def open(cls, settings: Settings, *, for_worker: bool = False) -> Database:
+        """The API's pool is small with a 1 s wait (a webhook must answer fast); a worker's
+        job holds a session while the token store opens another, so it gets two per job and
+        waits longer rather than failing the job for a purely local shortage."""
+        if for_worker:
+            size = max(10, settings.worker_max_jobs * 2 + 2)
+            engine = create_engine(settings.resolved_database_url, pool_size=size, pool_timeout=30)
+        else:
+            engine = create_engine(settings.resolved_database_url)
         return cls(engine, create_sessionmaker(engine))
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app import operations
@@ -19,6 +19,9 @@ from app.models import EventState, InboxEvent
 from app.queue import webhook_state
 from app.repositories import InboxRepository
 from app.routes.deps import MappingDep, OpsAuth, QueueDep, SessionDep, SettingsDep
+
+BIGINT_MAX = 2**63 - 1  # ids are 64-bit in the database: larger ones are a 400, not a 500
+EventId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[OpsAuth])
 
@@ -90,7 +93,7 @@ async def retry_queue(
     settings: SettingsDep,
     state: Annotated[list[EventState] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
 ) -> EventPage:
     """Events waiting for a retry, and those that ended failed or need a mapping."""
     states = [s.value for s in (state or ATTENTION)]
@@ -112,14 +115,14 @@ async def status(session: SessionDep, queue: QueueDep, settings: SettingsDep) ->
 
 
 @router.get("/events/{event_id}", response_model=EventView)
-async def get_event(event_id: int, session: SessionDep, settings: SettingsDep) -> EventView:
+async def get_event(event_id: EventId, session: SessionDep, settings: SettingsDep) -> EventView:
     event = await operations.get_event(session, event_id)
     return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
 @router.post("/events/{event_id}/replay", response_model=EventView)
 async def replay_event(
-    event_id: int, session: SessionDep, settings: SettingsDep, queue: QueueDep
+    event_id: EventId, session: SessionDep, settings: SettingsDep, queue: QueueDep
 ) -> EventView:
     """Run the event again from the start; a deal already invoiced is not invoiced twice."""
     event = await operations.replay(session, queue, event_id)
@@ -128,7 +131,7 @@ async def replay_event(
 
 @router.post("/events/{event_id}/discard", response_model=EventView)
 async def discard_event(
-    event_id: int, body: DiscardRequest, session: SessionDep, settings: SettingsDep
+    event_id: EventId, body: DiscardRequest, session: SessionDep, settings: SettingsDep
 ) -> EventView:
     """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
     event = await operations.discard(session, event_id, body.reason)

@@ -47,7 +47,7 @@ async def sync_log(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> SyncLogPage:
     """Newest first. Counts cover the whole window (and deal), not just this page."""
     filters = SyncLogFilter(deal_id, record, action, since, until)

@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["db"] = Database.open(settings)
+    ctx["db"] = Database.open(settings, for_worker=True)
     ctx["connections"] = connections = Connections.open(
         ConnectionsConfig.from_settings(settings), ctx["db"].sessionmaker, settings.redis_url
     )

@@ -119,7 +119,9 @@ def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
     if status < 300:
         return
     detail = f"{method} {path} → {status}: {sage_messages(response)}"
-    if status == 429 or status >= 500:
+    # 401 even after the auth flow's one forced refresh is a token race or a grant about to be
+    # marked dead: the ladder (or parking) fits it; no sales manager can fix it.
+    if status in (401, 429) or status >= 500:
         raise SageTransientError(
             UPSTREAM, detail, status=status, retry_after=retry_after_seconds(response)
         )
