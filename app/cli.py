@@ -121,9 +121,21 @@ async def supervised_worker(settings: Settings, *, pause: float = WORKER_RESTART
         except (RedisError, OSError) as exc:
             log.error("worker.redis_lost", error=type(exc).__name__, restart_in_s=pause)
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await worker.close()
+            await _close_quietly(worker)
         await asyncio.sleep(pause)
+
+
+async def _close_quietly(worker: Any) -> None:
+    """arq's close() cancels running jobs and re-raises their CancelledError; that is not a
+    request to stop unless this task itself is being cancelled."""
+    try:
+        await worker.close()
+    except (RedisError, OSError):
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def _stop_on_sigterm() -> None:
