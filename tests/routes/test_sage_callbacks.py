@@ -146,6 +146,30 @@ async def test_a_signed_but_invalid_body_is_400(client: AsyncClient, sessionmake
     assert await events(sessionmaker) == []
 
 
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"id": ""}, "data.id"),
+        ({"id": "   "}, "data.id"),
+        ({"id": "a" * 65}, "data.id"),
+        ({"status": {"id": ""}}, "data.status.id"),
+        ({"outstanding_amount": "1e400"}, "data.outstanding_amount"),
+    ],
+)
+async def test_a_signed_callback_that_names_no_usable_invoice_is_400(
+    client: AsyncClient, sessionmaker: Maker, data: dict[str, Any], problem: str
+) -> None:
+    body = json.loads(callback())
+    body["data"].update(data)
+    raw = json.dumps(body).encode()
+
+    response = await client.post("/webhooks/sage", content=raw, headers=signed(raw))
+
+    assert response.status_code == 400
+    assert problem in response.json()["detail"]
+    assert await events(sessionmaker) == []
+
+
 async def test_a_callback_for_an_invoice_we_did_not_raise_is_recorded_as_skipped(
     client: AsyncClient, sessionmaker: Maker
 ) -> None:

@@ -17,12 +17,15 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.domain import InvoiceStatus
 
 MAX_WEBHOOK_ID = 128  # it becomes part of the inbox's dedupe key
+# Sage ids are 32 hex characters and status ids short words (PAID, VOID, …); the bounds keep
+# a signed but broken sender from storing an event that names no invoice, or a huge one.
+MAX_ID = 64
 
 
 class CallbackError(ValueError):
@@ -30,16 +33,16 @@ class CallbackError(ValueError):
 
 
 class _Status(BaseModel):
-    id: str
+    id: str = Field(min_length=1, max_length=MAX_ID, pattern=r"\S")
 
 
 class _Invoice(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: str = Field(min_length=1, max_length=MAX_ID, pattern=r"\S")
     status: _Status | None = None
     due_date: dt.date | None = None
-    outstanding_amount: Decimal | None = None
+    outstanding_amount: Decimal | None = Field(default=None, max_digits=20, decimal_places=6)
     updated_at: dt.datetime
 
 
