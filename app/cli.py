@@ -46,13 +46,13 @@ def _project_root() -> Path:
     return PACKAGE_ROOT if (PACKAGE_ROOT / "alembic.ini").exists() else Path.cwd()
 
 
-def migrate_database(settings: Settings) -> None:
-    """alembic upgrade head, against the configured (or embedded) database."""
+def migrate_database(settings: Settings, revision: str = "head") -> None:
+    """alembic upgrade (to head unless told), against the configured (or embedded) database."""
     root = _project_root()
     config = Config(str(root / "alembic.ini"))
     config.set_main_option("script_location", str(root / "migrations"))
     config.attributes["database_url"] = settings.resolved_database_url
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 @cli.command()
