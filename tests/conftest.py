@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -24,10 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from app.cli import migrate_database
 from app.db import create_engine, create_sessionmaker
 from app.embedded_redis import EmbeddedRedis
+from app.invoicing import Bridge
 from app.logging import configure_logging
 from app.main import create_app
 from app.queue import open_pool
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.helpers import Scheduled
 
 DATA = Path(__file__).parent / "data"
 KOMMO_URL = "https://testco.kommo.com"
@@ -180,3 +184,14 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     transport = ASGITransport(app=app)
     async with AsyncClient(transport=transport, base_url="http://bridge.test") as http:
         yield http
+
+
+@pytest.fixture
+async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
+    """The job pipeline on real clients (respx fakes underneath) and a record of what it
+    scheduled instead of enqueueing."""
+    # Imported here: tests.helpers imports the fakes, which import this module's constants.
+    from tests.helpers import bridge_for
+
+    async with bridge_for(settings) as built:
+        yield built

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import respx
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.kommo.webhook import parse_webhook
+from app.events import process_event
 from app.inbox import kommo_events
 from app.invoicing import Bridge
-from app.models import InboxEvent
+from app.models import EventState, InboxEvent, utcnow
 from app.repositories import InboxRepository
 from app.runtime import MappingHolder, Upstreams, pipeline_config
 from app.settings import Settings
+from tests.fakes import FakeKommo, FakeSage
+
+Maker = async_sessionmaker[AsyncSession]
 
 
 @dataclass
@@ -98,3 +104,35 @@ async def load_event(sessionmaker: async_sessionmaker[AsyncSession], event_id: i
         event = await session.get(InboxEvent, event_id)
         assert event is not None
         return event
+
+
+@contextmanager
+def fake_upstreams(*, pass_through: str | None = None) -> Iterator[tuple[FakeKommo, FakeSage]]:
+    """Kommo and Sage fakes (respx) holding what most job tests share: the contact Ada, the
+    Widget (102, mapped in tests/data) and the Mystery box (104, unmapped). `pass_through`
+    names a host (the bridge's own test client) that reaches the app instead of a fake."""
+    with respx.mock(assert_all_mocked=pass_through is None, assert_all_called=False) as router:
+        if pass_through:
+            router.route(host=pass_through).pass_through()
+        kommo, sage = FakeKommo(router), FakeSage(router)
+        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
+        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+        kommo.add_element(104, "Mystery box", "10", sku="MYST-1")
+        yield kommo, sage
+
+
+async def run_event(sessionmaker: Maker, bridge: Bridge, event_id: int) -> EventState | None:
+    """One job, as the worker runs it: its own session around process_event."""
+    async with sessionmaker() as session:
+        return await process_event(session, bridge, event_id)
+
+
+async def make_due(sessionmaker: Maker, event_id: int, *, expire_lease: bool = False) -> None:
+    """Time travel: the scheduled retry is due now (and, if asked, the lease has run out)."""
+    past = utcnow() - timedelta(seconds=1)
+    values: dict[str, Any] = {"next_attempt_at": past}
+    if expire_lease:
+        values["lease_until"] = past
+    async with sessionmaker() as session:
+        await session.execute(update(InboxEvent).where(InboxEvent.id == event_id).values(values))
+        await session.commit()

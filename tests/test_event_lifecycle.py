@@ -4,55 +4,45 @@ won't take a task, and ops ending one by hand."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import Deal
-from app.events import MAX_CRASHES, MAX_TASK_ATTEMPTS, process_event
+from app.events import MAX_CRASHES, MAX_TASK_ATTEMPTS
 from app.invoicing import Bridge
 from app.models import DealInvoice, InboxEvent, utcnow
 from app.repositories import InboxRepository
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import Scheduled, bridge_for, load_event, record_trigger
+from tests.helpers import (
+    Scheduled,
+    fake_upstreams,
+    load_event,
+    record_trigger,
+    run_event,
+)
 
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
-        kommo.add_element(104, "Mystery box", "10", sku="MYST-1")
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
+    with fake_upstreams() as (kommo, sage):
         kommo.add_lead(1, products=[(102, 1)])
         kommo.add_lead(2, products=[(104, 1)])
         yield kommo, sage
-
-
-@pytest.fixture
-async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
-    async with bridge_for(settings) as built:
-        yield built
 
 
 async def set_event(sessionmaker: Maker, event_id: int, **values: Any) -> None:
     async with sessionmaker() as session:
         await session.execute(update(InboxEvent).where(InboxEvent.id == event_id).values(**values))
         await session.commit()
-
-
-async def run(sessionmaker: Maker, bridge: Bridge, event_id: int) -> Any:
-    async with sessionmaker() as session:
-        return await process_event(session, bridge, event_id)
 
 
 async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
@@ -66,7 +56,7 @@ async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
 
     built.crm.get_deal = hang  # type: ignore[method-assign]
     with pytest.raises(asyncio.CancelledError):
-        await run(sessionmaker, built, event_id)
+        await run_event(sessionmaker, built, event_id)
 
     event = await load_event(sessionmaker, event_id)
     assert (event.state, event.attempts, event.lease_until) == ("retrying", 1, None)
@@ -82,7 +72,7 @@ async def test_an_event_that_keeps_killing_its_job_ends_failed_with_a_task(
     runs = len(settings.retry_delays_seconds) + MAX_CRASHES
     await set_event(sessionmaker, event_id, runs=runs)  # claimed that often, never finished
 
-    assert await run(sessionmaker, bridge[0], event_id) == "failed"
+    assert await run_event(sessionmaker, bridge[0], event_id) == "failed"
 
     event = await load_event(sessionmaker, event_id)
     assert "stopped 6 times without finishing" in (event.last_error or "")
@@ -115,7 +105,7 @@ async def test_losing_the_race_for_the_deal_marker_is_a_retry_not_a_crash(
 
     bridge[0].crm.get_deal = another_worker_gets_there_first  # type: ignore[method-assign]
 
-    assert await run(sessionmaker, bridge[0], event_id) == "retrying"
+    assert await run_event(sessionmaker, bridge[0], event_id) == "retrying"
     event = await load_event(sessionmaker, event_id)
     assert "another attempt is raising this deal's invoice" in (event.last_error or "")
     assert event.lease_until is None and sage.invoice_posts == []
@@ -180,11 +170,11 @@ async def test_a_task_the_crm_refuses_waits_between_tries_and_is_given_up_in_the
     kommo.faults.add("tasks", *[httpx.Response(400, json={"title": "Bad"})] * MAX_TASK_ATTEMPTS)
     event_id = await record_trigger(sessionmaker, settings, 2)
 
-    assert await run(sessionmaker, bridge[0], event_id) == "needs_mapping"
-    assert await run(sessionmaker, bridge[0], event_id) is None  # not due: it waits a minute
+    assert await run_event(sessionmaker, bridge[0], event_id) == "needs_mapping"
+    assert await run_event(sessionmaker, bridge[0], event_id) is None  # not due: it waits a minute
     for _ in range(MAX_TASK_ATTEMPTS - 1):
         await set_event(sessionmaker, event_id, next_attempt_at=utcnow() - timedelta(seconds=1))
-        await run(sessionmaker, bridge[0], event_id)
+        await run_event(sessionmaker, bridge[0], event_id)
 
     event = await load_event(sessionmaker, event_id)
     assert (event.task_state, event.task_attempts, event.next_attempt_at) == ("failed", 10, None)

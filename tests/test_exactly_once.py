@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import respx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import InvoiceDraft, InvoiceRef
-from app.events import process_event
 from app.invoicing import Bridge
-from app.models import DealInvoice, EventState, InboxEvent, utcnow
+from app.models import DealInvoice, EventState, InboxEvent
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import Scheduled, bridge_for, load_event, record_trigger
+from tests.helpers import (
+    Scheduled,
+    fake_upstreams,
+    load_event,
+    make_due,
+    record_trigger,
+    run_event,
+)
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -28,35 +32,10 @@ class WorkerKilled(BaseException):
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
+    with fake_upstreams() as (kommo, sage):
         kommo.add_lead(1, products=[(102, 2)])
         yield kommo, sage
-
-
-@pytest.fixture
-async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
-    async with bridge_for(settings) as built:
-        yield built
-
-
-async def run(sessionmaker: Maker, bridge: Bridge, event_id: int) -> EventState | None:
-    async with sessionmaker() as session:
-        return await process_event(session, bridge, event_id)
-
-
-async def expire_lease_and_make_due(sessionmaker: Maker, event_id: int) -> None:
-    past = utcnow() - timedelta(seconds=1)
-    async with sessionmaker() as session:
-        await session.execute(
-            update(InboxEvent)
-            .where(InboxEvent.id == event_id)
-            .values(lease_until=past, next_attempt_at=past)
-        )
-        await session.commit()
 
 
 async def invoice_records(sessionmaker: Maker) -> list[DealInvoice]:
@@ -70,7 +49,9 @@ async def test_five_concurrent_jobs_for_one_event_raise_one_invoice(
     kommo, sage = fakes
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    results = await asyncio.gather(*(run(sessionmaker, bridge[0], event_id) for _ in range(5)))
+    results = await asyncio.gather(
+        *(run_event(sessionmaker, bridge[0], event_id) for _ in range(5))
+    )
 
     assert sorted(str(r) for r in results) == ["None"] * 4 + ["invoiced"]
     assert len(sage.invoice_posts) == 1 and len(sage.invoices) == 1
@@ -91,13 +72,13 @@ async def test_worker_killed_between_sage_post_and_local_commit(
 
     bridge[0].accounting.create_invoice = create_then_die  # type: ignore[method-assign]
     with pytest.raises(WorkerKilled):
-        await run(sessionmaker, bridge[0], event_id)
+        await run_event(sessionmaker, bridge[0], event_id)
     bridge[0].accounting.create_invoice = real_create  # type: ignore[method-assign]
     (record,) = await invoice_records(sessionmaker)
     assert (record.state, record.invoice_id) == ("posting", None)
 
-    await expire_lease_and_make_due(sessionmaker, event_id)  # what arq + the sweeper do later
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    await make_due(sessionmaker, event_id)  # what arq + the sweeper do later
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     assert len(sage.invoices) == 1 and len(sage.invoice_posts) == 1  # found by reference
     (record,) = await invoice_records(sessionmaker)
@@ -112,10 +93,10 @@ async def test_post_that_created_the_invoice_but_timed_out_is_not_repeated(
     sage.timeout_after_create = 1
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.RETRYING
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.RETRYING
     assert "timed out" in ((await load_event(sessionmaker, event_id)).last_error or "")
-    await expire_lease_and_make_due(sessionmaker, event_id)
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    await make_due(sessionmaker, event_id)
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     assert len(sage.invoices) == 1
     assert len(sage.invoice_posts) == 1  # the retry looked it up by reference instead
@@ -134,11 +115,11 @@ async def test_a_post_that_never_reached_sage_is_sent_again_with_the_same_key(
 
     bridge[0].accounting.create_invoice = die_before_post  # type: ignore[method-assign]
     with pytest.raises(WorkerKilled):
-        await run(sessionmaker, bridge[0], event_id)
+        await run_event(sessionmaker, bridge[0], event_id)
     bridge[0].accounting.create_invoice = real_create  # type: ignore[method-assign]
 
-    await expire_lease_and_make_due(sessionmaker, event_id)
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    await make_due(sessionmaker, event_id)
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
     assert len(sage.invoices) == 1 and len(sage.invoice_posts) == 1
 
 
@@ -151,9 +132,9 @@ async def test_write_back_failure_retries_without_a_second_invoice(
     kommo.faults.add("patch_lead", httpx.Response(504, text="Gateway timeout"))
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.RETRYING
-    await expire_lease_and_make_due(sessionmaker, event_id)
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.RETRYING
+    await make_due(sessionmaker, event_id)
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     assert len(sage.invoice_posts) == 1 and len(kommo.patches) == 1
 
@@ -163,12 +144,12 @@ async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
 ) -> None:
     kommo, sage = fakes
     event_id = await record_trigger(sessionmaker, settings, 1)
-    await run(sessionmaker, bridge[0], event_id)
+    await run_event(sessionmaker, bridge[0], event_id)
     async with sessionmaker() as session:
         await session.execute(
             update(InboxEvent).where(InboxEvent.id == event_id).values(state="pending")
         )
         await session.commit()
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
     assert len(sage.invoice_posts) == 1

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.events import process_event
 from app.invoicing import Bridge, idempotency_key
-from app.models import ContactLink, DealInvoice, EventState, InboxEvent, TaskState, utcnow
+from app.models import ContactLink, DealInvoice, EventState, TaskState, utcnow
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage, sage_error
-from tests.helpers import Scheduled, bridge_for, load_event, record_trigger
+from tests.helpers import (
+    Scheduled,
+    load_event,
+    make_due,
+    record_trigger,
+    run_event,
+)
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -45,28 +49,6 @@ def sage(upstream: respx.MockRouter) -> FakeSage:
     return FakeSage(upstream)
 
 
-@pytest.fixture
-async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
-    async with bridge_for(settings) as built:
-        yield built
-
-
-async def run(sessionmaker: Maker, bridge: Bridge, event_id: int) -> EventState | None:
-    async with sessionmaker() as session:
-        return await process_event(session, bridge, event_id)
-
-
-async def make_due(sessionmaker: Maker, event_id: int) -> None:
-    """Time travel: the scheduled retry is due now."""
-    async with sessionmaker() as session:
-        await session.execute(
-            update(InboxEvent)
-            .where(InboxEvent.id == event_id)
-            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.commit()
-
-
 async def test_happy_path_creates_customer_invoice_and_writes_back(
     sessionmaker: Maker,
     settings: Settings,
@@ -77,7 +59,7 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
     kommo.add_lead(1, products=[(101, 2.5), (102, 3), (103, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     assert sage.contact_posts == [
         {
@@ -167,7 +149,7 @@ async def test_existing_customer_is_reused_not_duplicated(
     kommo.add_lead(1, products=[(102, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     assert sage.contact_posts == []
     assert sage.invoice_posts[0]["sales_invoice"]["contact_id"] == "f" * 32
@@ -183,10 +165,10 @@ async def test_remembered_contact_link_saves_the_lookup(
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
     kommo.add_lead(2, products=[(105, 2)])
-    await run(sessionmaker, bridge[0], await record_trigger(sessionmaker, settings, 1))
+    await run_event(sessionmaker, bridge[0], await record_trigger(sessionmaker, settings, 1))
     second = await record_trigger(sessionmaker, settings, 2)
 
-    assert await run(sessionmaker, bridge[0], second) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], second) == EventState.INVOICED
 
     contact_gets = [
         c
@@ -223,7 +205,7 @@ async def test_each_mapping_kind_picks_the_ledger_account(
     kommo.add_lead(1, products=[(element_id, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     line = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"][0]
     assert (line["ledger_account_id"], line["tax_rate_id"], line["tax_amount"]) == (
@@ -245,7 +227,7 @@ async def test_tax_is_rounded_per_line_half_up(
     kommo.add_lead(1, products=[(106, 3), (103, "0.5")])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    await run(sessionmaker, bridge[0], event_id)
+    await run_event(sessionmaker, bridge[0], event_id)
 
     lines = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"]
     assert [(ln["quantity"], ln["unit_price"], ln["tax_amount"]) for ln in lines] == [
@@ -264,7 +246,7 @@ async def test_unmapped_line_raises_no_invoice_and_opens_one_task(
     kommo.add_lead(1, products=[(102, 1), (104, 2)], responsible_user_id=77)
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
 
     assert sage.invoice_posts == [] and sage.contact_posts == []
     assert len(kommo.tasks) == 1
@@ -289,7 +271,7 @@ async def test_deal_no_longer_in_stage_is_skipped(
     kommo.add_lead(1, status_id=502, products=[(102, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
 
     assert sage.invoice_posts == [] and kommo.tasks == [] and kommo.patches == []
     assert "not the invoice stage" in ((await load_event(sessionmaker, event_id)).last_error or "")
@@ -316,13 +298,13 @@ async def test_transient_failures_retry_at_the_configured_delays_then_one_task(
     waits = []
     for attempt in (1, 2, 3):
         before = utcnow()
-        assert await run(sessionmaker, built, event_id) == EventState.RETRYING
+        assert await run_event(sessionmaker, built, event_id) == EventState.RETRYING
         event = await load_event(sessionmaker, event_id)
         assert event.attempts == attempt and event.task_state is None
         assert event.next_attempt_at is not None
         waits.append(round((event.next_attempt_at - before).total_seconds()))
         await make_due(sessionmaker, event_id)
-    assert await run(sessionmaker, built, event_id) == EventState.FAILED
+    assert await run_event(sessionmaker, built, event_id) == EventState.FAILED
 
     assert waits == [60, 300, 900]  # 429 asked for 600 s; the 900 s rung is longer anyway
     assert [(c[0], c[1]) for c in scheduled.calls] == [(event_id, 1), (event_id, 2), (event_id, 3)]
@@ -331,7 +313,7 @@ async def test_transient_failures_retry_at_the_configured_delays_then_one_task(
     assert "after 4 attempts" in kommo.tasks[0]["text"] and "still down" in kommo.tasks[0]["text"]
     assert f"/ops/events/{event_id}/replay" in kommo.tasks[0]["text"]
     # Nothing more happens for a finished event.
-    assert await run(sessionmaker, built, event_id) is None
+    assert await run_event(sessionmaker, built, event_id) is None
     assert len(kommo.tasks) == 1
 
 
@@ -349,7 +331,7 @@ async def test_retry_after_longer_than_the_rung_is_honoured(
     event_id = await record_trigger(sessionmaker, settings, 1)
     before = utcnow()
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.RETRYING
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.RETRYING
 
     event = await load_event(sessionmaker, event_id)
     assert event.next_attempt_at is not None
@@ -369,7 +351,7 @@ async def test_permanent_sage_error_opens_a_task_at_once_quoting_sage(
     )
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.FAILED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
 
     assert bridge[1].calls == []
     assert len(kommo.tasks) == 1
@@ -389,12 +371,12 @@ async def test_task_creation_failure_is_retried_later_not_lost(
     kommo.faults.add("tasks", httpx.Response(502, text="Bad gateway"))
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
     event = await load_event(sessionmaker, event_id)
     assert event.task_state == TaskState.PENDING and kommo.tasks == []
 
     await make_due(sessionmaker, event_id)
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
     assert len(kommo.tasks) == 1
     assert (await load_event(sessionmaker, event_id)).task_state == TaskState.CREATED
 
@@ -410,7 +392,7 @@ async def test_contact_without_email_fails_with_a_task_saying_so(
     kommo.add_lead(1, contact_id=7002, products=[(102, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.FAILED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
 
     assert sage.invoice_posts == []
     assert "no email address" in kommo.tasks[0]["text"]
@@ -425,5 +407,5 @@ async def test_deleted_deal_is_skipped(
 ) -> None:
     event_id = await record_trigger(sessionmaker, settings, 404)
 
-    assert await run(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
     assert kommo.tasks == []

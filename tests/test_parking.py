@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import respx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connections.errors import ReauthorizationRequired
@@ -15,25 +14,21 @@ from app.events import process_event, resume_waiting
 from app.invoicing import Bridge
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import Scheduled, bridge_for, load_event, record_trigger
+from tests.helpers import (
+    Scheduled,
+    fake_upstreams,
+    load_event,
+    record_trigger,
+)
 
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
+    with fake_upstreams() as (kommo, sage):
         kommo.add_lead(1, products=[(102, 1)])
         yield kommo, sage
-
-
-@pytest.fixture
-async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
-    async with bridge_for(settings) as built:
-        yield built
 
 
 async def test_a_dead_grant_parks_the_event_and_reconnecting_resumes_it(

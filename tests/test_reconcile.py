@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import respx
 from arq.connections import ArqRedis
 from httpx import AsyncClient
 from sqlalchemy import select
@@ -21,7 +20,7 @@ from app.reconcile import check_webhook, reconcile_trigger_stage
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import bridge_for, record_trigger
+from tests.helpers import bridge_for, fake_upstreams, record_trigger
 from tests.test_payment_status import add_invoices
 
 Maker = async_sessionmaker[AsyncSession]
@@ -29,12 +28,8 @@ NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
-        router.route(host="bridge.test").pass_through()
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
+    with fake_upstreams(pass_through="bridge.test") as (kommo, sage):
         yield kommo, sage
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import respx
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,20 +16,15 @@ from app.models import utcnow
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import bridge_for, record_trigger
+from tests.helpers import bridge_for, fake_upstreams, record_trigger
 
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
-        router.route(host="bridge.test").pass_through()
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
-        kommo.add_element(104, "Mystery box", "10", sku="MYST-1")
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
+    with fake_upstreams(pass_through="bridge.test") as (kommo, sage):
         kommo.add_lead(1, products=[(102, 2)])
         kommo.add_lead(2, products=[(104, 1)])
         yield kommo, sage

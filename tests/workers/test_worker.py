@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import respx
 from arq.connections import ArqRedis
 from httpx import AsyncClient
 from sqlalchemy import select, update
@@ -18,19 +18,16 @@ from app.settings import Settings
 from app.workers.main import build_worker
 from tests.conftest import WEBHOOK_SECRET
 from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import lead_entry, record_trigger, status_webhook
+from tests.helpers import fake_upstreams, lead_entry, record_trigger, status_webhook
 
 Maker = async_sessionmaker[AsyncSession]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
-def fakes() -> Any:
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
     # The worker's own httpx clients are built in its start-up, inside this mock.
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
+    with fake_upstreams() as (kommo, sage):
         for lead_id in (1, 2, 3):
             kommo.add_lead(lead_id, products=[(102, 1)])
         yield kommo, sage
