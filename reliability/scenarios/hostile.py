@@ -117,6 +117,14 @@ async def run(stack: Stack, *, body_mb: int, bodies: int) -> Result:
             statuses[name] = codes
             growth[name] = sampler.growth_mb
             result.counts.setdefault("huge_seconds", {})[name] = round(time.monotonic() - t0, 2)
+    announced = {
+        name: await _status_for_headers_alone(api.api_url, path, body_mb * MB)
+        for name, path in (
+            ("webhook", f"/webhooks/kommo/{stack.secrets.webhook_secret}"),
+            ("sage callback", "/webhooks/sage"),
+        )
+    }
+    result.counts["answer_to_a_huge_content_length_before_any_body"] = announced
     after = await stack.db.count("SELECT count(*) FROM inbox_events")
     five_xx = {k: v for k, v in statuses.items() if any(c >= 500 for c in v)}
     refused = {k: v for k, v in statuses.items() if any(200 <= c < 300 for c in v)}
@@ -138,6 +146,10 @@ async def run(stack: Stack, *, body_mb: int, bodies: int) -> Result:
     result.check(
         "webhook bodies over the limit get 413",
         all(set(statuses[k]) <= {413, 0} for k in statuses if k.startswith("huge webhook (")),
+    )
+    result.check(
+        "a huge Content-Length is answered 413 before any of its body is sent",
+        all(code == 413 for code in announced.values()),
     )
     result.check(MEMORY_CHECK, all(g <= limit_mb for g in growth.values()))
     for name, g in growth.items():
@@ -364,6 +376,28 @@ def _signed_bytes(body: bytes, secret: str, at: datetime) -> dict[str, str]:
         "webhook-timestamp": str(int(at.timestamp())),
         "webhook-signature": signature,
     }
+
+
+async def _status_for_headers_alone(base_url: str, path: str, size: int) -> int:
+    """Send only the head of a request announcing `size` bytes and read the answer: a sender
+    still writing its body sees the connection close (status 0 above), which alone would not
+    show whether the server refused the body unread or fell over reading it."""
+    url = httpx.URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: {FORM}\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    )
+    try:
+        writer.write(head.encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    except (OSError, TimeoutError):
+        return 0
+    finally:
+        writer.close()
+    parts = status_line.split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def _huge_attacks(stack: Stack, size: int) -> list[tuple[str, Any]]:
