@@ -29,14 +29,15 @@ from reliability.scenarios import (
 )
 from reliability.stack import Stack
 
-# Real processes, minutes of run time: `make reliability-small`, not the default suite (see
-# docs/RELIABILITY.md).
+# Real processes, about 90 s in all; marked so `make reliability-small` can run just these and
+# CI's second pass (same PostgreSQL server) can leave them out.
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.scenarios]
 P = FAST
 
 
-def assert_passed(result: Result, *, known_bugs: frozenset[str] = frozenset()) -> None:
-    failed = [name for name, ok in result.checks.items() if not ok and name not in known_bugs]
+def assert_passed(result: Result, *, timing_checks: frozenset[str] = frozenset()) -> None:
+    """Every check of the scenario passed, except timing bounds this profile does not judge."""
+    failed = [name for name, ok in result.checks.items() if not ok and name not in timing_checks]
     detail = json.dumps(result.as_dict(), indent=1, default=str)
     assert not failed, f"{result.scenario}: {failed}\n{detail}"
 
@@ -60,7 +61,7 @@ async def test_worker_killed_mid_run_loses_nothing(stack: Stack) -> None:
     )
     # The 60 s bound is checked by `make reliability` (production lease); here only that every
     # orphan came back.
-    assert_passed(result, known_bugs=frozenset({"every orphan picked up within 60s"}))
+    assert_passed(result, timing_checks=frozenset({"every orphan picked up within 60s"}))
 
 
 async def test_redis_flushed_and_restarted_loses_nothing(stack: Stack) -> None:
