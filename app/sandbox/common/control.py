@@ -1,23 +1,55 @@
 """Control routes shared by both simulators: ``/sandbox/faults``, ``/sandbox/requests``,
-``/sandbox/rate_limit``. They are not instrumented, rate limited or faulted themselves."""
+``/sandbox/rate_limit`` and the OAuth helpers ``/sandbox/oauth/…``. They are not instrumented,
+rate limited or faulted themselves."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Response, status
+from pydantic import BaseModel
 
 from app.sandbox.common.faults import FaultSpec
 from app.sandbox.common.middleware import Instruments
+from app.sandbox.common.oauth import OAuthStore
 from app.sandbox.common.ratelimit import RateLimit
 
 
-def control_router(instruments: Instruments) -> APIRouter:
+class CodeRequest(BaseModel):
+    client_id: str | None = None
+    redirect_uri: str | None = None
+
+
+class RevokeRequest(BaseModel):
+    refresh_token: str
+
+
+def control_router(instruments: Instruments, oauth: OAuthStore) -> APIRouter:
     router = APIRouter(prefix="/sandbox", tags=["sandbox control"])
     _fault_routes(router, instruments)
     _request_log_routes(router, instruments)
     _rate_limit_routes(router, instruments)
+    _oauth_routes(router, oauth)
     return router
+
+
+def _oauth_routes(router: APIRouter, oauth: OAuthStore) -> None:
+    """What a person does on the provider's side: consent (a code), disconnecting the app
+    (revoking a refresh token), and time passing (every access token expired now)."""
+
+    @router.post("/oauth/codes", status_code=status.HTTP_201_CREATED)
+    async def issue_code(body: CodeRequest | None = None) -> dict[str, Any]:
+        wanted = body or CodeRequest()
+        code = oauth.issue_code(client_id=wanted.client_id, redirect_uri=wanted.redirect_uri)
+        return {"code": code, "expires_in": oauth.code_ttl_seconds}
+
+    @router.post("/oauth/revoke")
+    async def revoke(body: RevokeRequest) -> dict[str, bool]:
+        return {"revoked": oauth.revoke_refresh_token(body.refresh_token)}
+
+    @router.post("/oauth/expire_access_tokens")
+    async def expire_access_tokens() -> dict[str, int]:
+        return {"expired": oauth.expire_access_tokens()}
 
 
 def _fault_routes(router: APIRouter, instruments: Instruments) -> None:

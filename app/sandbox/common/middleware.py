@@ -55,6 +55,25 @@ class Instruments:
     limiter_sends_retry_after: bool = True
 
 
+class Instrumented:
+    """The shortcuts both simulators offer their tests and the harness: `sandbox.requests`,
+    `sandbox.faults`, `sandbox.limiter` (a subclass dataclass declares `instruments`)."""
+
+    instruments: Instruments
+
+    @property
+    def requests(self) -> RequestLog:
+        return self.instruments.requests
+
+    @property
+    def faults(self) -> FaultRegistry:
+        return self.instruments.faults
+
+    @property
+    def limiter(self) -> SlidingWindowLimiter:
+        return self.instruments.limiter
+
+
 class SandboxMiddleware:
     def __init__(self, app: ASGIApp, *, instruments: Instruments) -> None:
         self.app = app

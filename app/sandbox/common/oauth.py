@@ -76,6 +76,10 @@ class OAuthStore:
         self._access: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
+    @property
+    def code_ttl_seconds(self) -> int:
+        return int(self._policy.code_ttl.total_seconds())
+
     def issue_code(self, *, client_id: str | None = None, redirect_uri: str | None = None) -> str:
         """What the user's consent screen would hand back to the redirect URI."""
         code = secrets.token_urlsafe(24)

@@ -47,7 +47,7 @@ def build_kommo(config: KommoConfig | None, state: KommoState) -> KommoSandbox:
     # account (pipelines, custom fields) before leads, so /leads/pipelines is not a lead id.
     for module in (oauth, account, leads, contacts, catalogs, tasks, webhooks, control):
         app.include_router(module.router)
-    app.include_router(control_router(sandbox.instruments))
+    app.include_router(control_router(sandbox.instruments, sandbox.oauth))
     sandbox.app = app
     return sandbox
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 
 from app.sandbox.common.faults import FaultRegistry
-from app.sandbox.common.middleware import Instruments
+from app.sandbox.common.middleware import Instrumented, Instruments
 from app.sandbox.common.oauth import OAuthPolicy, OAuthStore
 from app.sandbox.common.ratelimit import SlidingWindowLimiter
 from app.sandbox.common.requestlog import RequestLog
@@ -24,7 +24,7 @@ INSTRUMENTED = (API_PREFIX, "/oauth2")
 
 
 @dataclass
-class KommoSandbox:
+class KommoSandbox(Instrumented):
     config: KommoConfig
     state: KommoState
     oauth: OAuthStore
@@ -46,18 +46,6 @@ class KommoSandbox:
             limiter_sends_retry_after=False,
         )
         return cls(config, state, oauth, instruments, WebhookSender(state, config))
-
-    @property
-    def requests(self) -> RequestLog:
-        return self.instruments.requests
-
-    @property
-    def faults(self) -> FaultRegistry:
-        return self.instruments.faults
-
-    @property
-    def limiter(self) -> SlidingWindowLimiter:
-        return self.instruments.limiter
 
     def patch_leads(
         self, body: Any, *, user_id: int, site: str, path_id: int | None = None

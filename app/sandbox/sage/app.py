@@ -35,7 +35,7 @@ def build_sage(config: SageConfig | None = None, state: SageState | None = None)
     app.add_middleware(SandboxMiddleware, instruments=sandbox.instruments)
     for module in (oauth, reference, contacts, invoices, payments, control):
         app.include_router(module.router)
-    app.include_router(control_router(sandbox.instruments))
+    app.include_router(control_router(sandbox.instruments, sandbox.oauth))
     sandbox.app = app
     return sandbox
 

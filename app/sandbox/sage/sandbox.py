@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 
 from app.sandbox.common.faults import FaultRegistry
-from app.sandbox.common.middleware import Instruments
+from app.sandbox.common.middleware import Instrumented, Instruments
 from app.sandbox.common.oauth import OAuthPolicy, OAuthStore
 from app.sandbox.common.ratelimit import SlidingWindowLimiter
 from app.sandbox.common.requestlog import RequestLog
@@ -23,7 +23,7 @@ INSTRUMENTED = (API_PREFIX, "/oauth")
 
 
 @dataclass
-class SageSandbox:
+class SageSandbox(Instrumented):
     config: SageConfig
     state: SageState
     oauth: OAuthStore
@@ -43,18 +43,6 @@ class SageSandbox:
             instrumented_prefixes=INSTRUMENTED,
         )
         return cls(config, state, oauth, instruments, validator_for(config.swagger_path))
-
-    @property
-    def requests(self) -> RequestLog:
-        return self.instruments.requests
-
-    @property
-    def faults(self) -> FaultRegistry:
-        return self.instruments.faults
-
-    @property
-    def limiter(self) -> SlidingWindowLimiter:
-        return self.instruments.limiter
 
     def site(self, request: Request) -> str:
         """Base URL for links a browser follows (the invoice's HTML view)."""

@@ -20,15 +20,6 @@ class MoveRequest(BaseModel):
     pipeline_id: int | None = None
 
 
-class CodeRequest(BaseModel):
-    client_id: str | None = None
-    redirect_uri: str | None = None
-
-
-class RevokeRequest(BaseModel):
-    refresh_token: str
-
-
 @router.post("/leads/{lead_id}/move")
 async def move_lead(
     lead_id: int, body: MoveRequest, request: Request, sandbox: SandboxDep
@@ -85,20 +76,3 @@ def _switch(sandbox: SandboxDep, hook_id: int, *, disabled: bool) -> dict[str, A
             raise KommoError(404, "No such webhook")
         hook.disabled, hook.updated_at = disabled, state.now()
         return render.webhook(state, hook)
-
-
-@router.post("/oauth/codes", status_code=201)
-def issue_code(sandbox: SandboxDep, body: CodeRequest | None = None) -> dict[str, Any]:
-    wanted = body or CodeRequest()
-    code = sandbox.oauth.issue_code(client_id=wanted.client_id, redirect_uri=wanted.redirect_uri)
-    return {"code": code, "expires_in": int(sandbox.config.auth_code_ttl_seconds)}
-
-
-@router.post("/oauth/revoke")
-def revoke(body: RevokeRequest, sandbox: SandboxDep) -> dict[str, bool]:
-    return {"revoked": sandbox.oauth.revoke_refresh_token(body.refresh_token)}
-
-
-@router.post("/oauth/expire_access_tokens")
-def expire_access_tokens(sandbox: SandboxDep) -> dict[str, int]:
-    return {"expired": sandbox.oauth.expire_access_tokens()}

@@ -24,15 +24,6 @@ from app.sandbox.sage.state import SageState
 router = APIRouter(prefix="/sandbox", tags=["sage sandbox control"])
 
 
-class CodeRequest(BaseModel):
-    client_id: str | None = None
-    redirect_uri: str | None = None
-
-
-class RevokeRequest(BaseModel):
-    refresh_token: str
-
-
 class PaymentRequest(BaseModel):
     amount: Decimal = Field(gt=0)
     date: dt.date | None = None
@@ -41,24 +32,6 @@ class PaymentRequest(BaseModel):
 
 class DueDateRequest(BaseModel):
     due_date: dt.date
-
-
-@router.post("/oauth/codes", status_code=201)
-def issue_code(sandbox: SandboxDep, body: CodeRequest | None = None) -> dict[str, Any]:
-    """What the consent screen hands to the redirect URI; valid 60 s, single use."""
-    wanted = body or CodeRequest()
-    code = sandbox.oauth.issue_code(client_id=wanted.client_id, redirect_uri=wanted.redirect_uri)
-    return {"code": code, "expires_in": int(sandbox.config.auth_code_ttl_seconds)}
-
-
-@router.post("/oauth/revoke")
-def revoke(body: RevokeRequest, sandbox: SandboxDep) -> dict[str, bool]:
-    return {"revoked": sandbox.oauth.revoke_refresh_token(body.refresh_token)}
-
-
-@router.post("/oauth/expire_access_tokens")
-def expire_access_tokens(sandbox: SandboxDep) -> dict[str, int]:
-    return {"expired": sandbox.oauth.expire_access_tokens()}
 
 
 @router.post("/sales_invoices/{key}/payments", status_code=201)
