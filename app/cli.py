@@ -83,10 +83,21 @@ def run() -> None:
 
 @cli.command()
 def api() -> None:
-    """Run only the HTTP API (needs REDIS_URL)."""
+    """Run only the HTTP API (needs REDIS_URL); API_WORKERS processes share its port."""
     settings = _settings()
+    if settings.api_workers == 1:
+        uvicorn.run(
+            create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
+        )
+        return
+    # Each process builds its own app (and pools) from the same environment.
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
+        "app.main:app_factory",
+        factory=True,
+        workers=settings.api_workers,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
     )
 
 

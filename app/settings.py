@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # HTTP edge.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API processes behind the one port for `sagebridge api` (uvicorn's process manager): one
+    # sustains a few hundred webhooks/s on a core (docs/PERFORMANCE.md). `run` always has one.
+    api_workers: int = Field(default=1, ge=1, le=64)
     max_webhook_body_bytes: int = 256 * 1024
     ops_api_token: SecretStr | None = None
     log_level: str = "INFO"

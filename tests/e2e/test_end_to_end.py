@@ -52,6 +52,10 @@ class Stack:
     sandbox: RunningSandbox
     api_url: str
     logs: Path
+    api_pid: int
+
+
+API_WORKERS = 2
 
 
 def _free_port() -> int:
@@ -100,6 +104,8 @@ def _env(sb: RunningSandbox, database_url: str, redis_url: str, api_port: int) -
         SWEEPER_INTERVAL_SECONDS="2",
         HTTP_TIMEOUT_SECONDS="2",
         LOG_LEVEL="INFO",
+        # Two API processes behind one port, as a busy production runs it.
+        API_WORKERS=str(API_WORKERS),
     )
     return env
 
@@ -145,7 +151,7 @@ async def stack(
         ]
         try:
             await _wait_healthy(f"http://127.0.0.1:{api_port}", procs)
-            yield Stack(sb, f"http://127.0.0.1:{api_port}", logs)
+            yield Stack(sb, f"http://127.0.0.1:{api_port}", logs, procs[0].pid)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -296,3 +302,22 @@ async def test_duplicate_webhooks_make_one_invoice(stack: Stack) -> None:
     await asyncio.sleep(1)
     assert len([i for i in sage_invoices(stack) if i.reference == "KOMMO-3000012"]) == 1
     assert CONTACT_ADA  # the copied deal's customer: Ada, created once by the first test
+
+
+def serving_processes(parent: int) -> list[int]:
+    """The API processes uvicorn's process manager started (not multiprocessing's tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc")
+async def test_the_api_serves_from_api_workers_processes(stack: Stack) -> None:
+    serving = serving_processes(stack.api_pid)
+    # Every one of them answers: the health check reaches whichever accepts the connection,
+    # and each process's own start-up log line says it is up.
+    started = (stack.logs / "api.log").read_text().count("api.started")
+
+    assert len(serving) == API_WORKERS
+    assert started == API_WORKERS
