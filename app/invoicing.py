@@ -110,18 +110,26 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
         except StageMismatch as exc:
             return Outcome(EventState.SKIPPED, str(exc))
         except UnmappedLines as exc:
-            unmapped = tuple(
-                {
-                    "element_id": li.element_id,
-                    "name": li.name,
-                    "sku": li.sku,
-                    "product_type": li.product_type,
-                }
-                for li in exc.lines
-            )
-            return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped)
+            return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, _unmapped(exc))
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
+    await _write_back(bridge, deal, invoice, record)
+    return Outcome(EventState.INVOICED, f"invoice {invoice.number} ({invoice.id})")
+
+
+def _unmapped(exc: UnmappedLines) -> tuple[dict[str, str | None], ...]:
+    return tuple(
+        {
+            "element_id": li.element_id,
+            "name": li.name,
+            "sku": li.sku,
+            "product_type": li.product_type,
+        }
+        for li in exc.lines
+    )
+
+
+async def _write_back(bridge: Bridge, deal: Deal, invoice: InvoiceRef, record: DealInvoice) -> None:
     # A new invoice is unpaid: say so now, so the deal shows it before the first status poll.
     first_status = UNPAID if record.payment_status is None else None
     try:
@@ -139,7 +147,6 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
         invoice_number=invoice.number,
         invoice_url=invoice.url,
     )
-    return Outcome(EventState.INVOICED, f"invoice {invoice.number} ({invoice.id})")
 
 
 async def _existing_invoice(bridge: Bridge, record: DealInvoice | None) -> InvoiceRef | None:
