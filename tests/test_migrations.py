@@ -4,20 +4,18 @@ columns of 16 characters) is repaired by 0006, so parking an event on a dead gra
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.cli import migrate_database
 from app.models import EventState, InboxEvent, SyncRecord
 from app.settings import Settings
-from reliability.infra import port_open
-
-SERVER = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+from reliability.infra import drop_database, ensure_database
+from tests.reliability.conftest import fast_database_url as postgres_database_url
 
 
 async def _execute(url: str, *statements: str) -> list[tuple[object, ...]]:
@@ -33,17 +31,18 @@ async def _execute(url: str, *statements: str) -> list[tuple[object, ...]]:
 
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
-    server = make_url(SERVER)
-    if not server.drivername.startswith("postgresql") or not port_open(
-        server.port or 5432, server.host or "127.0.0.1"
-    ):
-        pytest.skip("needs PostgreSQL on 127.0.0.1 (TEST_DATABASE_URL)")
-    name = f"sagebridge_migrations_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(SERVER, f'CREATE DATABASE "{name}"'))
+    session_url = postgres_database_url()
+    if session_url is None:
+        # 0006 changes nothing on SQLite, which does not enforce varchar lengths.
+        pytest.skip("0006 is PostgreSQL-only: needs PostgreSQL on 127.0.0.1 (TEST_DATABASE_URL)")
+    url = session_url.replace(
+        "/sagebridge_reliability_", f"/sagebridge_migrations_{uuid.uuid4().hex[:8]}_"
+    )
+    asyncio.run(ensure_database(url))
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_execute(SERVER, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(url))
 
 
 async def log_a_parked_event(url: str) -> None:

@@ -8,9 +8,7 @@ A. Expiry under load: 20 jobs at once while every access token is expired behind
 B. Revoked: every refresh token is revoked (as a user disconnecting the app in Sage would),
    access tokens expire, and deals keep coming. Pass: the connection is marked needs_reauth,
    the deals wait (`waiting_connection`) instead of failing, and after ops connect again every
-   one is invoiced exactly once: nothing lost.
-
-Skipped, with the reason, when OAuth is not wired into the bridge."""
+   one is invoiced exactly once: nothing lost."""
 
 # ruff: noqa: ASYNC109, ASYNC110 - bounded polling of the database
 
@@ -25,7 +23,6 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from app.sandbox.seed import STATUS_RAISE_INVOICE
-from app.settings import Settings
 from reliability.common import Result, moved, quiet, settle, verdict
 from reliability.driver import Sender
 from reliability.stack import Stack
@@ -35,15 +32,9 @@ WAITING = "waiting_connection"
 POOL_CHECK = "A: no job delayed by the worker's own database pool"
 
 
-def oauth_wired() -> tuple[bool, str]:
-    fields = set(Settings.model_fields)
-    if not {"sage_oauth_client_id", "connection_encryption_keys"} <= fields:
-        return False, "Settings has no OAuth fields (app/connections/ is not wired in yet)"
-    return True, "OAuth settings present"
-
-
-def settings(stack_sage_url: str = "") -> dict[str, str | None]:
-    """Bridge settings: no static Sage token; the grant comes from the connect flow."""
+def settings() -> dict[str, str | None]:
+    """Bridge settings: no static Sage token; the grant comes from the connect flow against
+    the sandbox Sage's token endpoint (the stack fills in `{sage_url}`)."""
     from cryptography.fernet import Fernet
 
     return {
@@ -52,13 +43,8 @@ def settings(stack_sage_url: str = "") -> dict[str, str | None]:
         "SAGE_OAUTH_CLIENT_SECRET": SAGE_CLIENT[1],
         "CONNECTION_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "WORKER_MAX_JOBS": "20",
+        "SAGE_OAUTH_TOKEN_URL": "{sage_url}/oauth/token",
     }
-
-
-def skipped(reason: str) -> Result:
-    result = Result("6-tokens", "Token expiry under 20 jobs; revoked refresh token")
-    result.notes.append(f"skipped: {reason}")
-    return result
 
 
 async def connect(stack: Stack) -> dict[str, Any]:

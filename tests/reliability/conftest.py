@@ -44,6 +44,7 @@ def fast_database_url() -> str | None:
 async def reliability_servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Servers]:
     url = fast_database_url()
     if url is None:
+        # The database-down scenario cuts a PostgreSQL connection; SQLite has none to cut.
         pytest.skip("the reliability scenarios need PostgreSQL on 127.0.0.1 (TEST_DATABASE_URL)")
     workdir: Path = tmp_path_factory.mktemp("reliability")
     try:

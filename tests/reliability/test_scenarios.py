@@ -160,14 +160,7 @@ async def test_settle_is_bounded(stack: Stack) -> None:
 
 
 async def test_oauth_expiry_under_load_and_revoked_grant(stack: Stack) -> None:
-    wired, why = tokens.oauth_wired()
-    if not wired:
-        pytest.skip(why)
-    overrides = {
-        **P.base_settings,
-        **tokens.settings(),
-        "SAGE_OAUTH_TOKEN_URL": "{sage_url}/oauth/token",
-    }
+    overrides = {**P.base_settings, **tokens.settings()}
     # Last in the module: the stack keeps these settings until it stops.
     await stack.bridge.reconfigure(overrides)
     result = await tokens.run(
