@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -231,20 +231,7 @@ class PrivatePostgres:
 async def ensure_database(url: str, *, fresh: bool = False) -> None:
     """CREATE DATABASE for the database named in an asyncpg SQLAlchemy URL, if missing; with
     `fresh`, drop it first (a run starts from `migrate` on an empty database of our own)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    name = parsed.database
-    assert name, "the URL names no database"
-    assert name.replace("_", "").isalnum(), f"unexpected database name {name!r}"
-    conn = await asyncpg.connect(
-        host=parsed.host or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=parsed.username or "postgres",
-        password=parsed.password,
-        database="postgres",
-        timeout=5,
-    )
+    name, conn = await _admin_connection(url)
     try:
         if fresh:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -257,6 +244,16 @@ async def ensure_database(url: str, *, fresh: bool = False) -> None:
 
 async def drop_database(url: str) -> None:
     """DROP DATABASE (ours: the name is checked as in `ensure_database`), sessions and all."""
+    name, conn = await _admin_connection(url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _admin_connection(url: str) -> tuple[str, Any]:
+    """The database `url` names (checked: it is spliced into DDL) and a connection to the
+    server's `postgres` database to create or drop it from."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -271,10 +268,7 @@ async def drop_database(url: str) -> None:
         database="postgres",
         timeout=5,
     )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    return name, conn
 
 
 # --- TCP proxy -----------------------------------------------------------------------------------
