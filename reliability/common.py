@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.driver import Hook
 from reliability.stack import Stack
 
@@ -167,3 +168,14 @@ async def moved(stack: Stack, lead_ids: list[int], status_id: int, *, trigger: b
     assert body is not None, f"leads {lead_ids} did not change stage"
     ids = tuple(lead_ids)
     return Hook(body, trigger=ids if trigger else (), other=() if trigger else ids)
+
+
+async def deals_at_the_trigger(
+    stack: Stack, first_id: int, deals: int
+) -> tuple[list[int], list[Hook]]:
+    """`deals` new deals (about 20 per customer) moved to Raise Invoice in the sandbox, and the
+    webhook each move produced, not sent yet: what the fault scenarios deliver under faults."""
+    deal_ids = list(range(first_id, first_id + deals))
+    await stack.sandbox.add_leads(first_id, deals, customers=max(1, deals // 20))
+    hooks = [await moved(stack, [d], STATUS_RAISE_INVOICE, trigger=True) for d in deal_ids]
+    return deal_ids, hooks

@@ -9,8 +9,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
-from reliability.common import Result, moved, quiet, settle, verdict
+from reliability.common import Result, deals_at_the_trigger, quiet, settle, verdict
 from reliability.driver import Hook, Sender
 from reliability.stack import Stack
 
@@ -27,9 +26,7 @@ async def run(
 ) -> Result:
     result = Result("3-redis-lost", "Redis FLUSHALL and restart mid-run")
     started = time.monotonic()
-    deal_ids = list(range(first_id, first_id + deals))
-    await stack.sandbox.add_leads(first_id, deals, customers=max(1, deals // 20))
-    hooks = [await moved(stack, [d], STATUS_RAISE_INVOICE, trigger=True) for d in deal_ids]
+    deal_ids, hooks = await deals_at_the_trigger(stack, first_id, deals)
     exits_before = len(stack.bridge.unexpected_exits)
     third = max(1, len(hooks) // 3)
     sender = Sender(stack.bridge.webhook_url)

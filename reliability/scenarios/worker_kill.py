@@ -11,8 +11,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
-from reliability.common import TERMINAL, Result, moved, quiet, settle, verdict
+from reliability.common import TERMINAL, Result, deals_at_the_trigger, quiet, settle, verdict
 from reliability.driver import Answer, Hook, Sender
 from reliability.stack import Stack
 
@@ -112,9 +111,7 @@ async def run(
 ) -> Result:
     result = Result("2-worker-killed", "Worker SIGKILLed every few seconds and restarted")
     started = time.monotonic()
-    deal_ids = list(range(first_id, first_id + deals))
-    await stack.sandbox.add_leads(first_id, deals, customers=max(1, deals // 20))
-    hooks = [await moved(stack, [d], STATUS_RAISE_INVOICE, trigger=True) for d in deal_ids]
+    deal_ids, hooks = await deals_at_the_trigger(stack, first_id, deals)
     exits_before = len(stack.bridge.unexpected_exits)
     killer = Killer(stack, kill_every, max_kills, deal_ids)
     all_done = asyncio.Event()
