@@ -70,7 +70,9 @@ class Sandbox:
         self.secrets = secrets
         self.proc: subprocess.Popen[bytes] | None = None
         self.sage_url = self.kommo_url = self.harness_url = ""
-        self.http = httpx.AsyncClient(timeout=60)
+        # uvicorn closes a connection idle for 5 s; reusing one at that moment is a ReadError
+        # (seen in CI after the bridge's restart for scenario 6), so never keep one that long.
+        self.http = httpx.AsyncClient(timeout=60, limits=httpx.Limits(keepalive_expiry=1.0))
 
     async def start(self) -> None:
         args = [sys.executable, "-m", "reliability.sandbox_server"]
