@@ -42,6 +42,8 @@ class Deal:
     responsible_user_id: int | None
     customer: Customer | None
     lines: tuple[LineItem, ...] = field(default_factory=tuple)
+    # ISO 4217 code the CRM's amounts are in (Kommo: the account's currency); None = unknown.
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
