@@ -1,14 +1,14 @@
 """The ledger mapping: which Sage ledger account (and tax rate) each CRM product goes to.
 
-`config/ledger_mappings.yaml` is the single source of truth. It is loaded into a frozen model and
-validated as a whole; an invalid file is refused with every problem listed by line, and nothing of
-it is used.
+`config/ledger_mappings.yaml` is what ops edit. It is loaded into a frozen model and validated as
+a whole; an invalid file is refused with every problem listed by line, and nothing of it is used.
+The version in force lives in the database (`app.mapping_store`), so every process uses the same.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,11 +142,17 @@ def _line_keys(line: LineItem) -> Iterable[tuple[str, str]]:
 
 
 def load_mapping(path: Path) -> LedgerMapping:
+    return parse_mapping(read_mapping_text(path), source=str(path))
+
+
+def read_mapping_text(path: Path) -> str:
+    """The file as stored, byte for byte (no newline translation), so its sha256 is the file's."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise MappingError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    return parse_mapping(text, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise MappingError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from exc
 
 
 def parse_mapping(text: str, *, source: str) -> LedgerMapping:
@@ -157,6 +163,8 @@ def parse_mapping(text: str, *, source: str) -> LedgerMapping:
         raise MappingError(source, [f"not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
         raise MappingError(source, ["the file must be a mapping with 'version' and 'rules'"])
+    if duplicates := list(_duplicate_keys(root)):
+        raise MappingError(source, duplicates)
     try:
         parsed = MappingFile.model_validate(data)
     except ValidationError as exc:
@@ -192,6 +200,30 @@ def _semantic_problems(parsed: MappingFile, root: Any) -> list[str]:
                 f"line {where}: rule {i + 1} names no tax_rate_id and defaults.tax_rate_id is unset"
             )
     return problems
+
+
+def _duplicate_keys(node: Any) -> Iterator[str]:
+    """Each key repeated within one YAML mapping: YAML keeps only the last one, silently."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for key, _value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            line = int(key.start_mark.line) + 1
+            if (key.tag, key.value) in first:
+                yield (
+                    f"line {line}: duplicate key {key.value!r} (first on line "
+                    f"{first[key.tag, key.value]}): YAML keeps only the last one and silently "
+                    "drops the others; keep one and put everything under it"
+                )
+            first.setdefault((key.tag, key.value), line)
+        children = [value for _key, value in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    else:
+        return
+    for child in children:
+        yield from _duplicate_keys(child)
 
 
 def _describe(exc: ValidationError, root: Any) -> list[str]:

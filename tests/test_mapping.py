@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -116,3 +117,50 @@ def test_the_shipped_mapping_is_valid_and_covers_the_sandbox_products() -> None:
     assert mapping.resolve(line(element_id="4200002", sku="WID-01")) is not None
     assert mapping.resolve(line(element_id="4200003", product_type="subscription")) is not None
     assert mapping.resolve(line(element_id="4200004", sku="MYST-1", product_type="other")) is None
+
+
+DROPPED = (
+    "YAML keeps only the last one and silently drops the others; keep one and put everything "
+    "under it"
+)
+
+
+def test_a_second_rules_key_is_refused_with_both_lines() -> None:
+    """Issue 14, bug 4: YAML keeps only the last `rules:`; the file said valid with 1 rule of 4."""
+    text = MAPPING + "rules:\n  - match: {sku: NEW}\n    ledger_account_id: by-new\n"
+
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(text, source="m.yaml")
+
+    assert caught.value.problems == [f"line 12: duplicate key 'rules' (first on line 4): {DROPPED}"]
+
+
+def test_keys_repeated_anywhere_are_refused_each_with_its_lines() -> None:
+    text = (
+        "version: 1\n"
+        "defaults: {tax_rate_id: T0, tax_rate_id: T20}\n"
+        "rules:\n"
+        "  - match: {sku: A}\n"
+        "    ledger_account_id: first\n"
+        "    ledger_account_id: second\n"
+        "  - match:\n"
+        "      sku: B\n"
+        "      sku: C\n"
+        "    ledger_account_id: x\n"
+    )
+
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(text, source="m.yaml")
+
+    assert caught.value.problems == [
+        f"line 2: duplicate key 'tax_rate_id' (first on line 2): {DROPPED}",
+        f"line 6: duplicate key 'ledger_account_id' (first on line 5): {DROPPED}",
+        f"line 9: duplicate key 'sku' (first on line 8): {DROPPED}",
+    ]
+
+
+def test_the_sha256_is_the_files_bytes_crlf_included(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_bytes(MAPPING.replace("\n", "\r\n").encode())
+
+    assert load_mapping(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
