@@ -27,10 +27,11 @@ from app.logging import configure_logging
 from app.main import create_app
 from app.mapping import MappingError, load_mapping
 from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
+from app.mapping_store import CurrentMapping, How, Mappings, check_ids
 from app.models import InboxEvent
 from app.queue import open_pool
 from app.repositories import InboxRepository
-from app.runtime import Database, Upstreams, check_ids
+from app.runtime import Database, Upstreams
 from app.settings import Settings, get_settings
 from app.workers.main import build_worker
 
@@ -190,7 +191,9 @@ async def _sandbox(settings: Settings) -> AsyncIterator[None]:
         yield
 
 
-mappings_cli = typer.Typer(help="Check the ledger mapping, or draft rules for unmapped products.")
+mappings_cli = typer.Typer(
+    help="Check or load the ledger mapping, or draft rules for unmapped products."
+)
 events_cli = typer.Typer(help="List, replay and discard inbox events.")
 cli.add_typer(mappings_cli, name="mappings")
 cli.add_typer(events_cli, name="events")
@@ -198,7 +201,8 @@ cli.add_typer(events_cli, name="events")
 
 @mappings_cli.command("check")
 def mappings_check() -> None:
-    """Validate config/ledger_mappings.yaml, and its ids against Sage; exit 1 on any problem."""
+    """Validate config/ledger_mappings.yaml, and its ids against Sage; exit 1 on any problem.
+    Nothing is stored: `mappings load` puts the file in force."""
     settings = _settings()
     problems = asyncio.run(_check_mapping(settings))
     for problem in problems:
@@ -217,6 +221,38 @@ async def _check_mapping(settings: Settings) -> list[str]:
     finally:
         await upstreams.close()
     return []
+
+
+@mappings_cli.command("load")
+def mappings_load() -> None:
+    """Validate the file and its ids against Sage, and put it in force for every process
+    (a new version in the database when it differs); exit 1 naming each problem."""
+    settings = _settings()
+    try:
+        current, stored = asyncio.run(_load_mapping(settings))
+    except MappingError as exc:
+        for problem in exc.problems:
+            typer.echo(f"✗ {problem}", err=True)
+        typer.echo("✗ refused: the mapping in force is unchanged", err=True)
+        raise typer.Exit(1) from exc
+    verb = "is now in force" if stored else "was already in force"
+    typer.echo(
+        f"✓ {settings.ledger_mappings_path} {verb} as version {current.id} "
+        f"({len(current.mapping.file.rules)} rules, sha256 {current.sha256[:12]})"
+    )
+
+
+async def _load_mapping(settings: Settings) -> tuple[CurrentMapping, bool]:
+    db = Database.open(settings)
+    upstreams = Upstreams.open(settings)
+    try:
+        mappings = Mappings.create(settings.ledger_mappings_path, db.sessionmaker, "cli")
+        before = await mappings.newest_id()
+        current = await mappings.load(How.CLI, upstreams.accounting)
+    finally:
+        await upstreams.close()
+        await db.close()
+    return current, current.id != before
 
 
 @mappings_cli.command("suggest")

@@ -54,7 +54,7 @@ class Bridge:
 
     crm: Crm
     accounting: Accounting
-    mapping: Callable[[], LedgerMapping]
+    mapping: Callable[[], Awaitable[LedgerMapping]]
     config: PipelineConfig
     schedule: Schedule
 
@@ -248,7 +248,7 @@ async def _invoice_lines(bridge: Bridge, deal: Deal) -> tuple[InvoiceLine, ...]:
         raise UpstreamPermanentError(
             bridge.crm.name, "the deal has no products; add them and move it to the stage again"
         )
-    mapping = bridge.mapping()
+    mapping = await bridge.mapping()
     mapped = [(line, mapping.resolve(line)) for line in deal.lines]
     unmapped = [line for line, m in mapped if m is None]
     if unmapped:

@@ -17,10 +17,11 @@ from app.connections.config import ConnectionsConfig
 from app.connections.runtime import Connections
 from app.errors import AppError
 from app.logging import configure_logging
+from app.mapping_store import start_mappings
 from app.metrics import WEBHOOKS
 from app.queue import open_pool
 from app.routes import connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
-from app.runtime import Database, Upstreams, load_checked_mapping
+from app.runtime import Database, Upstreams
 from app.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -42,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.upstreams = Upstreams.open(settings, app.state.connections)
         try:
-            app.state.mapping = await load_checked_mapping(settings, app.state.upstreams.accounting)
+            app.state.mapping = await start_mappings(
+                settings, app.state.db.sessionmaker, app.state.upstreams.accounting, process="api"
+            )
             log.info("api.started", sandbox=settings.sandbox_mode)
             watcher = asyncio.create_task(_watch_mapping(app, settings.mapping_watch_seconds))
             yield
@@ -83,11 +86,11 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 
 async def _watch_mapping(app: FastAPI, every: float) -> None:
-    """Pick up edits to the mapping file; a bad edit is refused and the last good one stays."""
+    """Pick up edits to this host's mapping file; a bad edit is refused and changes nothing."""
     while True:
         await asyncio.sleep(every)
         with contextlib.suppress(Exception):  # a watcher must outlive any one bad check
-            await app.state.mapping.reload_if_changed(app.state.upstreams.accounting)
+            await app.state.mapping.pick_up_edit(app.state.upstreams.accounting)
 
 
 def app_factory() -> FastAPI:

@@ -191,3 +191,37 @@ class ContactLink(Base):
     crm_contact_id: Mapped[str] = mapped_column(String(64))
     accounting_contact_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MappingVersion(Base):
+    """One ledger mapping that was in force; the newest row is the one every process uses."""
+
+    __tablename__ = "mapping_versions"
+    __table_args__ = (UniqueConstraint("replaces_id", name="uq_mapping_version_replaces"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The version this one replaced (0 for the first). Unique, so two processes storing the same
+    # edit at once cannot both succeed: the loser re-reads and finds the edit already in force.
+    replaces_id: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    rule_count: Mapped[int] = mapped_column(Integer)
+    how: Mapped[str] = mapped_column(String(16))
+    loaded_by: Mapped[str] = mapped_column(String(255))
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MappingRefusal(Base):
+    """An edit of the mapping file that was refused; shown until a later load succeeds."""
+
+    __tablename__ = "mapping_refusals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    problems: Mapped[list[str]] = mapped_column(JSON)
+    how: Mapped[str] = mapped_column(String(16))
+    refused_by: Mapped[str] = mapped_column(String(255))
+    refused_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import TypeVar
 
 import httpx
@@ -19,15 +17,11 @@ from app.clients.kommo.client import KommoClient
 from app.clients.ratelimit import SharedRateLimit
 from app.clients.sage.adapter import SageAccounting
 from app.clients.sage.client import SageClient
-from app.connections.errors import ReauthorizationRequired
 from app.connections.models import Provider
 from app.connections.runtime import Connections
 from app.connections.store import ConnectionKey
 from app.db import create_engine, create_sessionmaker
-from app.errors import UpstreamError
 from app.invoicing import PipelineConfig
-from app.mapping import LedgerMapping, MappingError, load_mapping
-from app.ports import Accounting
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -53,89 +47,6 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
-
-
-@dataclass
-class MappingHolder:
-    """The mapping in force in this process. A reload that fails keeps the last good one."""
-
-    path: Path
-    current: LedgerMapping
-    loaded_at: datetime
-    last_refusal: list[str] | None = None
-    # The content last refused, so the watcher does not refuse (and log) the same edit forever.
-    refused_sha256: str | None = None
-
-    @classmethod
-    def load(cls, settings: Settings) -> MappingHolder:
-        """Schema-checked load at start-up; an invalid file stops the process with the reasons."""
-        path = settings.ledger_mappings_path
-        return cls(path, load_mapping(path), datetime.now(UTC))
-
-    def get(self) -> LedgerMapping:
-        return self.current
-
-    async def reload(self, accounting: Accounting | None) -> LedgerMapping:
-        """Validate the file as a whole (and its ids against the accounting system), then swap."""
-        try:
-            candidate = load_mapping(self.path)
-            if accounting is not None:
-                await check_ids(candidate, accounting)
-        except MappingError as exc:
-            self.last_refusal = exc.problems
-            log.error("mapping.reload_refused", problems=exc.problems)
-            raise
-        self.current, self.loaded_at = candidate, datetime.now(UTC)
-        self.last_refusal = self.refused_sha256 = None
-        log.info("mapping.loaded", sha256=candidate.sha256, rules=len(candidate.file.rules))
-        return candidate
-
-    async def reload_if_changed(self, accounting: Accounting | None) -> bool:
-        """For the file watcher: reload when the file's content changed; never raise."""
-        try:
-            text = self.path.read_bytes()
-        except OSError:
-            return False
-        digest = hashlib.sha256(text).hexdigest()
-        if digest in (self.current.sha256, self.refused_sha256):
-            return False
-        try:
-            await self.reload(accounting)
-        except MappingError as exc:
-            self.refused_sha256 = None if exc.unverifiable else digest
-            return False
-        return True
-
-
-async def load_checked_mapping(settings: Settings, accounting: Accounting) -> MappingHolder:
-    """Start-up: the file must be valid; its ids must exist in Sage when Sage can be asked."""
-    holder = MappingHolder.load(settings)
-    if not settings.mapping_check_on_start:
-        return holder
-    try:
-        await check_ids(holder.current, accounting)
-    except MappingError as exc:
-        if exc.unverifiable:
-            log.warning("mapping.unchecked", problems=exc.problems)
-            return holder
-        raise
-    return holder
-
-
-async def check_ids(mapping: LedgerMapping, accounting: Accounting) -> None:
-    """Refuse a mapping naming ledger accounts or tax rates the accounting system lacks."""
-    try:
-        ledgers = await accounting.ledger_account_ids()
-        rates = set(await accounting.tax_rates())
-    except (UpstreamError, ReauthorizationRequired) as exc:
-        raise MappingError(
-            mapping.source,
-            [f"could not check the ids against {accounting.name}: {exc.detail}"],
-            unverifiable=True,
-        ) from exc
-    problems = mapping.unknown_ids(ledger_accounts=ledgers, tax_rates=rates)
-    if problems:
-        raise MappingError(mapping.source, problems)
 
 
 @dataclass

@@ -47,6 +47,8 @@ TABLES = (
     "inbox_events",
     "sync_cursors",
     "connections",
+    "mapping_refusals",
+    "mapping_versions",
 )
 
 configure_logging("WARNING")

@@ -17,9 +17,10 @@ from app.clients.kommo.webhook import parse_webhook
 from app.events import process_event
 from app.inbox import kommo_events
 from app.invoicing import Bridge
+from app.mapping_store import start_mappings
 from app.models import EventState, InboxEvent, utcnow
 from app.repositories import InboxRepository
-from app.runtime import MappingHolder, Upstreams, pipeline_config
+from app.runtime import Database, Upstreams, pipeline_config
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage
 
@@ -36,18 +37,24 @@ class Scheduled:
 
 @asynccontextmanager
 async def bridge_for(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
+    """As the worker builds it, the mapping in force read from the database."""
     upstreams = Upstreams.open(settings)
+    db = Database.open(settings, for_worker=True)
     scheduled = Scheduled()
-    bridge = Bridge(
-        crm=upstreams.crm,
-        accounting=upstreams.accounting,
-        mapping=MappingHolder.load(settings).get,
-        config=pipeline_config(settings),
-        schedule=scheduled,
-    )
     try:
+        mappings = await start_mappings(
+            settings, db.sessionmaker, upstreams.accounting, process="worker"
+        )
+        bridge = Bridge(
+            crm=upstreams.crm,
+            accounting=upstreams.accounting,
+            mapping=mappings.mapping,
+            config=pipeline_config(settings),
+            schedule=scheduled,
+        )
         yield bridge, scheduled
     finally:
+        await db.close()
         await upstreams.close()
 
 

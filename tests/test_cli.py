@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 
-import yaml
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import InboxEvent
+from app.mapping import parse_mapping
+from app.models import InboxEvent, MappingRefusal, MappingVersion
 from app.sandbox.runner import run_sandbox
 from app.sandbox.seed import SAGE_BUSINESS_ID
 from app.settings import Settings
@@ -81,8 +82,49 @@ async def test_mappings_check_and_suggest_against_the_sandbox(tmp_path: Path) ->
     assert "Sales Type A" in listing and "GB_STANDARD" in listing
     assert "element 4200004  sku=MYST-1  type=other  Mystery box" in listing
     assert "Consulting hour" not in listing.split("no rule")[1]  # mapped by element id
-    rules = yaml.safe_load(skeleton)["rules"]
-    assert [r["match"] for r in rules] == [{"sku": "MYST-1"}]
+    # Pasted under the shipped file's `rules:` (appended: it is the last key), every rule stays.
+    shipped = (ROOT / "config" / "ledger_mappings.yaml").read_text()
+    pasted = parse_mapping(shipped + skeleton, source="pasted").file.rules
+    assert [r.match.model_dump(exclude_none=True) for r in pasted] == [
+        {"element_id": 4200001},
+        {"sku": "WID-01"},
+        {"product_type": "subscription"},
+        {"sku": "MYST-1"},
+    ]
+
+
+async def test_mappings_load_puts_the_file_in_force_and_check_stores_nothing(
+    tmp_path: Path, sessionmaker: Maker, database_url: str
+) -> None:
+    shipped = (ROOT / "config" / "ledger_mappings.yaml").read_text()
+    doubled = tmp_path / "doubled.yaml"
+    doubled.write_text(shipped + "rules:\n  - match: {sku: MYST-1}\n    ledger_account_id: x\n")
+    async with run_sandbox() as sb:
+        env = cli_env(DATABASE_URL=database_url, **upstream_env(sb.kommo_url, sb.sage_api_url))
+        check_rc, _ = await sagebridge("mappings", "check", env=env)
+        after_check = await stored_versions(sessionmaker)
+        load_rc, loaded = await sagebridge("mappings", "load", env=env)
+        again_rc, again = await sagebridge("mappings", "load", env=env)
+        bad_rc, refused = await sagebridge(
+            "mappings", "load", env={**env, "LEDGER_MAPPINGS_PATH": str(doubled)}
+        )
+
+    assert (check_rc, load_rc, again_rc, bad_rc) == (0, 0, 0, 1)
+    assert after_check == []
+    assert "config/ledger_mappings.yaml is now in force as version 1 (3 rules, sha256 " in loaded
+    assert "config/ledger_mappings.yaml was already in force as version 1" in again
+    assert "✗ line 23: duplicate key 'rules' (first on line 14)" in refused
+    assert "✗ refused: the mapping in force is unchanged" in refused
+    assert await stored_versions(sessionmaker) == [(1, "CLI", f"CLI on {socket.gethostname()}")]
+    async with sessionmaker() as session:
+        refusal = await session.scalar(select(MappingRefusal))
+    assert refusal is not None and refusal.source == str(doubled)
+
+
+async def stored_versions(sessionmaker: Maker) -> list[tuple[int, str, str]]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(select(MappingVersion).order_by(MappingVersion.id))
+        return [(row.id, row.how, row.loaded_by) for row in rows]
 
 
 async def test_events_list_replay_and_discard(

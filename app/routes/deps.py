@@ -12,7 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import PayloadTooLarge, Unauthorized
-from app.runtime import Database, MappingHolder
+from app.mapping_store import Mappings
+from app.runtime import Database
 from app.settings import Settings
 
 
@@ -33,15 +34,15 @@ async def get_queue(request: Request) -> ArqRedis:
     return queue
 
 
-async def get_mapping(request: Request) -> MappingHolder:
-    mapping: MappingHolder = request.app.state.mapping
-    return mapping
+async def get_mappings(request: Request) -> Mappings:
+    mappings: Mappings = request.app.state.mapping
+    return mappings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 QueueDep = Annotated[ArqRedis, Depends(get_queue)]
-MappingDep = Annotated[MappingHolder, Depends(get_mapping)]
+MappingsDep = Annotated[Mappings, Depends(get_mappings)]
 
 _bearer = HTTPBearer(auto_error=False)
 

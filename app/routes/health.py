@@ -10,8 +10,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.connections.models import ConnectionState
 from app.connections.store import ConnectionStore
+from app.mapping_store import Mappings, NoMappingInForce
 from app.queue import worker_alive
-from app.routes.deps import MappingDep, QueueDep, SessionDep
+from app.routes.deps import MappingsDep, QueueDep, SessionDep
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +24,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(session: SessionDep, queue: QueueDep, mapping: MappingDep) -> JSONResponse:
+async def readyz(session: SessionDep, queue: QueueDep, mappings: MappingsDep) -> JSONResponse:
     """Ready to take and process work: database, Redis, a worker heartbeat, usable connections.
     A 503 body names every part that is not."""
     problems: dict[str, str] = {}
@@ -48,16 +49,33 @@ async def readyz(session: SessionDep, queue: QueueDep, mapping: MappingDep) -> J
         problems["connections"] = (
             f"{', '.join(dead)} need re-authorisation: POST /ops/connections/<provider>/start"
         )
-    # A refused edit leaves the previous mapping in force: worth a warning, not an outage.
-    warnings = {}
-    if mapping.last_refusal:
-        warnings["mapping"] = "the last edit was refused, the previous mapping is in force: " + (
-            "; ".join(mapping.last_refusal)
-        )
+    warnings: dict[str, str] = {}
+    mapping_sha256 = await _mapping_state(mappings, problems, warnings)
     body = {
         "ready": not problems,
         "problems": problems,
         "warnings": warnings,
-        "mapping_sha256": mapping.get().sha256,
+        "mapping_sha256": mapping_sha256,
     }
     return JSONResponse(body, status_code=503 if problems else 200)
+
+
+async def _mapping_state(
+    mappings: Mappings, problems: dict[str, str], warnings: dict[str, str]
+) -> str | None:
+    """The sha256 in force. A refused edit is a warning (the previous mapping stays in force);
+    no mapping at all is a problem; without the database (reported above) there is neither."""
+    try:
+        current = await mappings.current()
+        refusal = await mappings.last_refusal()
+    except NoMappingInForce as exc:
+        problems["mapping"] = exc.problems[0]
+        return None
+    except (SQLAlchemyError, OSError):
+        return None
+    if refusal is not None:
+        warnings["mapping"] = (
+            f"the last edit was refused ({refusal.refused_by}), the previous mapping is in "
+            "force: " + "; ".join(refusal.problems)
+        )
+    return current.sha256

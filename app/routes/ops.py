@@ -13,12 +13,13 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app import operations
-from app.errors import AppError
+from app.errors import AppError, ServiceUnavailable
 from app.mapping import MappingError
-from app.models import EventState, InboxEvent
+from app.mapping_store import CurrentMapping, How, Mappings, NoMappingInForce
+from app.models import EventState, InboxEvent, MappingRefusal
 from app.queue import webhook_state
 from app.repositories import InboxRepository
-from app.routes.deps import MappingDep, OpsAuth, QueueDep, SessionDep, SettingsDep
+from app.routes.deps import MappingsDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
 BIGINT_MAX = 2**63 - 1  # ids are 64-bit in the database: larger ones are a 400, not a 500
 EventId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
@@ -67,13 +68,25 @@ class ReplayedMapping(BaseModel):
     still_unmapped: list[int]
 
 
-class MappingView(BaseModel):
-    source: str
+class RefusalView(BaseModel):
     sha256: str
+    source: str
+    problems: list[str]
+    refused_at: datetime
+    refused_by: str
+
+
+class MappingView(BaseModel):
+    """The version in force (every process uses it) and the last refused edit, if any since."""
+
+    id: int
+    sha256: str
+    source: str
     loaded_at: datetime
+    loaded_by: str
     rules: list[dict[str, Any]]
     defaults: dict[str, Any]
-    last_refusal: list[str] | None
+    last_refusal: RefusalView | None
 
 
 class MappingRefused(AppError):
@@ -140,40 +153,50 @@ async def discard_event(
 
 @router.post("/events/replay-needs-mapping", response_model=ReplayedMapping)
 async def replay_needs_mapping(
-    session: SessionDep, mapping: MappingDep, queue: QueueDep
+    session: SessionDep, mappings: MappingsDep, queue: QueueDep
 ) -> ReplayedMapping:
     """Replay every event parked for a missing mapping that the mapping in force now covers."""
-    replayed, still = await operations.replay_covered(session, queue, mapping.get())
+    in_force = await _in_force(mappings)
+    replayed, still = await operations.replay_covered(session, queue, in_force.mapping)
     return ReplayedMapping(replayed=replayed, still_unmapped=still)
 
 
 @router.get("/mappings", response_model=MappingView)
-async def current_mapping(mapping: MappingDep) -> MappingView:
-    return _mapping_view(mapping)
+async def current_mapping(mappings: MappingsDep) -> MappingView:
+    return _mapping_view(await _in_force(mappings), await mappings.last_refusal())
 
 
 @router.post("/mappings/reload", response_model=MappingView)
-async def reload_mapping(mapping: MappingDep, request: Request) -> MappingView:
-    """Validate the file and its ids against Sage; on any problem keep the mapping in force."""
+async def reload_mapping(mappings: MappingsDep, request: Request) -> MappingView:
+    """Validate this host's file and its ids against Sage; store it as the version in force
+    when it differs. On any problem the version in force stays."""
     try:
-        await mapping.reload(request.app.state.upstreams.accounting)
+        current = await mappings.load(How.OPS_RELOAD, request.app.state.upstreams.accounting)
     except MappingError as exc:
         raise MappingRefused(
             "the mapping was refused and the previous one stays in force: "
             + "; ".join(exc.problems)
         ) from exc
-    return _mapping_view(mapping)
+    return _mapping_view(current, None)
 
 
-def _mapping_view(mapping: MappingDep) -> MappingView:
-    current = mapping.get()
+async def _in_force(mappings: Mappings) -> CurrentMapping:
+    try:
+        return await mappings.current()
+    except NoMappingInForce as exc:
+        raise ServiceUnavailable(exc.problems[0]) from exc
+
+
+def _mapping_view(current: CurrentMapping, refusal: MappingRefusal | None) -> MappingView:
     return MappingView(
-        source=current.source,
+        id=current.id,
         sha256=current.sha256,
-        loaded_at=mapping.loaded_at,
-        rules=[rule.model_dump(exclude_none=True) for rule in current.file.rules],
-        defaults=current.file.defaults.model_dump(exclude_none=True),
-        last_refusal=mapping.last_refusal,
+        source=current.source,
+        loaded_at=current.loaded_at,
+        loaded_by=current.loaded_by,
+        rules=[rule.model_dump(exclude_none=True) for rule in current.mapping.file.rules],
+        defaults=current.mapping.file.defaults.model_dump(exclude_none=True),
+        last_refusal=RefusalView.model_validate(refusal, from_attributes=True) if refusal else None,
     )
 
 

@@ -18,6 +18,7 @@ from app.connections.keepalive import keep_alive
 from app.connections.runtime import Connections
 from app.events import process_event, resume_waiting
 from app.invoicing import Bridge
+from app.mapping_store import start_mappings
 from app.metrics import KOMMO_WEBHOOK_DISABLED
 from app.models import utcnow
 from app.payment_status import poll_statuses
@@ -31,7 +32,7 @@ from app.queue import (
 )
 from app.reconcile import check_webhook, reconcile_trigger_stage
 from app.repositories import InboxRepository
-from app.runtime import Database, Upstreams, load_checked_mapping, pipeline_config
+from app.runtime import Database, Upstreams, pipeline_config
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         ConnectionsConfig.from_settings(settings), ctx["db"].sessionmaker, settings.redis_url
     )
     ctx["upstreams"] = upstreams = Upstreams.open(settings, connections)
-    ctx["mapping"] = mapping = await load_checked_mapping(settings, upstreams.accounting)
+    ctx["mapping"] = mappings = await start_mappings(
+        settings, ctx["db"].sessionmaker, upstreams.accounting, process="worker"
+    )
 
     async def schedule(event_id: int, attempt: int, at: datetime | None) -> None:
         await enqueue_event(ctx["redis"], event_id, attempt, at)
@@ -52,7 +55,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["bridge"] = Bridge(
         crm=upstreams.crm,
         accounting=upstreams.accounting,
-        mapping=mapping.get,
+        mapping=mappings.mapping,
         config=pipeline_config(settings),
         schedule=schedule,
     )
@@ -75,8 +78,9 @@ async def process_event_job(ctx: dict[str, Any], event_id: int) -> str | None:
 async def sweep(ctx: dict[str, Any]) -> int:
     """Enqueue every due event; arq's deterministic job ids make this a no-op for live jobs.
 
-    It also picks up an edited mapping file (validated whole; a bad edit keeps the old one)."""
-    await ctx["mapping"].reload_if_changed(ctx["upstreams"].accounting)
+    It also picks up an edit of this host's mapping file (validated whole, stored as the version
+    in force; a bad edit changes nothing). Jobs read the version in force, not the file."""
+    await ctx["mapping"].pick_up_edit(ctx["upstreams"].accounting)
     db: Database = ctx["db"]
     async with db.sessionmaker() as session:
         await resume_waiting(session, ctx["connections"].is_active)

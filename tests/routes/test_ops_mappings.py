@@ -1,11 +1,15 @@
-"""The mapping in force: shown, reloaded only when valid as a whole and known to Sage; parked
-events replayed once it covers them; discard recorded."""
+"""The mapping in force: shown with its version, reloaded only when valid as a whole and known to
+Sage, refusals shown whichever process saw them; parked events replayed once it covers them;
+discard recorded."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
+import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.main import create_app
 from app.mapping import MappingError
+from app.mapping_store import Mappings
 from app.models import InboxEvent
 from app.queue import QUEUE_NAME
 from app.settings import Settings
@@ -28,6 +33,7 @@ from tests.fakes import FakeSage, sage_error
 from tests.helpers import record_trigger
 
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
+HOST = socket.gethostname()
 Maker = async_sessionmaker[AsyncSession]
 UNKNOWN_LEDGER = """\
 version: 1
@@ -72,17 +78,37 @@ async def ops(
             yield client
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 async def test_the_mapping_in_force_is_shown(ops: AsyncClient, mapping_file: Path) -> None:
     body = (await ops.get("/ops/mappings", headers=AUTH)).json()
 
-    assert body["source"] == str(mapping_file)
-    assert len(body["sha256"]) == 64 and body["last_refusal"] is None
-    assert body["defaults"] == {"tax_rate_id": "GB_STANDARD"}
-    assert body["rules"][1] == {
-        "match": {"sku": "WID-01"},
-        "ledger_account_id": "la-goods",
-        "tax_rate_id": "GB_STANDARD",
+    loaded_at = body.pop("loaded_at")
+    assert body == {
+        "id": 1,
+        "sha256": sha256(mapping_file),
+        "source": str(mapping_file),
+        "loaded_by": f"api start on {HOST}",
+        "rules": [
+            {"match": {"element_id": 101}, "ledger_account_id": "la-services"},
+            {
+                "match": {"sku": "WID-01"},
+                "ledger_account_id": "la-goods",
+                "tax_rate_id": "GB_STANDARD",
+            },
+            {
+                "match": {"product_type": "subscription"},
+                "ledger_account_id": "la-subscriptions",
+                "tax_rate_id": "GB_LOWER",
+            },
+            {"match": {"sku": "BOOK-1"}, "ledger_account_id": "la-goods", "tax_rate_id": "GB_ZERO"},
+        ],
+        "defaults": {"tax_rate_id": "GB_STANDARD"},
+        "last_refusal": None,
     }
+    assert datetime.fromisoformat(loaded_at) > datetime.now(UTC) - timedelta(minutes=1)
 
 
 async def test_an_edit_naming_ids_sage_lacks_is_refused_and_the_old_mapping_stays(
@@ -93,15 +119,104 @@ async def test_an_edit_naming_ids_sage_lacks_is_refused_and_the_old_mapping_stay
 
     response = await ops.post("/ops/mappings/reload", headers=AUTH)
 
+    problems = [
+        "line 6: rule 2 (sku='myst-1'): ledger_account_id 'la-nope' is not a sales ledger "
+        "account in Sage",
+        "line 6: rule 2 (sku='myst-1'): tax_rate_id 'GB_NOPE' is not in Sage",
+    ]
     assert response.status_code == 422
     assert response.json() == {
         "error": "mapping_refused",
         "detail": "the mapping was refused and the previous one stays in force: "
-        "line 6: rule 2 (sku='myst-1'): ledger_account_id 'la-nope' is not a sales ledger "
-        "account in Sage; line 6: rule 2 (sku='myst-1'): tax_rate_id 'GB_NOPE' is not in Sage",
+        + "; ".join(problems),
     }
     after = (await ops.get("/ops/mappings", headers=AUTH)).json()
-    assert after["sha256"] == before["sha256"] and len(after["last_refusal"]) == 2
+    refusal = after.pop("last_refusal")
+    assert before.pop("last_refusal") is None
+    assert after == before and after["id"] == 1
+    assert refusal.pop("refused_at")
+    assert refusal == {
+        "sha256": sha256(mapping_file),
+        "source": str(mapping_file),
+        "problems": problems,
+        "refused_by": f"ops API on {HOST}",
+    }
+    ready = (await ops.get("/readyz")).json()
+    assert ready["mapping_sha256"] == before["sha256"]
+    assert ready["warnings"] == {
+        "mapping": f"the last edit was refused (ops API on {HOST}), the previous mapping is in "
+        "force: " + "; ".join(problems)
+    }
+
+
+async def test_a_second_rules_key_is_refused_naming_both_lines(
+    ops: AsyncClient, mapping_file: Path
+) -> None:
+    """Issue 14, bug 4: YAML kept only the last `rules:`, so pasted rules replaced the others."""
+    mapping_file.write_text(
+        mapping_file.read_text()
+        + "rules:\n  - match: {sku: MYST-1}\n    ledger_account_id: la-goods\n"
+    )
+
+    response = await ops.post("/ops/mappings/reload", headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "the mapping was refused and the previous one stays in force: line 16: duplicate key "
+        "'rules' (first on line 4): YAML keeps only the last one and silently drops the others; "
+        "keep one and put everything under it"
+    )
+    shown = (await ops.get("/ops/mappings", headers=AUTH)).json()
+    assert (shown["id"], len(shown["rules"])) == (1, 4)
+
+
+async def test_a_reload_stores_a_new_version_only_when_the_file_changed(
+    ops: AsyncClient, mapping_file: Path
+) -> None:
+    same = await ops.post("/ops/mappings/reload", headers=AUTH)
+    mapping_file.write_text(
+        mapping_file.read_text() + "  - match: {sku: NEW-1}\n    ledger_account_id: la-goods\n"
+    )
+    changed = await ops.post("/ops/mappings/reload", headers=AUTH)
+    shown = await ops.get("/ops/mappings", headers=AUTH)
+
+    assert (same.status_code, same.json()["id"], same.json()["loaded_by"]) == (
+        200,
+        1,
+        f"api start on {HOST}",
+    )
+    assert changed.status_code == 200
+    assert changed.json() == shown.json()
+    assert (shown.json()["id"], shown.json()["loaded_by"]) == (2, f"ops API on {HOST}")
+    assert shown.json()["sha256"] == sha256(mapping_file)
+    assert shown.json()["rules"][-1] == {"match": {"sku": "NEW-1"}, "ledger_account_id": "la-goods"}
+
+
+async def test_a_refusal_seen_by_another_process_is_shown_until_a_load_succeeds(
+    ops: AsyncClient, mapping_file: Path, sessionmaker: Maker, tmp_path: Path
+) -> None:
+    """The worker's watcher, on another host with a file of its own, refuses an edit: the API
+    shows it; a good load anywhere clears it."""
+    worker_file = tmp_path / "worker-host.yaml"
+    worker_file.write_text(mapping_file.read_text())
+    worker = Mappings.create(worker_file, sessionmaker, "worker")
+    await worker.start(None)
+    worker_file.write_text("version: 1\nrules:\n  - match: {sku: A}\n    ledger: x\n")
+
+    assert await worker.pick_up_edit(None) is None
+    refused = (await ops.get("/ops/mappings", headers=AUTH)).json()
+    mapping_file.write_text(mapping_file.read_text() + "# a comment\n")
+    assert (await ops.post("/ops/mappings/reload", headers=AUTH)).status_code == 200
+    cleared = (await ops.get("/ops/mappings", headers=AUTH)).json()
+
+    assert refused["id"] == 1
+    assert refused["last_refusal"]["refused_by"] == f"file change seen by worker on {HOST}"
+    assert refused["last_refusal"]["source"] == str(worker_file)
+    assert refused["last_refusal"]["problems"] == [
+        "line 3: rules.0.ledger_account_id: Field required",
+        "line 4: rules.0.ledger: Extra inputs are not permitted",
+    ]
+    assert (cleared["id"], cleared["last_refusal"]) == (2, None)
 
 
 async def test_a_schema_error_is_refused_with_its_line(
@@ -188,7 +303,7 @@ async def test_discard_ends_an_event_and_records_why(
 
 
 async def test_the_bridge_refuses_to_start_on_a_mapping_sage_does_not_know(
-    database_url: str, redis_url: str, mapping_file: Path, sage: FakeSage
+    database_url: str, redis_url: str, mapping_file: Path, sage: FakeSage, sessionmaker: Maker
 ) -> None:
     mapping_file.write_text(UNKNOWN_LEDGER)
     settings = make_settings(
@@ -202,6 +317,10 @@ async def test_the_bridge_refuses_to_start_on_a_mapping_sage_does_not_know(
     with pytest.raises(MappingError, match="la-nope"):
         async with app.router.lifespan_context(app):
             pass
+    stored = Mappings.create(mapping_file, sessionmaker, "test")
+    assert await stored.newest_id() is None
+    refusal = await stored.last_refusal()
+    assert refusal is not None and refusal.refused_by == f"api start on {HOST}"
 
 
 async def test_start_up_goes_on_when_sage_is_unreachable(
@@ -216,7 +335,7 @@ async def test_start_up_goes_on_when_sage_is_unreachable(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        assert app.state.mapping.get().file.rules
+        assert len((await app.state.mapping.mapping()).file.rules) == 4
 
 
 async def test_an_edited_file_is_picked_up_without_a_reload_call(
@@ -233,7 +352,8 @@ async def test_an_edited_file_is_picked_up_without_a_reload_call(
             break
         await asyncio.sleep(0.05)
 
-    assert after["sha256"] != before
+    assert (after["id"], after["sha256"]) == (2, sha256(mapping_file))
+    assert after["loaded_by"] == f"file change seen by api on {HOST}"
     assert after["rules"][-1] == {"match": {"sku": "NEW-1"}, "ledger_account_id": "la-goods"}
 
 
@@ -250,4 +370,5 @@ async def test_a_bad_edit_to_the_file_is_refused_by_the_watcher_too(
         await asyncio.sleep(0.05)
 
     assert after["sha256"] == before
-    assert any("la-nope" in p for p in after["last_refusal"])
+    assert after["last_refusal"]["refused_by"] == f"file change seen by api on {HOST}"
+    assert any("la-nope" in p for p in after["last_refusal"]["problems"])
