@@ -113,7 +113,7 @@ async def test_mappings_load_puts_the_file_in_force_and_check_stores_nothing(
     assert after_check == []
     assert "config/ledger_mappings.yaml is now in force as version 1 (3 rules, sha256 " in loaded
     assert "config/ledger_mappings.yaml was already in force as version 1" in again
-    assert "✗ line 23: duplicate key 'rules' (first on line 14)" in refused
+    assert "✗ line 26: duplicate key 'rules' (first on line 17)" in refused
     assert "✗ refused: the mapping in force is unchanged" in refused
     assert await stored_versions(sessionmaker) == [(1, "CLI", f"CLI on {socket.gethostname()}")]
     async with sessionmaker() as session:
