@@ -119,6 +119,14 @@ async def database_url(
 
 
 @pytest.fixture
+def mapping_file(tmp_path: Path) -> Path:
+    """A copy of tests/data/ledger_mappings.yaml that a test may edit."""
+    path = tmp_path / "ledger_mappings.yaml"
+    shutil.copy(DATA / "ledger_mappings.yaml", path)
+    return path
+
+
+@pytest.fixture
 def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url=database_url, redis_url=redis_url, data_dir=tmp_path)
 

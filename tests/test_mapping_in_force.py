@@ -43,13 +43,6 @@ MYSTERY_BOX = LineItem(
 
 
 @pytest.fixture
-def mapping_file(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger_mappings.yaml"
-    shutil.copy(DATA / "ledger_mappings.yaml", path)
-    return path
-
-
-@pytest.fixture
 def mapped_settings(database_url: str, redis_url: str, mapping_file: Path) -> Settings:
     # A watcher that never fires in a test: only the reload may change the mapping.
     return make_settings(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from app.mapping_store import Mappings
 from app.models import InboxEvent
 from app.queue import QUEUE_NAME
 from app.settings import Settings
-from tests.conftest import DATA, OPS_TOKEN, make_settings
+from tests.conftest import OPS_TOKEN, make_settings
 from tests.fakes import FakeSage, sage_error
 from tests.helpers import record_trigger
 
@@ -45,13 +44,6 @@ rules:
     ledger_account_id: la-nope
     tax_rate_id: GB_NOPE
 """
-
-
-@pytest.fixture
-def mapping_file(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger_mappings.yaml"
-    shutil.copy(DATA / "ledger_mappings.yaml", path)
-    return path
 
 
 @pytest.fixture
