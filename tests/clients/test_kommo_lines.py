@@ -201,6 +201,15 @@ def router() -> Iterator[respx.MockRouter]:
         yield mock
 
 
+def deals_with_a_widget(router: respx.MockRouter, *lead_ids: int) -> FakeKommo:
+    kommo = FakeKommo(router)
+    kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
+    kommo.add_element(110, "Widget", "19.99")
+    for lead_id in lead_ids:
+        kommo.add_lead(lead_id, products=[(110, lead_id)])
+    return kommo
+
+
 def calls_to(router: respx.MockRouter, path: str) -> int:
     return sum(1 for call in router.calls if call.request.url.path == path)
 
@@ -208,11 +217,7 @@ def calls_to(router: respx.MockRouter, path: str) -> int:
 async def test_currency_is_the_accounts_read_once_and_lists_are_cached(
     router: respx.MockRouter, settings: Settings
 ) -> None:
-    kommo = FakeKommo(router)
-    kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-    kommo.add_element(110, "Widget", "19.99")
-    kommo.add_lead(1, products=[(110, 1)])
-    kommo.add_lead(2, products=[(110, 2)])
+    deals_with_a_widget(router, 1, 2)
 
     async with bridge_for(settings) as (bridge, _):
         first = await bridge.crm.get_deal(deal_id="1")
@@ -226,10 +231,7 @@ async def test_currency_is_the_accounts_read_once_and_lists_are_cached(
 async def test_kommo_currency_overrides_and_an_unknown_one_stays_none(
     router: respx.MockRouter, settings: Settings
 ) -> None:
-    kommo = FakeKommo(router)
-    kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-    kommo.add_element(110, "Widget", "19.99")
-    kommo.add_lead(1, products=[(110, 1)])
+    kommo = deals_with_a_widget(router, 1)
     del kommo.account["currency"]
 
     async with bridge_for(settings.model_copy(update={"kommo_currency": "EUR"})) as (bridge, _):

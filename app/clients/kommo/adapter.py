@@ -85,10 +85,10 @@ class KommoCrm:
             responsible_user_id=lead.responsible_user_id,
             customer=await self._main_customer(lead),
             lines=tuple(await self._lines.lines(lead.embedded.catalog_elements)),
-            currency=await self.currency(),
+            currency=await self._currency(),
         )
 
-    async def currency(self) -> str | None:
+    async def _currency(self) -> str | None:
         """KOMMO_CURRENCY if set, else the account's (read once per process), else None."""
         if self._config.currency:
             return self._config.currency

@@ -138,12 +138,11 @@ class CatalogsEmbedded(_Model):
 
 
 class CatalogsPage(_Model):
+    # At most 10 lists per account (Kommo's lists page): one page holds them, no paging.
     embedded: CatalogsEmbedded = Field(default_factory=CatalogsEmbedded, alias="_embedded")
-    links: PageLinks = Field(default_factory=PageLinks, alias="_links")
 
 
 class Account(_Model):
-    id: int | None = None
     # ISO 4217 code of the account's currency (Kommo's account-parameters page).
     currency: str | None = None
 
