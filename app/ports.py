@@ -27,7 +27,10 @@ class Crm(Protocol):
     name: str
 
     async def get_deal(self, *, deal_id: str) -> Deal:
-        """The deal as it is now, with its customer and fully described line items."""
+        """The deal as it is now: its customer, its product lines fully described (anything
+        else linked to it is left out and noted in the sync log), and the currency of its
+        amounts when the CRM knows it. A product the deal still links but that is deleted or
+        unpriced raises `UpstreamPermanentError` naming it."""
         ...
 
     async def write_invoice(

@@ -133,6 +133,8 @@ def kommo_config(settings: Settings) -> KommoConfig:
         task_type_id=settings.kommo_task_type_id,
         payment_status_field_id=settings.kommo_payment_status_field_id,
         payment_status_enums=settings.kommo_payment_status_enums,
+        product_list_ids=tuple(settings.kommo_product_list_ids),
+        currency=settings.kommo_currency,
     )
 
 

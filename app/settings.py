@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     kommo_product_type_field_code: str = "TYPE"
     kommo_discount_field_code: str | None = None
     kommo_email_field_code: str = "EMAIL"
+    # Lists whose elements are products besides the list of type `products` (JSON: [4000002]).
+    kommo_product_list_ids: list[int] = Field(default_factory=list)
+    # The currency of Kommo's amounts when the account reports none (ISO 4217, e.g. GBP).
+    kommo_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     kommo_task_type_id: int = 1
     kommo_task_deadline_hours: int = 24
     # A select field on the lead showing the payment status; enum ids per bridge status

@@ -46,13 +46,21 @@ def _fault_or(faults: FaultQueue, route: str) -> httpx.Response | None:
 
 
 class FakeKommo:
+    """Kommo as its API documents itself (the shapes of tests/contracts/kommo/): elements with
+    `is_deleted: null` and string-typed custom field values, a products list next to an
+    invoices list, the account with its currency, 204 for an empty answer."""
+
     def __init__(self, router: respx.MockRouter) -> None:
         self.leads: dict[int, dict[str, Any]] = {}
         self.contacts: dict[int, dict[str, Any]] = {}
         self.elements: dict[int, dict[str, Any]] = {}
+        self.catalogs: dict[int, dict[str, Any]] = {}
+        self.account: dict[str, Any] = _kommo_account()
         self.patches: list[tuple[int, Any]] = []
         self.tasks: list[dict[str, Any]] = []
         self.faults = FaultQueue()
+        self.add_catalog(77, "Products", "products")
+        self.add_catalog(78, "Invoices", "invoices")
         base = KOMMO_URL + "/api/v4"
         router.get(url__regex=rf"{base}/leads/(?P<lead_id>\d+)").mock(side_effect=self._get_lead)
         router.patch(url__regex=rf"{base}/leads/(?P<lead_id>\d+)").mock(side_effect=self._patch)
@@ -60,6 +68,8 @@ class FakeKommo:
         router.get(url__regex=rf"{base}/catalogs/(?P<cat>\d+)/elements").mock(
             side_effect=self._elements
         )
+        router.get(f"{base}/catalogs").mock(side_effect=self._catalogs)
+        router.get(f"{base}/account").mock(side_effect=self._account)
         router.post(f"{base}/tasks").mock(side_effect=self._task)
         router.patch(f"{base}/leads").mock(side_effect=self._batch_patch)
         router.get(f"{base}/leads").mock(side_effect=self._list_leads)
@@ -74,29 +84,44 @@ class FakeKommo:
         status_id: int = 503,
         pipeline_id: int = 500,
         contact_id: int | None = 7001,
-        products: list[tuple[int, Any]] | None = None,
+        products: list[tuple[Any, ...]] | None = None,
         responsible_user_id: int = 42,
     ) -> None:
-        embedded: dict[str, Any] = {"contacts": [], "catalog_elements": []}
+        """`products`: (element id, quantity) or (element id, quantity, price_id) per link."""
+        embedded: dict[str, Any] = {"tags": [], "companies": [], "contacts": []}
         if contact_id is not None:
-            embedded["contacts"] = [{"id": contact_id, "is_main": True}]
-        for element_id, quantity in products or []:
-            catalog_id = self.elements[element_id]["catalog_id"]
-            embedded["catalog_elements"].append(
-                {"id": element_id, "metadata": {"quantity": quantity, "catalog_id": catalog_id}}
-            )
+            embedded["contacts"] = [
+                {"id": contact_id, "is_main": True, "_links": _self(f"/contacts/{contact_id}")}
+            ]
+        embedded["catalog_elements"] = [self._link(*product) for product in products or []]
         self.leads[lead_id] = {
             "id": lead_id,
             "name": f"Deal {lead_id}",
             "price": 0,
             "responsible_user_id": responsible_user_id,
+            "group_id": 0,
             "status_id": status_id,
             "pipeline_id": pipeline_id,
-            "account_id": 29000001,
+            "loss_reason_id": None,
+            "created_by": responsible_user_id,
+            "updated_by": responsible_user_id,
+            "created_at": 1_760_000_000,
             "updated_at": 1_760_000_000,
+            "closed_at": None,
+            "closest_task_at": None,
+            "is_deleted": False,
             "custom_fields_values": None,
+            "score": None,
+            "account_id": 29000001,
+            "_links": _self(f"/leads/{lead_id}"),
             "_embedded": embedded,
         }
+
+    def _link(self, element_id: int, quantity: Any, price_id: int | None = None) -> dict[str, Any]:
+        metadata = {"quantity": quantity, "catalog_id": self.elements[element_id]["catalog_id"]}
+        if price_id is not None:
+            metadata["price_id"] = price_id
+        return {"id": element_id, "metadata": metadata}
 
     def add_contact(self, contact_id: int, name: str, email: str | None) -> None:
         fields = None
@@ -110,7 +135,43 @@ class FakeKommo:
                     "values": [{"value": email, "enum_id": 3, "enum_code": "WORK"}],
                 }
             ]
-        self.contacts[contact_id] = {"id": contact_id, "name": name, "custom_fields_values": fields}
+        first, _, last = name.partition(" ")
+        self.contacts[contact_id] = {
+            "id": contact_id,
+            "name": name,
+            "first_name": first,
+            "last_name": last,
+            "responsible_user_id": 42,
+            "group_id": 0,
+            "created_by": 42,
+            "updated_by": 42,
+            "created_at": 1_760_000_000,
+            "updated_at": 1_760_000_000,
+            "closest_task_at": None,
+            "custom_fields_values": fields,
+            "account_id": 29000001,
+            "_links": _self(f"/contacts/{contact_id}"),
+            "_embedded": {"tags": [], "companies": []},
+        }
+
+    def add_catalog(self, catalog_id: int, name: str, catalog_type: str) -> None:
+        self.catalogs[catalog_id] = {
+            "id": catalog_id,
+            "name": name,
+            "created_by": 42,
+            "updated_by": 42,
+            "created_at": 1_760_000_000,
+            "updated_at": 1_760_000_000,
+            "sort": 10 * len(self.catalogs) + 10,
+            "type": catalog_type,
+            "can_add_elements": True,
+            "can_show_in_cards": False,
+            "can_link_multiple": True,
+            "can_be_deleted": catalog_type != "products",
+            "sdk_widget_code": None,
+            "account_id": 29000001,
+            "_links": _self(f"/catalogs/{catalog_id}"),
+        }
 
     def add_element(
         self,
@@ -121,19 +182,31 @@ class FakeKommo:
         sku: str | None = None,
         product_type: str | None = None,
         catalog_id: int = 77,
+        price_code: str = "PRICE",
+        other_prices: dict[int, Any] | None = None,
+        is_deleted: bool | None = None,
     ) -> None:
-        fields = [{"field_id": 1, "field_code": "PRICE", "values": [{"value": price}]}]
+        """An element as GET /api/v4/catalogs/{id}/elements shows it; `other_prices` adds
+        price-type fields without a code (field id → value), as a user-made price field is."""
+        fields = [_field(1, "Price", price_code, "price", price)]
+        for field_id, value in (other_prices or {}).items():
+            fields.append(_field(field_id, f"Price {field_id}", None, "price", value))
         if sku:
-            fields.append({"field_id": 2, "field_code": "SKU", "values": [{"value": sku}]})
+            fields.append(_field(2, "SKU", "SKU", "text", sku))
         if product_type:
-            fields.append(
-                {"field_id": 3, "field_code": "TYPE", "values": [{"value": product_type}]}
-            )
+            fields.append(_field(3, "Type", "TYPE", "text", product_type))
         self.elements[element_id] = {
             "id": element_id,
             "name": name,
-            "catalog_id": catalog_id,
+            "created_by": 42,
+            "updated_by": 42,
+            "created_at": 1_760_000_000,
+            "updated_at": 1_760_000_000,
+            "is_deleted": is_deleted,
             "custom_fields_values": fields,
+            "catalog_id": catalog_id,
+            "account_id": 29000001,
+            "_links": _self(f"/catalogs/{catalog_id}/elements/{element_id}"),
         }
 
     def _auth(self, request: httpx.Request) -> httpx.Response | None:
@@ -154,18 +227,34 @@ class FakeKommo:
         contact = self.contacts.get(int(cid))
         return httpx.Response(200, json=contact) if contact else httpx.Response(204)
 
+    def _catalogs(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "catalogs"):
+            return early
+        return _hal_page("catalogs", list(self.catalogs.values()), "/catalogs")
+
+    def _account(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "account"):
+            return early
+        return httpx.Response(200, json=self.account)
+
     def _elements(self, request: httpx.Request, cat: str) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "elements"):
             return early
-        wanted = {int(v) for v in parse_qs(urlparse(str(request.url)).query)["filter[id][]"]}
-        found = [e for e in self.elements.values() if e["id"] in wanted]
-        return httpx.Response(200, json={"_embedded": {"elements": found}})
+        query = parse_qs(urlparse(str(request.url)).query)
+        wanted = {int(v) for v in query.get("filter[id][]", [])}
+        found = [
+            e
+            for e in self.elements.values()
+            if e["catalog_id"] == int(cat) and (not wanted or e["id"] in wanted)
+        ]
+        return _hal_page("elements", found, f"/catalogs/{cat}/elements")
 
     def _patch(self, request: httpx.Request, lead_id: str) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "patch_lead"):
             return early
         self.patches.append((int(lead_id), _json(request)))
-        return httpx.Response(200, json={"id": int(lead_id)})
+        body = {"id": int(lead_id), "updated_at": 1_760_000_100}
+        return httpx.Response(200, json={**body, "_links": _self(f"/leads/{lead_id}")})
 
     def _batch_patch(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "batch_patch"):
@@ -173,7 +262,11 @@ class FakeKommo:
         body = _json(request)
         assert isinstance(body, list) and len(body) <= 50
         self.batch_patches.append(body)
-        return httpx.Response(200, json={"_embedded": {"leads": [{"id": i["id"]} for i in body]}})
+        leads = [
+            {"id": i["id"], "updated_at": 1_760_000_100, "_links": _self(f"/leads/{i['id']}")}
+            for i in body
+        ]
+        return httpx.Response(200, json={"_links": _self("/leads"), "_embedded": {"leads": leads}})
 
     def _list_leads(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "list_leads"):
@@ -188,16 +281,15 @@ class FakeKommo:
             if (lead["pipeline_id"], lead["status_id"]) == (pipeline, status)
             and lead["updated_at"] >= since
         ]
-        if not leads:
-            return httpx.Response(204)
-        return httpx.Response(200, json={"_page": 1, "_links": {}, "_embedded": {"leads": leads}})
+        return _hal_page("leads", leads, "/leads")
 
     def _webhooks(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request):
             return early
         if not self.webhooks:
             return httpx.Response(204)
-        return httpx.Response(200, json={"_embedded": {"webhooks": self.webhooks}})
+        body = {"_total_items": len(self.webhooks), "_embedded": {"webhooks": self.webhooks}}
+        return httpx.Response(200, json=body)
 
     def _task(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "tasks"):
@@ -207,8 +299,59 @@ class FakeKommo:
         created = []
         for task in body:
             self.tasks.append(task)
-            created.append({"id": 8000 + len(self.tasks), "request_id": task.get("request_id")})
-        return httpx.Response(200, json={"_embedded": {"tasks": created}})
+            task_id = 8000 + len(self.tasks)
+            created.append(
+                {
+                    "id": task_id,
+                    "request_id": task.get("request_id"),
+                    "_links": _self(f"/tasks/{task_id}"),
+                }
+            )
+        return httpx.Response(
+            200, json={"_links": _self("/tasks"), "_embedded": {"tasks": created}}
+        )
+
+
+def _self(path: str) -> dict[str, Any]:
+    return {"self": {"href": f"{KOMMO_URL}/api/v4{path}"}}
+
+
+def _field(field_id: int, name: str, code: str | None, kind: str, value: Any) -> dict[str, Any]:
+    return {
+        "field_id": field_id,
+        "field_name": name,
+        "field_code": code,
+        "field_type": kind,
+        "values": [{"value": value}],
+    }
+
+
+def _hal_page(key: str, items: list[dict[str, Any]], path: str) -> httpx.Response:
+    """One page of a Kommo list, or 204 when there is nothing (Kommo's "nothing found")."""
+    if not items:
+        return httpx.Response(204)
+    body = {"_page": 1, "_links": _self(f"{path}?page=1&limit=250"), "_embedded": {key: items}}
+    return httpx.Response(200, json=body)
+
+
+def _kommo_account() -> dict[str, Any]:
+    return {
+        "id": 29000001,
+        "name": "Test Co",
+        "subdomain": "testco",
+        "current_user_id": 42,
+        "country": "GB",
+        "currency": "GBP",
+        "currency_symbol": "£",
+        "customers_mode": "disabled",
+        "is_unsorted_on": True,
+        "mobile_feature_version": 0,
+        "is_loss_reason_enabled": True,
+        "is_helpbot_enabled": False,
+        "is_technical_account": False,
+        "contact_name_display_order": 1,
+        "_links": _self("/account"),
+    }
 
 
 class FakeSage:

@@ -137,16 +137,26 @@ ENUM_EMAIL_WORK = 6100201
 CONTACT_ADA = 5000001
 CONTACT_GRACE = 5000002
 CATALOG_PRODUCTS = 4000001
+CATALOG_INVOICES = 4000002
+CATALOG_REGULAR = 4000003
 FIELD_PRICE = 4100001
 FIELD_SKU = 4100002
 FIELD_TYPE = 4100003
+FIELD_WHOLESALE_PRICE = 4100004
+FIELD_BILL_STATUS = 4110001
+FIELD_BILL_PRICE = 4110002
+ENUM_BILL_CREATED = 4110101
+FIELD_DELIVERY_COST = 4120001
 ELEMENT_CONSULTING = 4200001
 ELEMENT_WIDGET = 4200002
 ELEMENT_SUPPORT = 4200003
 ELEMENT_MYSTERY = 4200004
+ELEMENT_INVOICE = 4300001
+ELEMENT_COURIER = 4400001
 LEAD_SAMPLE = 3000001
 LEAD_SECOND = 3000002
 LEAD_UNMAPPED = 3000003
+LEAD_WHOLESALE = 3000004
 
 _STAGES = (
     (STATUS_NEW_LEAD, "New lead", 10, "#99ccff"),
@@ -164,11 +174,12 @@ _PAYMENT_OPTIONS = (
 )
 _PHONE_KINDS = ("WORK", "WORKDD", "MOB", "FAX", "HOME", "OTHER")
 _EMAIL_KINDS = ("WORK", "PRIV", "OTHER")
+# id, name, SKU, type, PRICE, wholesale price, is_deleted (Kommo shows null for live elements)
 _PRODUCTS = (
-    (ELEMENT_CONSULTING, "Consulting hour", "CONS-HR", "service", "120.00"),
-    (ELEMENT_WIDGET, "Widget", "WID-01", "goods", "19.99"),
-    (ELEMENT_SUPPORT, "Support plan", "SUP-12", "subscription", "499.00"),
-    (ELEMENT_MYSTERY, "Mystery box", "MYST-1", "other", "10.00"),
+    (ELEMENT_CONSULTING, "Consulting hour", "CONS-HR", "service", "120.00", None, False),
+    (ELEMENT_WIDGET, "Widget", "WID-01", "goods", "19.99", "15.50", None),
+    (ELEMENT_SUPPORT, "Support plan", "SUP-12", "subscription", "499.00", None, None),
+    (ELEMENT_MYSTERY, "Mystery box", "MYST-1", "other", "10.00", None, False),
 )
 
 
@@ -178,7 +189,9 @@ def demo_kommo_config(**overrides: object) -> KommoConfig:
 
 
 def demo_kommo_state(*, clock: Clock = utc_now) -> KommoState:
-    account = Account(KOMMO_ACCOUNT_ID, KOMMO_SUBDOMAIN, "Sandbox", int(clock().timestamp()))
+    account = Account(
+        KOMMO_ACCOUNT_ID, KOMMO_SUBDOMAIN, "Sandbox", int(clock().timestamp()), "GBP", "£"
+    )
     admin = User(KOMMO_USER_ID, "Sam Manager", "sam@example.com")
     state = KommoState(account, admin, clock=clock)
     seed_kommo(state)
@@ -192,7 +205,8 @@ def seed_kommo(state: KommoState) -> None:
         _seed_pipeline(state)
         _seed_lead_fields(state)
         _seed_contacts(state, now)
-        _seed_catalog(state, now)
+        _seed_products(state, now)
+        _seed_other_lists(state, now)
         _seed_leads(state, now)
 
 
@@ -245,34 +259,69 @@ def _work(value: str, enum_id: int) -> dict[str, object]:
     return {"value": value, "enum_id": enum_id, "enum_code": "WORK"}
 
 
-def _seed_catalog(state: KommoState, now: int) -> None:
+def _catalog_fields(catalog: Catalog, *fields: tuple[int, str, str, str | None]) -> None:
+    for sort, (key, name, kind, code) in enumerate(fields, start=1):
+        catalog.fields[key] = CustomField(
+            key, name, kind, code, sort * 10, "catalogs", catalog_id=catalog.id
+        )
+
+
+def _seed_products(state: KommoState, now: int) -> None:
+    """The products list: PRICE and a second, user-made price field (no code) that a deal's
+    link can pick with its price_id. Values are strings, as Kommo's element examples show."""
     catalog = Catalog(CATALOG_PRODUCTS, "Products", "products", 10, KOMMO_USER_ID, now)
-    for field in (
-        CustomField(
-            FIELD_PRICE, "Price", "price", "PRICE", 10, "catalogs", catalog_id=CATALOG_PRODUCTS
-        ),
-        CustomField(FIELD_SKU, "SKU", "text", "SKU", 20, "catalogs", catalog_id=CATALOG_PRODUCTS),
-        CustomField(
-            FIELD_TYPE, "Type", "text", "TYPE", 30, "catalogs", catalog_id=CATALOG_PRODUCTS
-        ),
-    ):
-        catalog.fields[field.id] = field
-    for key, name, sku, kind, price in _PRODUCTS:
+    _catalog_fields(
+        catalog,
+        (FIELD_PRICE, "Price", "price", "PRICE"),
+        (FIELD_SKU, "SKU", "text", "SKU"),
+        (FIELD_TYPE, "Type", "text", "TYPE"),
+        (FIELD_WHOLESALE_PRICE, "Wholesale price", "price", None),
+    )
+    for key, name, sku, kind, price, wholesale, deleted in _PRODUCTS:
         element = CatalogElement(key, CATALOG_PRODUCTS, name, KOMMO_USER_ID, now, now)
         element.fields = {
-            FIELD_PRICE: [{"value": float(Decimal(price))}],
+            FIELD_PRICE: [{"value": price}],
             FIELD_SKU: [{"value": sku}],
             FIELD_TYPE: [{"value": kind}],
         }
+        if wholesale is not None:
+            element.fields[FIELD_WHOLESALE_PRICE] = [{"value": wholesale}]
+        element.is_deleted = deleted
         catalog.elements[key] = element
     state.catalogs[catalog.id] = catalog
 
 
+def _seed_other_lists(state: KommoState, now: int) -> None:
+    """Next to the products: Kommo's invoices list (amount in BILL_PRICE) and a regular list.
+    Their elements can be linked to a deal too, and are never invoice lines."""
+    invoices = Catalog(CATALOG_INVOICES, "Invoices", "invoices", 20, KOMMO_USER_ID, now)
+    _catalog_fields(
+        invoices,
+        (FIELD_BILL_STATUS, "Status", "select", "BILL_STATUS"),
+        (FIELD_BILL_PRICE, "Amount", "numeric", "BILL_PRICE"),
+    )
+    invoices.fields[FIELD_BILL_STATUS].enums = [EnumOption(ENUM_BILL_CREATED, "Created", 10)]
+    bill = CatalogElement(ELEMENT_INVOICE, CATALOG_INVOICES, "Invoice 1", KOMMO_USER_ID, now, now)
+    bill.fields = {
+        FIELD_BILL_STATUS: [{"value": "Created", "enum_id": ENUM_BILL_CREATED}],
+        FIELD_BILL_PRICE: [{"value": "186"}],
+    }
+    invoices.elements[bill.id] = bill
+    regular = Catalog(CATALOG_REGULAR, "Delivery options", "regular", 30, KOMMO_USER_ID, now)
+    _catalog_fields(regular, (FIELD_DELIVERY_COST, "Cost", "numeric", None))
+    courier = CatalogElement(ELEMENT_COURIER, CATALOG_REGULAR, "Courier", KOMMO_USER_ID, now, now)
+    courier.fields = {FIELD_DELIVERY_COST: [{"value": "12"}]}
+    regular.elements[courier.id] = courier
+    state.catalogs.update({invoices.id: invoices, regular.id: regular})
+
+
 def _seed_leads(state: KommoState, now: int) -> None:
     def link(element_id: int, quantity: str, price_id: int | None = None) -> ElementLink:
-        return ElementLink(element_id, CATALOG_PRODUCTS, Decimal(quantity), price_id)
+        catalog_id = next(c.id for c in state.catalogs.values() if element_id in c.elements)
+        return ElementLink(element_id, catalog_id, Decimal(quantity), price_id)
 
-    # Only the first lead's links name their price field: Kommo sends price_id on some links.
+    # Kommo sends price_id on some links: the first deal's name PRICE, the wholesale deal's
+    # the wholesale price; the wholesale deal also carries an invoice and a delivery option.
     deals = (
         (
             LEAD_SAMPLE,
@@ -288,6 +337,17 @@ def _seed_leads(state: KommoState, now: int) -> None:
             40,
             CONTACT_ADA,
             [link(ELEMENT_WIDGET, "1"), link(ELEMENT_MYSTERY, "2")],
+        ),
+        (
+            LEAD_WHOLESALE,
+            "Wholesale deal",
+            186,
+            CONTACT_GRACE,
+            [
+                link(ELEMENT_WIDGET, "10", FIELD_WHOLESALE_PRICE),
+                link(ELEMENT_INVOICE, "1"),
+                link(ELEMENT_COURIER, "1"),
+            ],
         ),
     )
     for key, name, price, contact_id, elements in deals:

@@ -12,25 +12,34 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.cli import migrate_database
 from app.db import create_engine
+from app.models import SyncRecord
 from app.sandbox.runner import RunningSandbox, run_sandbox
 from app.sandbox.seed import (
+    CATALOG_INVOICES,
+    CATALOG_REGULAR,
     CONTACT_ADA,
+    ELEMENT_COURIER,
+    ELEMENT_INVOICE,
     ELEMENT_WIDGET,
     FIELD_INVOICE_LINK,
     FIELD_INVOICE_NUMBER,
+    FIELD_WHOLESALE_PRICE,
     LEAD_SAMPLE,
     LEAD_SECOND,
     LEAD_UNMAPPED,
+    LEAD_WHOLESALE,
+    LEDGER_SALES_A,
     SAGE_BUSINESS_ID,
     SAGE_GRACE_CONTACT,
     STATUS_NEGOTIATION,
@@ -321,3 +330,62 @@ async def test_the_api_serves_from_api_workers_processes(stack: Stack) -> None:
 
     assert len(serving) == API_WORKERS
     assert started == API_WORKERS
+
+
+async def line_notes(database_url: str, deal_id: int) -> dict[tuple[str, str], Any]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(SyncRecord.action, SyncRecord.detail).where(
+                    SyncRecord.deal_id == str(deal_id), SyncRecord.record == "line"
+                )
+            )
+            return {(action, detail["element_id"]): detail for action, detail in rows}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_product_at_the_price_its_link_names_with_other_lists_left_out(
+    stack: Stack, e2e_database: str
+) -> None:
+    """Kommo as documented: the Widget's `is_deleted` is null, the deal's link names the
+    wholesale price field (not PRICE) in price_id, and an invoices-list element and a
+    regular-list element are linked to the same deal."""
+    with stack.sandbox.kommo.state.lock:
+        widget = stack.sandbox.kommo.state.catalogs[4000001].elements[ELEMENT_WIDGET]
+        assert widget.is_deleted is None
+        first_link = stack.sandbox.kommo.state.leads[LEAD_WHOLESALE].elements[0]
+        assert (first_link.element_id, first_link.price_id) == (
+            ELEMENT_WIDGET,
+            FIELD_WHOLESALE_PRICE,
+        )
+
+    await move(stack, LEAD_WHOLESALE)
+    number = await eventually(lambda: invoice_field(stack, LEAD_WHOLESALE), stack)
+
+    (invoice,) = [i for i in sage_invoices(stack) if i.reference == f"KOMMO-{LEAD_WHOLESALE}"]
+    assert number == invoice.invoice_number
+    assert invoice.contact_id == SAGE_GRACE_CONTACT
+    assert [
+        (ln.description, ln.ledger_account_id, ln.quantity, ln.unit_price, ln.net_amount)
+        for ln in invoice.lines
+    ] == [("Widget", LEDGER_SALES_A, Decimal(10), Decimal("15.50"), Decimal("155.00"))]
+    assert [ln.tax_amount for ln in invoice.lines] == [Decimal("31.00")]
+    assert invoice.total_amount == Decimal("186.00")
+
+    async def notes() -> dict[tuple[str, str], Any]:
+        return await line_notes(e2e_database, LEAD_WHOLESALE)
+
+    deadline = time.monotonic() + 10
+    while ("ignored", str(ELEMENT_COURIER)) not in (found := await notes()):
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.2)
+    hint = "add the list's id to KOMMO_PRODUCT_LIST_IDS if it holds products"
+    assert found[("ignored", str(ELEMENT_INVOICE))]["reason"] == (
+        f"list 'Invoices' ({CATALOG_INVOICES}) is of type invoices, not products; {hint}"
+    )
+    assert found[("ignored", str(ELEMENT_COURIER))]["reason"] == (
+        f"list 'Delivery options' ({CATALOG_REGULAR}) is of type regular, not products; {hint}"
+    )
+    assert found[("priced", str(ELEMENT_WIDGET))]["unit_price"] == "15.50"

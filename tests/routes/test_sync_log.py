@@ -47,6 +47,7 @@ async def test_a_deal_shows_its_lineage_from_trigger_to_write_back(
 
     steps = [(i["record"], i["action"]) for i in reversed(body["items"])]
     assert [s for s in steps if s[0] != "request"] == [
+        ("line", "priced"),
         ("line", "mapped"),
         ("contact", "created"),
         ("invoice", "created"),
@@ -57,17 +58,19 @@ async def test_a_deal_shows_its_lineage_from_trigger_to_write_back(
     assert [(r["api"], r["method"], r["status"]) for r in requests] == [
         ("kommo", "GET", "200"),  # the lead
         ("kommo", "GET", "200"),  # its main contact
+        ("kommo", "GET", "200"),  # the account's lists (which hold products)
         ("kommo", "GET", "200"),  # its catalog elements
+        ("kommo", "GET", "200"),  # the account (its currency)
         ("sage", "GET", "200"),  # tax rates
         ("sage", "GET", "200"),  # contacts by email
         ("sage", "POST", "201"),  # contact
         ("sage", "POST", "201"),  # invoice
         ("kommo", "PATCH", "200"),  # write-back
     ]
-    invoice_post = requests[6]
+    invoice_post = requests[8]
     assert json.loads(invoice_post["request_body"])["sales_invoice"]["reference"] == "KOMMO-1"
     assert json.loads(invoice_post["response_body"])["invoice_number"] == "SI-1"
-    mapped = next(i["detail"] for i in body["items"] if i["record"] == "line")
+    mapped = next(i["detail"] for i in body["items"] if i["action"] == "mapped")
     assert mapped == {
         "element_id": "102",
         "name": "Widget",

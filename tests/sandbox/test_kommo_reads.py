@@ -7,13 +7,19 @@ from collections.abc import Mapping
 import httpx
 
 from app.sandbox.seed import (
+    CATALOG_INVOICES,
     CATALOG_PRODUCTS,
+    CATALOG_REGULAR,
     CONTACT_ADA,
+    ELEMENT_COURIER,
+    ELEMENT_INVOICE,
     ELEMENT_MYSTERY,
     ELEMENT_WIDGET,
+    FIELD_WHOLESALE_PRICE,
     LEAD_SAMPLE,
     LEAD_SECOND,
     LEAD_UNMAPPED,
+    LEAD_WHOLESALE,
     PIPELINE_SALES,
     STATUS_NEGOTIATION,
 )
@@ -49,7 +55,6 @@ async def test_lead_with_contacts_and_catalog_elements(kommo_client: httpx.Async
         "custom_fields_values": None,
         "score": None,
         "account_id": 31000001,
-        "labor_cost": None,
         "_links": {"self": {"href": f"{API}/leads/{LEAD_SAMPLE}"}},
         "_embedded": {
             "tags": [],
@@ -86,6 +91,27 @@ async def test_links_without_price_id_and_without_with(kommo_client: httpx.Async
     assert plain.json()["_embedded"] == {"tags": [], "companies": []}
 
 
+async def test_the_wholesale_deal_and_the_accounts_currency(
+    kommo_client: httpx.AsyncClient,
+) -> None:
+    lead = await kommo_client.get(f"/api/v4/leads/{LEAD_WHOLESALE}?with=catalog_elements")
+    account = await kommo_client.get("/api/v4/account")
+
+    assert lead.json()["_embedded"]["catalog_elements"] == [
+        {
+            "id": ELEMENT_WIDGET,
+            "metadata": {
+                "quantity": 10,
+                "catalog_id": CATALOG_PRODUCTS,
+                "price_id": FIELD_WHOLESALE_PRICE,
+            },
+        },
+        {"id": ELEMENT_INVOICE, "metadata": {"quantity": 1, "catalog_id": CATALOG_INVOICES}},
+        {"id": ELEMENT_COURIER, "metadata": {"quantity": 1, "catalog_id": CATALOG_REGULAR}},
+    ]
+    assert (account.json()["currency"], account.json()["currency_symbol"]) == ("GBP", "£")
+
+
 async def test_unknown_lead_is_204_with_no_body(kommo_client: httpx.AsyncClient) -> None:
     response = await kommo_client.get("/api/v4/leads/42")
     assert (response.status_code, response.content) == (204, b"")
@@ -117,8 +143,15 @@ async def test_leads_paging_with_next_link_and_204_past_the_end(
         "next": {"href": f"{API}/leads?page=2&limit=2"},
     }
     assert [lead["id"] for lead in first.json()["_embedded"]["leads"]] == [LEAD_SAMPLE, LEAD_SECOND]
-    assert [lead["id"] for lead in second.json()["_embedded"]["leads"]] == [LEAD_UNMAPPED]
-    assert "next" not in second.json()["_links"]
+    assert [lead["id"] for lead in second.json()["_embedded"]["leads"]] == [
+        LEAD_UNMAPPED,
+        LEAD_WHOLESALE,
+    ]
+    assert second.json()["_links"] == {
+        "self": {"href": f"{API}/leads?page=2&limit=2"},
+        "first": {"href": f"{API}/leads?page=1&limit=2"},
+        "prev": {"href": f"{API}/leads?page=1&limit=2"},
+    }
     assert third.status_code == 204
 
 
@@ -138,9 +171,10 @@ async def test_leads_filters(kommo_client: httpx.AsyncClient) -> None:
         "filter[statuses][0][pipeline_id]": PIPELINE_SALES,
         "filter[statuses][0][status_id]": STATUS_NEGOTIATION,
     }
-    assert await ids(in_stage) == [LEAD_SAMPLE, LEAD_SECOND, LEAD_UNMAPPED]
+    everyone = [LEAD_SAMPLE, LEAD_SECOND, LEAD_UNMAPPED, LEAD_WHOLESALE]
+    assert await ids(in_stage) == everyone
     assert await ids({**in_stage, "filter[statuses][0][status_id]": 142}) == 204
-    assert await ids({"filter[updated_at][from]": NOW}) == [LEAD_SAMPLE, LEAD_SECOND, LEAD_UNMAPPED]
+    assert await ids({"filter[updated_at][from]": NOW}) == everyone
     assert await ids({"filter[updated_at][from]": NOW + 1}) == 204
     assert await ids({"filter[id][]": LEAD_SECOND}) == [LEAD_SECOND]
 
@@ -179,7 +213,9 @@ async def test_catalog_fields_and_elements(kommo_client: httpx.AsyncClient) -> N
     )
 
     assert [(c["id"], c["name"], c["type"]) for c in catalogs.json()["_embedded"]["catalogs"]] == [
-        (4000001, "Products", "products")
+        (4000001, "Products", "products"),
+        (4000002, "Invoices", "invoices"),
+        (4000003, "Delivery options", "regular"),
     ]
     assert [
         (f["id"], f["code"], f["type"]) for f in fields.json()["_embedded"]["custom_fields"]
@@ -187,15 +223,20 @@ async def test_catalog_fields_and_elements(kommo_client: httpx.AsyncClient) -> N
         (4100001, "PRICE", "price"),
         (4100002, "SKU", "text"),
         (4100003, "TYPE", "text"),
+        (4100004, None, "price"),
     ]
-    assert [e["name"] for e in some.json()["_embedded"]["elements"]] == ["Widget", "Mystery box"]
+    assert [(e["name"], e["is_deleted"]) for e in some.json()["_embedded"]["elements"]] == [
+        ("Widget", None),
+        ("Mystery box", False),
+    ]
+    # Custom field values are strings, as in Kommo's own element examples (PRICE "12").
     assert widget.json()["custom_fields_values"] == [
         {
             "field_id": 4100001,
             "field_name": "Price",
             "field_code": "PRICE",
             "field_type": "price",
-            "values": [{"value": 19.99}],
+            "values": [{"value": "19.99"}],
         },
         {
             "field_id": 4100002,
@@ -210,6 +251,13 @@ async def test_catalog_fields_and_elements(kommo_client: httpx.AsyncClient) -> N
             "field_code": "TYPE",
             "field_type": "text",
             "values": [{"value": "goods"}],
+        },
+        {
+            "field_id": 4100004,
+            "field_name": "Wholesale price",
+            "field_code": None,
+            "field_type": "price",
+            "values": [{"value": "15.50"}],
         },
     ]
     missing = await kommo_client.get(f"/api/v4/catalogs/{CATALOG_PRODUCTS}/elements/1")

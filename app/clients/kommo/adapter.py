@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+
+import structlog
 
 from app.clients.kommo.client import UPSTREAM, KommoClient
 from app.clients.kommo.errors import KommoNotFound, KommoRequestError
+from app.clients.kommo.lines import FieldCodes, LineReader, ProductLists, as_text
 from app.clients.kommo.schemas import (
-    CatalogElement,
-    CatalogElementRef,
     CustomFieldUpdate,
     FieldValueOut,
     Lead,
@@ -23,6 +22,9 @@ from app.clients.kommo.schemas import (
 )
 from app.domain import Customer, Deal, DealInStage, InvoiceRef, LineItem
 from app.ports import DealNotFound
+
+log = structlog.get_logger(__name__)
+_ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,19 @@ class KommoConfig:
     payment_status_field_id: int | None = None
     # bridge payment status (unpaid, part_paid, paid, overdue, void) → the select field's enum id
     payment_status_enums: dict[str, int] = field(default_factory=dict)
+    # Lists whose elements are products besides those of type `products` (KOMMO_PRODUCT_LIST_IDS).
+    product_list_ids: tuple[int, ...] = ()
+    # ISO 4217 code that overrides the account's own (KOMMO_CURRENCY).
+    currency: str | None = None
+
+    @property
+    def field_codes(self) -> FieldCodes:
+        return FieldCodes(
+            price=self.price_field_code,
+            sku=self.sku_field_code,
+            product_type=self.product_type_field_code,
+            discount=self.discount_field_code,
+        )
 
 
 BATCH_SIZE = 50  # Kommo recommends at most 50 entities per batch write
@@ -51,6 +66,10 @@ class KommoCrm:
     def __init__(self, client: KommoClient, config: KommoConfig) -> None:
         self._client = client
         self._config = config
+        self._lists = ProductLists(client, config.product_list_ids)
+        self._lines = LineReader(client, self._lists, config.field_codes)
+        self._account_currency: str | None = None
+        self._account_read = False
 
     async def get_deal(self, *, deal_id: str) -> Deal:
         try:
@@ -65,8 +84,19 @@ class KommoCrm:
             status_id=lead.status_id,
             responsible_user_id=lead.responsible_user_id,
             customer=await self._main_customer(lead),
-            lines=tuple(await self._lines(lead)),
+            lines=tuple(await self._lines.lines(lead.embedded.catalog_elements)),
+            currency=await self._currency(),
         )
+
+    async def _currency(self) -> str | None:
+        """KOMMO_CURRENCY if set, else the account's (read once per process), else None."""
+        if self._config.currency:
+            return self._config.currency
+        if not self._account_read:
+            account = await self._client.get_account()
+            self._account_currency = _iso_code(account.currency)
+            self._account_read = True
+        return self._account_currency
 
     async def write_invoice(
         self, *, deal_id: str, invoice: InvoiceRef, payment_status: str | None = None
@@ -148,29 +178,21 @@ class KommoCrm:
         return any(h.disabled for h in hooks) if hooks else None
 
     async def products(self, *, on_page: Callable[[int], None] | None = None) -> list[LineItem]:
-        """Every product in every catalog, as invoice lines would describe them."""
+        """Every element of every product list, as invoice lines would describe them."""
+        await self._lists.refresh()
         items: list[LineItem] = []
-        for catalog in await self._client.list_catalogs():
+        for catalog_id in self._lists.product_list_ids():
             page = 1
             while True:
-                result = await self._client.catalog_elements_page(catalog_id=catalog.id, page=page)
-                items += [self._product(e) for e in result.embedded.elements if not e.is_deleted]
+                result = await self._client.catalog_elements_page(catalog_id=catalog_id, page=page)
+                elements = result.embedded.elements
+                items += [self._lines.product(e) for e in elements if not e.is_deleted]
                 if on_page:
-                    on_page(len(result.embedded.elements))
-                if result.links.next is None or not result.embedded.elements:
+                    on_page(len(elements))
+                if result.links.next is None or not elements:
                     break
                 page += 1
         return items
-
-    def _product(self, element: CatalogElement) -> LineItem:
-        return LineItem(
-            element_id=str(element.id),
-            name=element.name,
-            quantity=Decimal(1),
-            unit_price=_decimal(element.field_value(self._config.price_field_code)) or Decimal(0),
-            sku=_str(element.field_value(self._config.sku_field_code)),
-            product_type=_str(element.field_value(self._config.product_type_field_code)),
-        )
 
     def _in_stage(self, lead: Lead) -> DealInStage:
         return DealInStage(
@@ -196,57 +218,17 @@ class KommoCrm:
             crm_id=str(contact.id),
             name=contact.name or " ".join(filter(None, [contact.first_name, contact.last_name])),
             email=str(email).strip() if email else None,
-            phone=_str(contact.field_value("PHONE")),
-        )
-
-    async def _lines(self, lead: Lead) -> list[LineItem]:
-        by_catalog: dict[int, list[CatalogElementRef]] = defaultdict(list)
-        for ref in lead.embedded.catalog_elements:
-            by_catalog[ref.metadata.catalog_id].append(ref)
-        elements: dict[int, CatalogElement] = {}
-        for catalog_id, refs in by_catalog.items():
-            found = await self._client.get_catalog_elements(
-                catalog_id=catalog_id, element_ids=[r.id for r in refs]
-            )
-            elements.update({e.id: e for e in found})
-        return [self._line(ref, elements.get(ref.id)) for ref in lead.embedded.catalog_elements]
-
-    def _line(self, ref: CatalogElementRef, element: CatalogElement | None) -> LineItem:
-        if element is None or element.is_deleted:
-            raise KommoRequestError(
-                UPSTREAM,
-                f"product {ref.id} linked to the deal no longer exists in catalog "
-                f"{ref.metadata.catalog_id}; remove it from the deal or restore it",
-            )
-        price = _decimal(element.field_value(self._config.price_field_code))
-        if price is None:
-            raise KommoRequestError(
-                UPSTREAM,
-                f"product {element.name!r} ({element.id}) has no {self._config.price_field_code} "
-                "value in Kommo; set its price and move the deal to the invoice stage again",
-            )
-        discount_code = self._config.discount_field_code
-        return LineItem(
-            element_id=str(element.id),
-            name=element.name,
-            quantity=ref.metadata.quantity,
-            unit_price=price,
-            sku=_str(element.field_value(self._config.sku_field_code)),
-            product_type=_str(element.field_value(self._config.product_type_field_code)),
-            discount_percent=_decimal(element.field_value(discount_code))
-            if discount_code
-            else None,
+            phone=as_text(contact.field_value("PHONE")),
         )
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value).replace(" ", "").replace(",", "."))
-    except InvalidOperation:
-        return None
-
-
-def _str(value: Any) -> str | None:
-    return str(value).strip() or None if value is not None else None
+def _iso_code(value: str | None) -> str | None:
+    code = (value or "").strip().upper()
+    if _ISO_CURRENCY.match(code):
+        return code
+    log.warning(
+        "kommo.currency_unknown",
+        reported=value,
+        detail="the Kommo account reports no ISO currency code; set KOMMO_CURRENCY",
+    )
+    return None

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from app.clients.http import retry_after_seconds, send
-from app.clients.kommo.errors import KommoNotFound, KommoRequestError, KommoTransientError
+from app.clients.kommo.errors import (
+    KommoNotFound,
+    KommoRequestError,
+    KommoTransientError,
+    KommoUnreadable,
+)
 from app.clients.kommo.schemas import (
+    Account,
     Catalog,
     CatalogElement,
-    CatalogElementsPage,
     CatalogsPage,
     Contact,
     CreatedTask,
@@ -28,6 +34,17 @@ from app.clients.kommo.schemas import (
 
 UPSTREAM = "kommo"
 PAGE_LIMIT = 250
+M = TypeVar("M", bound=BaseModel)
+# The entity each item of these lists is, to name it when something in it is unreadable.
+_ITEM_ENTITIES = {
+    "leads": "lead",
+    "contacts": "contact",
+    "elements": "catalog element",
+    "catalogs": "list",
+    "catalog_elements": "linked element",
+    "webhooks": "webhook",
+    "tasks": "task",
+}
 
 
 class KommoClient:
@@ -35,37 +52,47 @@ class KommoClient:
         self._http = http
 
     async def get_lead(self, *, lead_id: int) -> Lead:
-        data = await self._get(f"/api/v4/leads/{lead_id}", {"with": "contacts,catalog_elements"})
-        return Lead.model_validate(data)
+        path = f"/api/v4/leads/{lead_id}"
+        data = await self._get(path, {"with": "contacts,catalog_elements"})
+        return _read(Lead, data, where=f"GET {path}", entity="lead")
 
     async def get_contact(self, *, contact_id: int) -> Contact:
-        return Contact.model_validate(await self._get(f"/api/v4/contacts/{contact_id}", {}))
+        path = f"/api/v4/contacts/{contact_id}"
+        return _read(Contact, await self._get(path, {}), where=f"GET {path}", entity="contact")
+
+    async def get_account(self) -> Account:
+        path = "/api/v4/account"
+        return _read(Account, await self._get(path, {}), where=f"GET {path}", entity="account")
 
     async def get_catalog_elements(
         self, *, catalog_id: int, element_ids: list[int]
     ) -> list[CatalogElement]:
+        """The elements with these ids; a deleted or unknown id is simply not in the answer."""
+        path = f"/api/v4/catalogs/{catalog_id}/elements"
         params: list[tuple[str, str | int]] = [("filter[id][]", i) for i in element_ids]
         params.append(("limit", PAGE_LIMIT))
         try:
-            data = await self._get(f"/api/v4/catalogs/{catalog_id}/elements", params)
+            data = await self._get(path, params)
         except KommoNotFound:
             return []
-        return CatalogElementsPage.model_validate(data).embedded.elements
+        return _read(ElementsPage, data, where=f"GET {path}").embedded.elements
 
     async def list_catalogs(self) -> list[Catalog]:
+        """Every list in the account (at most 10, so one page of 250 holds them)."""
+        path = "/api/v4/catalogs"
         try:
-            data = await self._get("/api/v4/catalogs", {"limit": PAGE_LIMIT})
+            data = await self._get(path, {"limit": PAGE_LIMIT})
         except KommoNotFound:
             return []
-        return CatalogsPage.model_validate(data).embedded.catalogs
+        return _read(CatalogsPage, data, where=f"GET {path}").embedded.catalogs
 
     async def catalog_elements_page(self, *, catalog_id: int, page: int) -> ElementsPage:
-        params = {"page": page, "limit": PAGE_LIMIT}
+        path = f"/api/v4/catalogs/{catalog_id}/elements"
         try:
-            data = await self._get(f"/api/v4/catalogs/{catalog_id}/elements", params)
+            data = await self._get(path, {"page": page, "limit": PAGE_LIMIT})
         except KommoNotFound:
             return ElementsPage()
-        return ElementsPage.model_validate(data)
+        return _read(ElementsPage, data, where=f"GET {path}")
 
     async def update_lead(self, *, lead_id: int, update: LeadUpdate) -> None:
         body = update.model_dump(mode="json", exclude_none=True)
@@ -75,6 +102,7 @@ class KommoClient:
         self, *, pipeline_id: int, status_id: int, updated_from: int, page: int
     ) -> LeadsPage:
         """One page of leads now in the stage and updated at or after `updated_from`."""
+        path = "/api/v4/leads"
         params: dict[str, str | int] = {
             "filter[statuses][0][pipeline_id]": pipeline_id,
             "filter[statuses][0][status_id]": status_id,
@@ -83,31 +111,35 @@ class KommoClient:
             "limit": PAGE_LIMIT,
         }
         try:
-            return LeadsPage.model_validate(await self._get("/api/v4/leads", params))
+            data = await self._get(path, params)
         except KommoNotFound:  # 204: no leads
             return LeadsPage()
+        return _read(LeadsPage, data, where=f"GET {path}")
 
     async def update_leads(self, *, patches: list[LeadPatch]) -> None:
         body = [p.model_dump(mode="json", exclude_none=True) for p in patches]
         await self._request("PATCH", "/api/v4/leads", json=body)
 
     async def list_webhooks(self) -> list[Webhook]:
+        path = "/api/v4/webhooks"
         try:
-            data = await self._get("/api/v4/webhooks", {})
+            data = await self._get(path, {})
         except KommoNotFound:
             return []
-        return WebhooksPage.model_validate(data).embedded.webhooks
+        return _read(WebhooksPage, data, where=f"GET {path}").embedded.webhooks
 
     async def create_tasks(self, *, tasks: list[TaskCreate]) -> list[CreatedTask]:
+        path = "/api/v4/tasks"
         body = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
-        response = await self._request("POST", "/api/v4/tasks", json=body)
-        return TasksCreated.model_validate(response.json()).embedded.tasks
+        response = await self._request("POST", path, json=body)
+        data = _json(response, f"POST {path}")
+        return _read(TasksCreated, data, where=f"POST {path}").embedded.tasks
 
     async def _get(self, path: str, params: Any) -> Any:
         response = await self._request("GET", path, params=params)
         if response.status_code == httpx.codes.NO_CONTENT:
             raise KommoNotFound(UPSTREAM, f"{path}: Kommo has no such record", status=204)
-        return response.json()
+        return _json(response, f"GET {path}")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await send(
@@ -115,6 +147,69 @@ class KommoClient:
         )
         _raise_for_status(method, path, response)
         return response
+
+
+def _json(response: httpx.Response, where: str) -> Any:
+    """A 2xx body that is not JSON is a page from something between us and Kommo (a proxy, a
+    maintenance page), not Kommo's API speaking: worth another try later."""
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        raise KommoTransientError(
+            UPSTREAM,
+            f"{where} answered {response.status_code} with a body that is not JSON ({kind})",
+            status=response.status_code,
+        ) from None
+
+
+def _read(model: type[M], data: Any, *, where: str, entity: str | None = None) -> M:
+    """Validate a Kommo answer; what it lacks is reported by entity and field, not as a dump."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise unreadable(exc, data, where=where, entity=entity) from None
+
+
+def unreadable(
+    exc: ValidationError, data: Any, *, where: str, entity: str | None
+) -> KommoUnreadable:
+    problems = exc.errors()
+    first = problems[0]
+    subject, field = _locate(first["loc"], data, entity)
+    if first["type"] == "missing":
+        what = f"has no {field}"
+    else:
+        what = f"has an unreadable {field}: {first['msg'][:1].lower()}{first['msg'][1:]}"
+    more = f"; and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+    return KommoUnreadable(UPSTREAM, f"Kommo {subject} {what} ({where}){more}")
+
+
+def _locate(loc: tuple[int | str, ...], data: Any, entity: str | None) -> tuple[str, str]:
+    """('_embedded', 'elements', 0, 'name') → ('catalog element 525439', 'name')."""
+    subjects = [_named(entity, data)] if entity else []
+    node, field_start = data, 0
+    for index, part in enumerate(loc):
+        parent_key = loc[index - 1] if index else None
+        node = _child(node, part)
+        if isinstance(part, int) and parent_key in _ITEM_ENTITIES:
+            subjects.append(_named(_ITEM_ENTITIES[str(parent_key)], node))
+            field_start = index + 1
+    field = ".".join(str(p) for p in loc[field_start:]) or "value"
+    return ", ".join(subjects) or "answer", field
+
+
+def _child(node: Any, part: int | str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return node[part]
+    return None
+
+
+def _named(entity: str, node: Any) -> str:
+    ident = node.get("id") if isinstance(node, dict) else None
+    return f"{entity} {ident}" if ident is not None else entity
 
 
 def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:

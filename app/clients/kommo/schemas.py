@@ -1,41 +1,59 @@
-"""The parts of Kommo API v4's JSON the bridge reads and writes, validated at the boundary."""
+"""The parts of Kommo API v4's JSON the bridge reads and writes, validated at the boundary.
+
+Reading is tolerant on purpose: Kommo's documented examples show `null` where their tables
+promise a type (`is_deleted: null` on catalog elements, `custom_fields_values: null`), and
+responses carry more keys than any table lists. So every model ignores unknown keys, treats
+`null` as "not there", and only the fields the bridge cannot work without are required; a
+missing one is reported by `app.clients.kommo.client` naming the entity and the field.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """`null` means the same as a missing key: the field's default, or 'has no X'."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
 
 class FieldValue(_Model):
+    # A string, a number, a bool or an object, depending on the field type (Kommo's
+    # custom-fields page); callers convert what they read.
     value: Any = None
     enum_id: int | None = None
-    # Older payloads spell it `enum`, newer ones `enum_code`.
-    enum_code: str | None = None
-    enum: str | None = None
 
 
 class CustomFieldValues(_Model):
-    field_id: int
-    field_name: str | None = None
+    field_id: int | None = None
     field_code: str | None = None
-    field_type: str | None = None
     values: list[FieldValue] = Field(default_factory=list)
 
 
 class HasCustomFields(_Model):
-    # Kommo sends null, not [], when an entity has no custom field values.
-    custom_fields_values: list[CustomFieldValues] | None = None
+    custom_fields_values: list[CustomFieldValues] = Field(default_factory=list)
 
     def field_value(self, code: str) -> Any:
         """The first value of the field with this code (case-insensitive), or None."""
-        for field in self.custom_fields_values or []:
+        for field in self.custom_fields_values:
             if (field.field_code or "").casefold() == code.casefold() and field.values:
+                return field.values[0].value
+        return None
+
+    def field_value_by_id(self, field_id: int) -> Any:
+        """The first value of the field with this id, or None."""
+        for field in self.custom_fields_values:
+            if field.field_id == field_id and field.values:
                 return field.values[0].value
         return None
 
@@ -46,8 +64,11 @@ class ContactRef(_Model):
 
 
 class LinkMetadata(_Model):
+    # A link made without a quantity counts as one (Kommo's UI adds a product with 1).
     quantity: Decimal = Decimal(1)
     catalog_id: int
+    # The id of the element's price-type custom field this deal uses (leads API, lead
+    # detail: `_embedded[catalog_elements][0][price_id]`).
     price_id: int | None = None
 
 
@@ -64,13 +85,11 @@ class LeadEmbedded(_Model):
 class Lead(HasCustomFields):
     id: int
     name: str = ""
-    price: int | None = None
     responsible_user_id: int | None = None
     status_id: int
     pipeline_id: int
     account_id: int | None = None
     updated_at: int | None = None
-    is_deleted: bool = False
     embedded: LeadEmbedded = Field(default_factory=LeadEmbedded, alias="_embedded")
 
 
@@ -84,59 +103,13 @@ class Contact(HasCustomFields):
 class CatalogElement(HasCustomFields):
     id: int
     name: str
-    catalog_id: int
+    catalog_id: int | None = None
+    # The docs' own examples show null here; only an explicit true means deleted.
     is_deleted: bool = False
 
 
 class CatalogElementsEmbedded(_Model):
     elements: list[CatalogElement] = Field(default_factory=list)
-
-
-class CatalogElementsPage(_Model):
-    embedded: CatalogElementsEmbedded = Field(
-        default_factory=CatalogElementsEmbedded, alias="_embedded"
-    )
-
-
-class FieldValueOut(_Model):
-    value: str | int | None = None
-    enum_id: int | None = None
-
-
-class CustomFieldUpdate(_Model):
-    field_id: int
-    values: list[FieldValueOut]
-
-
-class LeadUpdate(_Model):
-    custom_fields_values: list[CustomFieldUpdate]
-
-
-class TaskCreate(_Model):
-    text: str
-    complete_till: int
-    entity_id: int
-    entity_type: str = "leads"
-    responsible_user_id: int | None = None
-    task_type_id: int = 1
-    request_id: str | None = None
-
-
-class CreatedTask(_Model):
-    id: int
-    request_id: str | None = None
-
-
-class TasksEmbedded(_Model):
-    tasks: list[CreatedTask] = Field(default_factory=list)
-
-
-class TasksCreated(_Model):
-    embedded: TasksEmbedded = Field(default_factory=TasksEmbedded, alias="_embedded")
-
-
-class LeadsEmbedded(_Model):
-    leads: list[Lead] = Field(default_factory=list)
 
 
 class LinkHref(_Model):
@@ -147,21 +120,45 @@ class PageLinks(_Model):
     next: LinkHref | None = None
 
 
+class ElementsPage(_Model):
+    embedded: CatalogElementsEmbedded = Field(
+        default_factory=CatalogElementsEmbedded, alias="_embedded"
+    )
+    links: PageLinks = Field(default_factory=PageLinks, alias="_links")
+
+
+class Catalog(_Model):
+    id: int
+    name: str = ""
+    type: str | None = None
+
+
+class CatalogsEmbedded(_Model):
+    catalogs: list[Catalog] = Field(default_factory=list)
+
+
+class CatalogsPage(_Model):
+    # At most 10 lists per account (Kommo's lists page): one page holds them, no paging.
+    embedded: CatalogsEmbedded = Field(default_factory=CatalogsEmbedded, alias="_embedded")
+
+
+class Account(_Model):
+    # ISO 4217 code of the account's currency (Kommo's account-parameters page).
+    currency: str | None = None
+
+
+class LeadsEmbedded(_Model):
+    leads: list[Lead] = Field(default_factory=list)
+
+
 class LeadsPage(_Model):
     embedded: LeadsEmbedded = Field(default_factory=LeadsEmbedded, alias="_embedded")
     links: PageLinks = Field(default_factory=PageLinks, alias="_links")
 
 
-class LeadPatch(_Model):
-    id: int
-    custom_fields_values: list[CustomFieldUpdate]
-
-
 class Webhook(_Model):
-    id: int | None = None
-    destination: str
+    destination: str = ""
     disabled: bool = False
-    settings: list[str] = Field(default_factory=list)
 
 
 class WebhooksEmbedded(_Model):
@@ -172,22 +169,45 @@ class WebhooksPage(_Model):
     embedded: WebhooksEmbedded = Field(default_factory=WebhooksEmbedded, alias="_embedded")
 
 
-class Catalog(_Model):
+class CreatedTask(_Model):
     id: int
-    name: str
-    type: str | None = None
 
 
-class CatalogsEmbedded(_Model):
-    catalogs: list[Catalog] = Field(default_factory=list)
+class TasksEmbedded(_Model):
+    tasks: list[CreatedTask] = Field(default_factory=list)
 
 
-class CatalogsPage(_Model):
-    embedded: CatalogsEmbedded = Field(default_factory=CatalogsEmbedded, alias="_embedded")
+class TasksCreated(_Model):
+    embedded: TasksEmbedded = Field(default_factory=TasksEmbedded, alias="_embedded")
 
 
-class ElementsPage(_Model):
-    embedded: CatalogElementsEmbedded = Field(
-        default_factory=CatalogElementsEmbedded, alias="_embedded"
-    )
-    links: PageLinks = Field(default_factory=PageLinks, alias="_links")
+# --- what the bridge sends --------------------------------------------------------------------
+
+
+class FieldValueOut(BaseModel):
+    value: str | int | None = None
+    enum_id: int | None = None
+
+
+class CustomFieldUpdate(BaseModel):
+    field_id: int
+    values: list[FieldValueOut]
+
+
+class LeadUpdate(BaseModel):
+    custom_fields_values: list[CustomFieldUpdate]
+
+
+class LeadPatch(BaseModel):
+    id: int
+    custom_fields_values: list[CustomFieldUpdate]
+
+
+class TaskCreate(BaseModel):
+    text: str
+    complete_till: int
+    entity_id: int
+    entity_type: str = "leads"
+    responsible_user_id: int | None = None
+    task_type_id: int = 1
+    request_id: str | None = None

@@ -20,6 +20,9 @@ class Account:
     subdomain: str
     name: str
     created_at: int
+    # "Currency specified in the account settings" (Kommo's account-parameters page).
+    currency: str | None = None
+    currency_symbol: str | None = None
 
 
 @dataclass
@@ -95,6 +98,8 @@ class CatalogElement:
     created_at: int
     updated_at: int
     fields: dict[int, FieldValues] = field(default_factory=dict)
+    # Kommo's own element examples show null for a live element; true only once deleted.
+    is_deleted: bool | None = None
 
 
 @dataclass

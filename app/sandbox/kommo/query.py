@@ -1,5 +1,6 @@
 """Kommo list conventions: ``page``/``limit`` (≤ 250), PHP-style bracketed filters, ``with=``,
-``_page`` + ``_links.next``, and 204 for an empty page."""
+``_page`` + ``_links`` (``next``; ``first`` and ``prev`` after page 1), and 204 for an empty
+page."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def paged(
     if start + page.limit < len(items):
         page_links["next"] = {"href": _url(site, path, params, page.number + 1, page.limit)}
     if page.number > 1:
+        page_links["first"] = {"href": _url(site, path, params, 1, page.limit)}
         page_links["prev"] = {"href": _url(site, path, params, page.number - 1, page.limit)}
     body = {"_page": page.number, "_links": page_links, "_embedded": {key: chunk}}
     return HalResponse(body)

@@ -71,7 +71,6 @@ def lead(state: KommoState, item: Lead, *, site: str, with_: frozenset[str]) -> 
         "custom_fields_values": field_values(item.fields, state.lead_fields),
         "score": None,
         "account_id": state.account.id,
-        "labor_cost": None,
         "_links": links(site, f"/leads/{item.id}"),
         "_embedded": _lead_embedded(item, site, with_),
     }
@@ -113,8 +112,6 @@ def contact(state: KommoState, item: Contact, *, site: str) -> Json:
         "created_at": item.created_at,
         "updated_at": item.updated_at,
         "closest_task_at": None,
-        "is_deleted": False,
-        "is_unsorted": False,
         "custom_fields_values": field_values(item.fields, state.contact_fields),
         "account_id": state.account.id,
         "_links": links(site, f"/contacts/{item.id}"),
@@ -173,7 +170,7 @@ def element(state: KommoState, item: CatalogElement, *, site: str) -> Json:
         "updated_by": item.created_by,
         "created_at": item.created_at,
         "updated_at": item.updated_at,
-        "is_deleted": False,
+        "is_deleted": item.is_deleted,
         "custom_fields_values": field_values(item.fields, fields),
         "catalog_id": item.catalog_id,
         "account_id": state.account.id,
@@ -246,19 +243,19 @@ def webhook(state: KommoState, item: Webhook) -> Json:
 
 
 def account(state: KommoState, *, site: str) -> Json:
+    """The keys Kommo's account-parameters page shows without `with`."""
     item = state.account
     return {
         "id": item.id,
         "name": item.name,
         "subdomain": item.subdomain,
-        "created_at": item.created_at,
-        "created_by": state.admin_user_id,
-        "updated_at": item.created_at,
-        "updated_by": state.admin_user_id,
         "current_user_id": state.admin_user_id,
         "country": "GB",
+        "currency": item.currency,
+        "currency_symbol": item.currency_symbol,
         "customers_mode": "disabled",
         "is_unsorted_on": False,
+        "mobile_feature_version": 0,
         "is_loss_reason_enabled": False,
         "is_helpbot_enabled": False,
         "is_technical_account": False,
