@@ -236,6 +236,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         due_days=settings.invoice_due_days,
         task_deadline=timedelta(hours=settings.kommo_task_deadline_hours),
         mapping_file=str(settings.ledger_mappings_path),
+        currency_policy=settings.currency_policy,
     )
 
 

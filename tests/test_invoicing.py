@@ -88,26 +88,26 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
                     {
                         "description": "Consulting hour",
                         "ledger_account_id": "la-services",
-                        "quantity": 2.5,
-                        "unit_price": 120.0,
+                        "quantity": "2.5",
+                        "unit_price": "120.00",
                         "tax_rate_id": "GB_STANDARD",
-                        "tax_amount": 60.0,
+                        "tax_amount": "60.00",
                     },
                     {
                         "description": "Widget",
                         "ledger_account_id": "la-goods",
-                        "quantity": 3.0,
-                        "unit_price": 19.99,
+                        "quantity": "3",
+                        "unit_price": "19.99",
                         "tax_rate_id": "GB_STANDARD",
-                        "tax_amount": 11.99,
+                        "tax_amount": "11.99",
                     },
                     {
                         "description": "Support plan",
                         "ledger_account_id": "la-subscriptions",
-                        "quantity": 1.0,
-                        "unit_price": 499.0,
+                        "quantity": "1",
+                        "unit_price": "499",
                         "tax_rate_id": "GB_LOWER",
-                        "tax_amount": 24.95,
+                        "tax_amount": "24.95",
                     },
                 ],
                 "idempotency_id": idempotency_key("kommo", "29000001", "1"),
@@ -185,10 +185,10 @@ async def test_remembered_contact_link_saves_the_lookup(
 @pytest.mark.parametrize(
     ("element_id", "ledger", "tax_rate", "tax"),
     [
-        (101, "la-services", "GB_STANDARD", 24.0),  # by element id, default tax rate
-        (102, "la-goods", "GB_STANDARD", 4.0),  # by SKU
-        (103, "la-subscriptions", "GB_LOWER", 24.95),  # by product type
-        (105, "la-goods", "GB_ZERO", 0.0),  # zero-rated: tax 0.00 still sent
+        (101, "la-services", "GB_STANDARD", "24.00"),  # by element id, default tax rate
+        (102, "la-goods", "GB_STANDARD", "4.00"),  # by SKU
+        (103, "la-subscriptions", "GB_LOWER", "24.95"),  # by product type
+        (105, "la-goods", "GB_ZERO", "0.00"),  # zero-rated: tax 0.00 still sent
     ],
 )
 async def test_each_mapping_kind_picks_the_ledger_account(
@@ -200,7 +200,7 @@ async def test_each_mapping_kind_picks_the_ledger_account(
     element_id: int,
     ledger: str,
     tax_rate: str,
-    tax: float,
+    tax: str,
 ) -> None:
     kommo.add_lead(1, products=[(element_id, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -231,8 +231,8 @@ async def test_tax_is_rounded_per_line_half_up(
 
     lines = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"]
     assert [(ln["quantity"], ln["unit_price"], ln["tax_amount"]) for ln in lines] == [
-        (3.0, 0.125, 0.08),
-        (0.5, 499.0, 12.48),  # 249.50 × 5 % = 12.475 → 12.48
+        ("3", "0.125", "0.08"),
+        ("0.5", "499", "12.48"),  # 249.50 × 5 % = 12.475 → 12.48
     ]
 
 
