@@ -159,5 +159,6 @@ def sage_messages(response: httpx.Response) -> str:
     for err in errors:
         if isinstance(err, dict):
             source = f" ({err['$source']})" if err.get("$source") else ""
-            parts.append(f"{err.get('$dataCode', 'Error')}: {err.get('$message', '')}{source}")
+            code, message = err.get("$dataCode") or "Error", err.get("$message") or ""
+            parts.append(f"{code}: {message}{source}")
     return "; ".join(parts) or response.reason_phrase
