@@ -206,6 +206,7 @@ def test_error_arrays_become_the_right_error_quoting_sage(name: str) -> None:
         response = httpx.Response(status, json=variant)
         with pytest.raises(ERROR_CLASSES[status]) as caught:
             _raise_for_status("POST", "/sales_invoices", response)
+        assert isinstance(caught.value, SageRequestError | SageTransientError)
         text = caught.value.detail
         assert text.startswith(f"POST /sales_invoices → {status}: ") and "None" not in text
         if variant is fixture["body"]:
