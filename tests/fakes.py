@@ -220,8 +220,13 @@ class FakeSage:
         self.contacts: list[dict[str, Any]] = []
         self.invoices: list[dict[str, Any]] = []
         self.invoice_posts: list[Any] = []
+        # Every POST /sales_invoices body that reached Sage, refused ones included.
+        self.invoice_attempts: list[Any] = []
         self.contact_posts: list[Any] = []
         self.idempotent: dict[str, dict[str, Any]] = {}
+        # Sage answers a repeated idempotency_id with the first answer; a refusal included
+        # (the behaviour the bridge must survive: it is not documented either way).
+        self.refused: dict[str, httpx.Response] = {}
         self.tax_rates = {"GB_STANDARD": "20.0", "GB_LOWER": "5.0", "GB_ZERO": "0.0"}
         self.base_currency = "GBP"
         self.multi_currency = False
@@ -357,13 +362,20 @@ class FakeSage:
         )
 
     def _post_invoice(self, request: httpx.Request) -> httpx.Response:
-        if early := self._auth(request) or _fault_or(self.faults, "post_invoice"):
+        if early := self._auth(request):
             return early
         body = _json(request)
+        key = body["sales_invoice"]["idempotency_id"]
+        self.invoice_attempts.append(body)
+        if key in self.refused:
+            return self.refused[key]
+        if fault := _fault_or(self.faults, "post_invoice"):
+            if 400 <= fault.status_code < 500 and fault.status_code not in (401, 408, 429):
+                self.refused[key] = fault
+            return fault
         validate_sage_body("postSalesInvoices", body)
         self.invoice_posts.append(body)
         invoice_in = body["sales_invoice"]
-        key = invoice_in["idempotency_id"]
         if key not in self.idempotent:
             self.idempotent[key] = self._create(invoice_in)
         if self.timeout_after_create:
