@@ -209,7 +209,7 @@ def _sage_credentials(
             "(POST /ops/connections/sage/start) or `sagebridge connections import sage "
             "--refresh-token ...` (README, Connecting real accounts).",
         )
-        if connections is not None:
+        if connections is not None and connections.config.connection_encryption_keys:
             key = ConnectionKey(Provider.SAGE, business)
             return {}, connections.bearer(key, fallback=static.get_secret_value())
     return _credentials(static, connections, ConnectionKey(Provider.SAGE, business))
