@@ -10,6 +10,7 @@ from typing import Any
 
 from app.sandbox.sage.models import (
     CONTACT_TYPE_NAMES,
+    CURRENCY_NAMES,
     STATUS_NAMES,
     ZERO,
     BankAccount,
@@ -46,6 +47,26 @@ def project(full: Json, attributes: str | None) -> Json:
     return {k: v for k, v in full.items() if k in BASE_KEYS or k in wanted}
 
 
+def currency_ref(code: str) -> Json:
+    return ref("currencies", code, f"{CURRENCY_NAMES.get(code, code)} ({code})")
+
+
+def financial_settings(item: Business) -> Json:
+    """The settings the bridge reads, with the other attributes of Sage's spec at defaults."""
+    return {
+        "$path": "/financial_settings",
+        "year_end_date": None,
+        "accounting_type": "accrual",
+        "base_currency": currency_ref(item.currency_id),
+        "multi_currency_enabled": item.multi_currency_enabled,
+        "use_live_exchange_rates": False,
+        "tax_number": None,
+        "sales_tax_calculation": "invoice",
+        "purchase_tax_calculation": "invoice",
+        "updated_at": iso(item.created_at),
+    }
+
+
 def status_ref(status: Status) -> Json:
     return ref("artefact_statuses", status.value, STATUS_NAMES[status])
 
@@ -55,7 +76,7 @@ def business(item: Business) -> Json:
         **ref("businesses", item.id, item.name),
         "name": item.name,
         "country_of_registration": {"id": item.country_id, "displayed_as": item.country_id},
-        "currency": ref("currencies", item.currency_id, item.currency_id),
+        "currency": currency_ref(item.currency_id),
         "created_at": iso(item.created_at),
         "updated_at": iso(item.created_at),
     }
@@ -138,8 +159,8 @@ def contact(book: Book, item: Contact) -> Json:
         "email": item.email,
         "main_contact_person": _person(item.main_contact_person, item.contact_type_ids),
         "balance": as_number(_balance(book, item)),
-        "currency": ref("currencies", book.business.currency_id, book.business.currency_id),
-        "credit_days": None,
+        "currency": currency_ref(item.currency_id or book.business.currency_id),
+        "credit_days": item.credit_days,
         "notes": None,
         "tax_number": None,
         "main_address": None,
@@ -195,9 +216,9 @@ def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
         "reference": item.reference,
         "notes": item.notes,
         **_invoice_amounts(item),
-        "currency": ref("currencies", item.currency_id, item.currency_id),
-        "exchange_rate": 1.0,
-        "inverse_exchange_rate": 1.0,
+        "currency": currency_ref(item.currency_id),
+        "exchange_rate": as_number(item.exchange_rate),
+        "inverse_exchange_rate": as_number(item.inverse_exchange_rate),
         "status": status_ref(item.status),
         "sent": False,
         "sent_by_email": False,
@@ -227,10 +248,10 @@ def _invoice_amounts(item: SalesInvoice) -> Json:
         "outstanding_amount": item.outstanding_amount,
         "total_quantity": sum((line.quantity for line in item.lines), ZERO),
         "total_discount_amount": sum((line.discount_amount for line in item.lines), ZERO),
-        "base_currency_net_amount": item.net_amount,
-        "base_currency_tax_amount": item.tax_amount,
-        "base_currency_total_amount": item.total_amount,
-        "base_currency_outstanding_amount": item.outstanding_amount,
+        "base_currency_net_amount": item.in_base(item.net_amount),
+        "base_currency_tax_amount": item.in_base(item.tax_amount),
+        "base_currency_total_amount": item.in_base(item.total_amount),
+        "base_currency_outstanding_amount": item.in_base(item.outstanding_amount),
     }
     return {key: as_number(value) for key, value in amounts.items()}
 
@@ -275,7 +296,7 @@ def _allocations(item: SalesInvoice) -> list[Json]:
             "type": ref("transaction_types", "CUSTOMER_RECEIPT", "Customer Receipt"),
             "reference": a.reference,
             "amount": as_number(a.amount),
-            "discount": 0.0,
+            "discount": "0.0",
             "contact_payment": {"id": a.payment_id, "$path": f"/contact_payments/{a.payment_id}"},
             "displayed_as": a.reference or "Customer Receipt",
         }
@@ -298,9 +319,9 @@ def payment(book: Book, item: ContactPayment) -> Json:
         "bank_account": ref("bank_accounts", bank.id, f"{bank.name} ({bank.nominal_code})"),
         "date": item.date.isoformat(),
         "net_amount": as_number(item.total_amount),
-        "tax_amount": 0.0,
+        "tax_amount": "0.0",
         "total_amount": as_number(item.total_amount),
-        "currency": ref("currencies", book.business.currency_id, book.business.currency_id),
+        "currency": currency_ref(book.business.currency_id),
         "reference": item.reference,
         "allocated_artefacts": [
             {
