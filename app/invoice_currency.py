@@ -10,15 +10,19 @@ and the currency the customer trades in. The policy (`CURRENCY_POLICY`):
 
 A deal whose currency the CRM does not report is taken to be in the base currency (the bridge
 cannot know better, and that is how every invoice was raised before currencies were read); the
-sync log says so, and a customer who trades in another currency still stops the invoice.
+log says so (`invoice.currency_assumed`), and a customer who trades in another currency still
+stops the invoice.
 """
 
 from __future__ import annotations
 
 import enum
 
-from app import lineage
+import structlog
+
 from app.domain import BusinessCurrency, Deal
+
+log = structlog.get_logger(__name__)
 
 RETRY_HINT = "then move the deal to the invoice stage again"
 
@@ -41,7 +45,7 @@ def invoice_currency(deal: Deal, business: BusinessCurrency, policy: CurrencyPol
     """The ISO 4217 code to invoice in (the base currency unless the policy says otherwise)."""
     wanted = (deal.currency or "").upper()
     if not wanted:
-        lineage.note("invoice", "currency_assumed", currency=business.base, reason="deal has none")
+        log.warning("invoice.currency_assumed", currency=business.base, reason="the deal has none")
         return business.base
     if wanted == business.base:
         return wanted

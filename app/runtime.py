@@ -201,7 +201,8 @@ def _sage_credentials(
     """Outside the sandbox a stored OAuth grant wins; SAGE_ACCESS_TOKEN (a Sage access token,
     about 5 minutes of life, never refreshed) is used only while no grant is stored."""
     static = settings.sage_access_token
-    if static is not None and not settings.sandbox_mode:
+    # Only long-running processes (API, worker) hold connections: one-off commands stay quiet.
+    if static is not None and not settings.sandbox_mode and connections is not None:
         log.warning(
             "sage.static_token",
             detail="SAGE_ACCESS_TOKEN expires minutes after Sage issued it and cannot be "

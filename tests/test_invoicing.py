@@ -14,6 +14,7 @@ import pytest
 import respx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 from app.domain import Deal
 from app.invoicing import Bridge, idempotency_key
@@ -435,8 +436,11 @@ async def bridge_with(settings: Settings, **changes: Any) -> AsyncIterator[Bridg
 
 
 async def sync_log(sessionmaker: Maker, action: str) -> list[dict[str, Any]]:
+    """The details of the sync log's invoice entries with this action."""
     async with sessionmaker() as session:
-        rows = await session.scalars(select(SyncRecord).where(SyncRecord.action == action))
+        rows = await session.scalars(
+            select(SyncRecord).where(SyncRecord.record == "invoice", SyncRecord.action == action)
+        )
         return [row.detail for row in rows]
 
 
@@ -570,12 +574,14 @@ async def test_deal_without_a_currency_is_invoiced_in_the_business_currency(
     deal_in(bridge[0], None)
     event_id = await record_trigger(sessionmaker, settings, 1)
 
-    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    with capture_logs() as logs:
+        assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
 
     assert "currency_id" not in sage.invoice_posts[0]["sales_invoice"]
-    assert await sync_log(sessionmaker, "currency_assumed") == [
-        {"currency": "GBP", "reason": "deal has none"}
-    ]
+    assumed = [e for e in logs if e["event"] == "invoice.currency_assumed"]
+    assert [(e["currency"], e["reason"]) for e in assumed] == [("GBP", "the deal has none")]
+    (created,) = await sync_log(sessionmaker, "created")
+    assert created["currency"] == "GBP"
 
 
 async def test_sage_totals_that_differ_from_ours_are_recorded_not_refused(
