@@ -8,6 +8,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from app.connections.cli import connections_cli, import_sage, list_connections, rotate_keys
@@ -15,6 +16,8 @@ from app.connections.crypto import TokenCipher, generate_key
 from app.connections.errors import NotConfigured, OAuthRequestError
 from app.connections.models import Connection
 from app.connections.runtime import Connections
+from app.runtime import Upstreams
+from app.settings import Settings
 from tests.connections.conftest import (
     KEY_A,
     SAGE_KEY,
@@ -118,3 +121,16 @@ async def test_a_stored_grant_wins_over_a_leftover_static_token(
     assert before.status_code == 401  # nothing stored yet: the static token was sent
     assert after.status_code == 200
     assert upstream.protected_calls[-1] == upstream.latest[0]
+
+
+async def test_a_static_sage_token_outside_the_sandbox_warns_that_it_dies_in_minutes(
+    settings: Settings, connections: Connections
+) -> None:
+    with capture_logs() as logs:
+        upstreams = Upstreams.open(settings, connections)
+    await upstreams.close()
+
+    (warning,) = [e for e in logs if e["event"] == "sage.static_token"]
+    assert warning["log_level"] == "warning"
+    assert "expires minutes after Sage issued it" in warning["detail"]
+    assert "sage-token-abc" not in str(warning)
