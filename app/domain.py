@@ -64,11 +64,27 @@ class InvoiceLine:
 class InvoiceDraft:
     contact_id: str
     date: dt.date
-    due_date: dt.date
     reference: str
     idempotency_key: str
     lines: tuple[InvoiceLine, ...]
     notes: str | None = None
+    # None: the accounting system applies the customer's terms (Sage: contact credit_days,
+    # else the business default); a date only when ops set INVOICE_DUE_DAYS.
+    due_date: dt.date | None = None
+    # None: the accounting system's base currency; otherwise an ISO 4217 code.
+    currency: str | None = None
+
+    @property
+    def net_amount(self) -> Decimal:
+        return sum((line.net_amount for line in self.lines), Decimal(0))
+
+    @property
+    def tax_amount(self) -> Decimal:
+        return sum((line.tax_amount for line in self.lines), Decimal(0))
+
+    @property
+    def total_amount(self) -> Decimal:
+        return self.net_amount + self.tax_amount
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,27 @@ class InvoiceRef:
     url: str | None
     reference: str | None = None
     total_amount: Decimal | None = None
+    net_amount: Decimal | None = None
+    tax_amount: Decimal | None = None
+    due_date: dt.date | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerRef:
+    """A customer in the accounting system and the currency it trades in (None: unknown or
+    the business's own)."""
+
+    id: str
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class BusinessCurrency:
+    """The accounting system's base currency and whether it may invoice in others."""
+
+    base: str
+    multi_currency: bool
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,29 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import lineage
-from app.domain import Customer, Deal, InvoiceDraft, InvoiceLine, InvoiceRef, LineItem, TaxRate
+from app.domain import (
+    BusinessCurrency,
+    Customer,
+    CustomerRef,
+    Deal,
+    InvoiceDraft,
+    InvoiceLine,
+    InvoiceRef,
+    LineItem,
+    TaxRate,
+)
 from app.errors import UpstreamPermanentError, UpstreamTransientError
+from app.invoice_currency import CurrencyMismatch, CurrencyPolicy, check_customer, invoice_currency
 from app.mapping import LedgerMapping
-from app.metrics import INVOICES_CREATED
+from app.metrics import INVOICE_TOTALS_DIFFER, INVOICES_CREATED
 from app.models import (
+    ContactLink,
     DealInvoice,
     EventState,
     InboxEvent,
     InvoiceRecordState,
 )
-from app.money import line_amounts
+from app.money import line_amounts, totals_difference
 from app.payment_status import UNPAID
 from app.ports import Accounting, Crm, DealNotFound
 from app.repositories import ContactLinkRepository, InvoiceRepository
@@ -43,9 +55,11 @@ class PipelineConfig:
     trigger_status_id: int
     retry_delays: tuple[timedelta, ...]
     lease: timedelta
-    due_days: int
+    # None: Sage applies the customer's terms; a number overrides them (INVOICE_DUE_DAYS).
+    due_days: int | None
     task_deadline: timedelta
     mapping_file: str
+    currency_policy: CurrencyPolicy = CurrencyPolicy.TASK
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,9 @@ async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent
             return Outcome(EventState.SKIPPED, str(exc))
         except UnmappedLines as exc:
             return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, _unmapped(exc))
+        except CurrencyMismatch as exc:
+            lineage.note("invoice", "currency_mismatch", detail=exc.detail)
+            return Outcome(EventState.FAILED, exc.detail, exc.task_text)
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
     await _write_back(bridge, deal, invoice, record)
@@ -177,15 +194,48 @@ async def _create_invoice(
             "not the invoice stage"
         )
     lines = await _invoice_lines(bridge, deal)
-    contact_id = await _resolve_contact(session, bridge, deal)
-    draft = _draft(bridge, deal, contact_id, lines)
+    business = await bridge.accounting.business_currency()
+    currency = invoice_currency(deal, business, cfg.currency_policy)
+    contact = await _resolve_contact(session, bridge, deal, business, currency)
+    check_customer(contact.id, contact.currency or business.base, currency)
+    foreign = None if currency == business.base else currency
+    draft = _draft(bridge, deal, contact.id, lines, record, foreign)
     if record is None:
         record = await _start_record(session, bridge, event, deal, draft)
-    invoice = await bridge.accounting.create_invoice(draft=draft)
+    invoice = await _post_invoice(session, bridge, record, draft)
     _store_created(record, invoice)
-    record.due_date = draft.due_date
+    record.due_date = invoice.due_date or draft.due_date
     await session.commit()
     INVOICES_CREATED.inc()
+    _note_created(draft, invoice)
+    return invoice
+
+
+async def _post_invoice(
+    session: AsyncSession, bridge: Bridge, record: DealInvoice, draft: InvoiceDraft
+) -> InvoiceRef:
+    """POST the draft; a definitive refusal closes its idempotency key before it is reported."""
+    try:
+        return await bridge.accounting.create_invoice(draft=draft)
+    except UpstreamPermanentError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:
+            _close_key(bridge, record)
+            await session.commit()
+        raise
+
+
+def _close_key(bridge: Bridge, record: DealInvoice) -> None:
+    """The next attempt (a replay, or the deal moved again after a fix) gets a new key; the
+    POSTING row and the look-up by reference still guard against a second invoice."""
+    record.idempotency_generation += 1
+    record.idempotency_key = idempotency_key(
+        bridge.crm.name, record.account_id, record.deal_id, f"g{record.idempotency_generation}"
+    )
+    log.info("invoice.idempotency_key_closed", generation=record.idempotency_generation)
+    lineage.note("invoice", "key_closed", generation=record.idempotency_generation)
+
+
+def _note_created(draft: InvoiceDraft, invoice: InvoiceRef) -> None:
     lineage.note(
         "invoice",
         "created",
@@ -193,9 +243,29 @@ async def _create_invoice(
         invoice_number=invoice.number,
         reference=draft.reference,
         total=str(invoice.total_amount) if invoice.total_amount is not None else None,
+        due_date=invoice.due_date.isoformat() if invoice.due_date else None,
+        currency=invoice.currency or draft.currency,
     )
     log.info("invoice.created", invoice_id=invoice.id, invoice_number=invoice.number)
-    return invoice
+    if invoice.due_date is None and draft.due_date is None:
+        # Sage documents a default due date; without one the deal cannot turn overdue until a
+        # status poll brings it.
+        log.warning("invoice.due_date_missing", invoice_id=invoice.id)
+        lineage.note("invoice", "due_date_missing", invoice_id=invoice.id)
+    _penny_check(draft, invoice)
+
+
+def _penny_check(draft: InvoiceDraft, invoice: InvoiceRef) -> None:
+    """Sage's totals against ours: a difference is recorded, never a reason to refuse."""
+    differences = totals_difference(
+        ours=(draft.net_amount, draft.tax_amount, draft.total_amount),
+        theirs=(invoice.net_amount, invoice.tax_amount, invoice.total_amount),
+    )
+    if not differences:
+        return
+    INVOICE_TOTALS_DIFFER.inc()
+    log.warning("invoice.totals_differ", invoice_id=invoice.id, **differences)
+    lineage.note("invoice", "totals_differ", invoice_id=invoice.id, **differences)
 
 
 async def _start_record(
@@ -208,6 +278,7 @@ async def _start_record(
         event_id=event.id,
         reference=draft.reference,
         idempotency_key=draft.idempotency_key,
+        idempotency_generation=0,
         contact_id=draft.contact_id,
     )
     started = await InvoiceRepository(session).start(record)
@@ -299,7 +370,10 @@ def _price(line: LineItem, ledger_account_id: str, rate: TaxRate | None) -> Invo
     )
 
 
-async def _resolve_contact(session: AsyncSession, bridge: Bridge, deal: Deal) -> str:
+async def _resolve_contact(
+    session: AsyncSession, bridge: Bridge, deal: Deal, business: BusinessCurrency, currency: str
+) -> CustomerRef:
+    """The customer (found by email or created once), with the currency it trades in."""
     customer = deal.customer
     if customer is None or not customer.email:
         raise UpstreamPermanentError(
@@ -309,43 +383,75 @@ async def _resolve_contact(session: AsyncSession, bridge: Bridge, deal: Deal) ->
         )
     links = ContactLinkRepository(session)
     link = await links.get(accounting=bridge.accounting.name, email=customer.email)
-    if link is not None:
+    if link is not None and link.currency:
         lineage.note("contact", "reused", contact_id=link.accounting_contact_id, found_in="link")
-        return link.accounting_contact_id
-    contact_id = await _find_or_create_customer(bridge, customer, customer.email)
+        return CustomerRef(link.accounting_contact_id, link.currency)
+    found = await _linked_or_new(bridge, customer, customer.email, link, business, currency)
+    ref = CustomerRef(found.id, found.currency or business.base)
     await links.remember(
         accounting=bridge.accounting.name,
         email=customer.email,
         crm_contact_id=customer.crm_id,
-        accounting_contact_id=contact_id,
+        accounting_contact_id=ref.id,
+        currency=ref.currency,
     )
     await session.commit()
-    return contact_id
+    return ref
 
 
-async def _find_or_create_customer(bridge: Bridge, customer: Customer, email: str) -> str:
+async def _linked_or_new(
+    bridge: Bridge,
+    customer: Customer,
+    email: str,
+    link: ContactLink | None,
+    business: BusinessCurrency,
+    currency: str,
+) -> CustomerRef:
+    """A link kept before currencies were (no currency) is completed by one look-up."""
+    if link is None:
+        return await _find_or_create_customer(bridge, customer, email, business, currency)
+    found = await bridge.accounting.find_customer(email=email)
+    same = found is not None and found.id == link.accounting_contact_id
+    lineage.note("contact", "reused", contact_id=link.accounting_contact_id, found_in="link")
+    return CustomerRef(link.accounting_contact_id, found.currency if found and same else None)
+
+
+async def _find_or_create_customer(
+    bridge: Bridge, customer: Customer, email: str, business: BusinessCurrency, currency: str
+) -> CustomerRef:
     found = await bridge.accounting.find_customer(email=email)
     if found is not None:
-        log.info("contact.reused", contact_id=found)
-        lineage.note("contact", "reused", contact_id=found, email_found_in="sage")
+        log.info("contact.reused", contact_id=found.id)
+        lineage.note("contact", "reused", contact_id=found.id, email_found_in="sage")
         return found
     key = idempotency_key(bridge.accounting.name, "contact", email.casefold())
-    created = await bridge.accounting.create_customer(customer=customer, idempotency_key=key)
-    log.info("contact.created", contact_id=created)
-    lineage.note("contact", "created", contact_id=created)
+    foreign = None if currency == business.base else currency
+    created = await bridge.accounting.create_customer(
+        customer=customer, idempotency_key=key, currency=foreign
+    )
+    log.info("contact.created", contact_id=created.id, currency=created.currency or currency)
+    lineage.note("contact", "created", contact_id=created.id, currency=created.currency or currency)
     return created
 
 
 def _draft(
-    bridge: Bridge, deal: Deal, contact_id: str, lines: tuple[InvoiceLine, ...]
+    bridge: Bridge,
+    deal: Deal,
+    contact_id: str,
+    lines: tuple[InvoiceLine, ...],
+    record: DealInvoice | None,
+    currency: str | None,
 ) -> InvoiceDraft:
     today = date.today()
+    due_days = bridge.config.due_days
+    key = record.idempotency_key if record is not None else None
     return InvoiceDraft(
         contact_id=contact_id,
         date=today,
-        due_date=today + timedelta(days=bridge.config.due_days),
+        due_date=today + timedelta(days=due_days) if due_days is not None else None,
         reference=invoice_reference(bridge.crm.name, deal.id),
-        idempotency_key=idempotency_key(bridge.crm.name, deal.account_id, deal.id),
+        idempotency_key=key or idempotency_key(bridge.crm.name, deal.account_id, deal.id),
         lines=lines,
         notes=f"{deal.name} ({bridge.crm.deal_url(deal_id=deal.id)})",
+        currency=currency,
     )

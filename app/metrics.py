@@ -15,6 +15,10 @@ EVENTS_FINISHED = Counter(
     "sagebridge_events_finished_total", "Events that reached a terminal state", ["state"]
 )
 INVOICES_CREATED = Counter("sagebridge_invoices_created_total", "Invoices created upstream")
+INVOICE_TOTALS_DIFFER = Counter(
+    "sagebridge_invoice_totals_differ_total",
+    "Invoices whose net, tax or total in Sage differ from the bridge's (the penny check)",
+)
 RETRIES = Counter("sagebridge_retries_total", "Retries scheduled after a transient failure")
 TASKS_OPENED = Counter("sagebridge_tasks_opened_total", "CRM tasks opened for managers")
 UPSTREAM_REQUESTS = Counter(

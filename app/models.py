@@ -139,7 +139,10 @@ class DealInvoice(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("inbox_events.id"))
     state: Mapped[str] = mapped_column(String(16))
     reference: Mapped[str] = mapped_column(String(64))
+    # The key the next POST carries. A definitive refusal (4xx) closes it: the generation moves
+    # on and a new key is derived, so a fixed deal is not answered with the old refusal.
     idempotency_key: Mapped[str] = mapped_column(String(32))
+    idempotency_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     contact_id: Mapped[str | None] = mapped_column(String(64))
     invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     invoice_number: Mapped[str | None] = mapped_column(String(64))
@@ -190,6 +193,8 @@ class ContactLink(Base):
     email: Mapped[str] = mapped_column(String(320))
     crm_contact_id: Mapped[str] = mapped_column(String(64))
     accounting_contact_id: Mapped[str] = mapped_column(String(64))
+    # ISO 4217 code the accounting contact trades in; NULL on links made before it was kept.
+    currency: Mapped[str | None] = mapped_column(String(3))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

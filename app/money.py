@@ -36,3 +36,16 @@ def line_amounts(
     discount = round_money(gross * (discount_percent or Decimal(0)) / HUNDRED)
     net = round_money(gross) - discount
     return LineAmounts(discount=discount, net=net, tax=round_money(net * tax_percent / HUNDRED))
+
+
+def totals_difference(
+    *, ours: tuple[Decimal, Decimal, Decimal], theirs: tuple[Decimal | None, ...]
+) -> dict[str, str]:
+    """Net, tax and total where the accounting system's differ from ours (skipped if absent),
+    as {"net_ours": "10.00", "net_theirs": "10.01", ...}; empty when they agree."""
+    differences: dict[str, str] = {}
+    for name, mine, other in zip(("net", "tax", "total"), ours, theirs, strict=True):
+        if other is not None and other != mine:
+            differences[f"{name}_ours"] = str(mine)
+            differences[f"{name}_theirs"] = str(other)
+    return differences

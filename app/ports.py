@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Protocol
 
 from app.domain import (
+    BusinessCurrency,
     Customer,
+    CustomerRef,
     Deal,
     DealInStage,
     InvoiceDraft,
@@ -63,11 +65,19 @@ class Crm(Protocol):
 class Accounting(Protocol):
     name: str
 
-    async def find_customer(self, *, email: str) -> str | None:
-        """The id of an existing customer contact with this email, if any."""
+    async def find_customer(self, *, email: str) -> CustomerRef | None:
+        """An existing customer contact with this email (and its currency), if any."""
         ...
 
-    async def create_customer(self, *, customer: Customer, idempotency_key: str) -> str: ...
+    async def create_customer(
+        self, *, customer: Customer, idempotency_key: str, currency: str | None = None
+    ) -> CustomerRef:
+        """A new customer; `currency` (ISO 4217) only when it is not the business's own."""
+        ...
+
+    async def business_currency(self) -> BusinessCurrency:
+        """The base currency and whether invoices may be raised in others (cached)."""
+        ...
 
     async def find_invoice(self, *, reference: str) -> InvoiceRef | None:
         """An invoice already raised with this reference (a previous attempt that timed out)."""

@@ -326,20 +326,30 @@ class ContactLinkRepository:
         return (await self.session.scalars(stmt)).one_or_none()
 
     async def remember(
-        self, *, accounting: str, email: str, crm_contact_id: str, accounting_contact_id: str
+        self,
+        *,
+        accounting: str,
+        email: str,
+        crm_contact_id: str,
+        accounting_contact_id: str,
+        currency: str | None = None,
     ) -> None:
         values = {
             "accounting": accounting,
             "email": email.casefold(),
             "crm_contact_id": crm_contact_id,
             "accounting_contact_id": accounting_contact_id,
+            "currency": currency,
             "created_at": utcnow(),
         }
         insert = postgresql.insert if _dialect(self.session) == "postgresql" else sqlite.insert
         stmt = insert(ContactLink).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["accounting", "email"],
-            set_={"accounting_contact_id": values["accounting_contact_id"]},
+            set_={
+                "accounting_contact_id": values["accounting_contact_id"],
+                "currency": values["currency"],
+            },
         )
         await self.session.execute(stmt)
 

@@ -64,9 +64,7 @@ class Upstreams:
         kommo_headers, kommo_auth = _credentials(
             settings.kommo_access_token, connections, ConnectionKey(Provider.KOMMO, kommo_account)
         )
-        sage_headers, sage_auth = _credentials(
-            settings.sage_access_token, connections, ConnectionKey(Provider.SAGE, business)
-        )
+        sage_headers, sage_auth = _sage_credentials(settings, connections, business)
         kommo_limit = _limit(settings, settings.kommo_rate_limit, "kommo", kommo_account)
         sage_limit = _limit(settings, settings.sage_rate_limit, "sage", business)
         kommo_http = build_http_client(
@@ -106,6 +104,27 @@ def _credentials(
     if connections is None:
         raise RuntimeError(f"no {key.provider.value} access token and no connections configured")
     return {}, connections.bearer(key)
+
+
+def _sage_credentials(
+    settings: Settings, connections: Connections | None, business: str
+) -> tuple[dict[str, str], httpx.Auth | None]:
+    """Outside the sandbox a stored OAuth grant wins; SAGE_ACCESS_TOKEN (a Sage access token,
+    about 5 minutes of life, never refreshed) is used only while no grant is stored."""
+    static = settings.sage_access_token
+    # Only long-running processes (API, worker) hold connections: one-off commands stay quiet.
+    if static is not None and not settings.sandbox_mode and connections is not None:
+        log.warning(
+            "sage.static_token",
+            detail="SAGE_ACCESS_TOKEN expires minutes after Sage issued it and cannot be "
+            "refreshed; it is used only while no OAuth grant is stored. Connect with OAuth "
+            "(POST /ops/connections/sage/start) or `sagebridge connections import sage "
+            "--refresh-token ...` (README, Connecting real accounts).",
+        )
+        if connections is not None and connections.config.connection_encryption_keys:
+            key = ConnectionKey(Provider.SAGE, business)
+            return {}, connections.bearer(key, fallback=static.get_secret_value())
+    return _credentials(static, connections, ConnectionKey(Provider.SAGE, business))
 
 
 def _limit(settings: Settings, rate: str, api: str, account: str) -> SharedRateLimit | None:
@@ -149,6 +168,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         due_days=settings.invoice_due_days,
         task_deadline=timedelta(hours=settings.kommo_task_deadline_hours),
         mapping_file=str(settings.ledger_mappings_path),
+        currency_policy=settings.currency_policy,
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.invoice_currency import CurrencyPolicy
+
 SANDBOX_SAGE_PORT = 8701
 SANDBOX_KOMMO_PORT = 8702
 
@@ -109,7 +111,10 @@ class Settings(BaseSettings):
     # Sage: about 200 requests/min per business (v3.0 docs; UNCONFIRMED for v3.1).
     sage_rate_limit: str = "200/minute"
     sage_invoice_url_template: str = "https://accounting.sage.com/invoicing/sales_invoices/{id}"
-    invoice_due_days: int = Field(default=30, ge=0, le=365)
+    # Unset: the due date is left to Sage (the contact's credit_days, else the business default).
+    invoice_due_days: int | None = Field(default=None, ge=0, le=365)
+    # What to do when the deal's, the business's and the customer's currencies differ.
+    currency_policy: CurrencyPolicy = CurrencyPolicy.TASK
     # Standard Webhooks secrets ("whsec_<base64>") for POST /webhooks/sage; several for rotation.
     sage_callback_secrets: list[SecretStr] = Field(default_factory=list)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -355,15 +355,29 @@ def _kommo_account() -> dict[str, Any]:
 
 
 class FakeSage:
+    """Renders what Sage documents (tests/contracts/sage): amounts as decimal strings, the
+    `$items` envelope, currency references, a due date from the contact's credit_days (else the
+    business default) when the POST leaves it out."""
+
     def __init__(self, router: respx.MockRouter) -> None:
         self.contacts: list[dict[str, Any]] = []
         self.invoices: list[dict[str, Any]] = []
         self.invoice_posts: list[Any] = []
+        # Every POST /sales_invoices body that reached Sage, refused ones included.
+        self.invoice_attempts: list[Any] = []
         self.contact_posts: list[Any] = []
         self.idempotent: dict[str, dict[str, Any]] = {}
-        self.tax_rates = {"GB_STANDARD": 20, "GB_LOWER": 5, "GB_ZERO": 0}
+        # Sage answers a repeated idempotency_id with the first answer; a refusal included
+        # (the behaviour the bridge must survive: it is not documented either way).
+        self.refused: dict[str, httpx.Response] = {}
+        self.tax_rates = {"GB_STANDARD": "20.0", "GB_LOWER": "5.0", "GB_ZERO": "0.0"}
+        self.base_currency = "GBP"
+        self.multi_currency = False
+        self.default_credit_days = 30
         self.faults = FaultQueue()
         self.timeout_after_create = 0
+        # Sage rounds or adds something we did not send: added to the created invoice's totals.
+        self.total_skew = Decimal(0)
         router.get(f"{SAGE_URL}/contacts").mock(side_effect=self._find_contacts)
         router.post(f"{SAGE_URL}/contacts").mock(side_effect=self._post_contact)
         router.get(f"{SAGE_URL}/sales_invoices").mock(side_effect=self._find_invoices)
@@ -371,17 +385,27 @@ class FakeSage:
         router.get(f"{SAGE_URL}/tax_rates").mock(side_effect=self._tax_rates)
         router.get(f"{SAGE_URL}/artefact_statuses").mock(side_effect=self._artefact_statuses)
         router.get(f"{SAGE_URL}/ledger_accounts").mock(side_effect=self._ledger_accounts)
+        router.get(f"{SAGE_URL}/financial_settings").mock(side_effect=self._financial_settings)
         self.sales_ledger_accounts = ["la-services", "la-goods", "la-subscriptions"]
         self.deleted: list[dict[str, Any]] = []
         self.poll_queries: list[dict[str, str]] = []
 
-    def add_customer(self, contact_id: str, email: str) -> None:
+    def add_customer(
+        self,
+        contact_id: str,
+        email: str,
+        *,
+        currency: str | None = None,
+        credit_days: int | None = None,
+    ) -> None:
         self.contacts.append(
             {
                 "id": contact_id,
                 "displayed_as": email,
                 "email": email,
                 "contact_types": [{"id": "CUSTOMER"}],
+                "currency": _currency(currency or self.base_currency),
+                "credit_days": credit_days,
             }
         )
 
@@ -410,6 +434,8 @@ class FakeSage:
             "id": f"c{len(self.contacts) + 1:031d}",
             "email": contact["main_contact_person"]["email"],
             "contact_types": [{"id": t} for t in contact["contact_type_ids"]],
+            "currency": _currency(contact.get("currency_id") or self.base_currency),
+            "credit_days": None,
         }
         self.contacts.append(created)
         return httpx.Response(201, json=created)
@@ -421,7 +447,7 @@ class FakeSage:
         updated_at: str,
         *,
         due_date: str = "2099-01-01",
-        outstanding: float = 10.0,
+        outstanding: str = "10.0",
     ) -> None:
         """An invoice as Sage would list it after a payment or a status change."""
         invoice = next((i for i in self.invoices if i["id"] == invoice_id), None)
@@ -465,14 +491,34 @@ class FakeSage:
         ids = ["DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"]
         return _page([{"id": i, "displayed_as": i.title()} for i in ids])
 
+    def _financial_settings(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "financial_settings"):
+            return early
+        return httpx.Response(
+            200,
+            json={
+                "$path": "/financial_settings",
+                "base_currency": _currency(self.base_currency),
+                "multi_currency_enabled": self.multi_currency,
+                "use_live_exchange_rates": False,
+            },
+        )
+
     def _post_invoice(self, request: httpx.Request) -> httpx.Response:
-        if early := self._auth(request) or _fault_or(self.faults, "post_invoice"):
+        if early := self._auth(request):
             return early
         body = _json(request)
+        key = body["sales_invoice"]["idempotency_id"]
+        self.invoice_attempts.append(body)
+        if key in self.refused:
+            return self.refused[key]
+        if fault := _fault_or(self.faults, "post_invoice"):
+            if 400 <= fault.status_code < 500 and fault.status_code not in (401, 408, 429):
+                self.refused[key] = fault
+            return fault
         validate_sage_body("postSalesInvoices", body)
         self.invoice_posts.append(body)
         invoice_in = body["sales_invoice"]
-        key = invoice_in["idempotency_id"]
         if key not in self.idempotent:
             self.idempotent[key] = self._create(invoice_in)
         if self.timeout_after_create:
@@ -482,31 +528,50 @@ class FakeSage:
 
     def _create(self, invoice_in: dict[str, Any]) -> dict[str, Any]:
         number = len(self.invoices) + 1
-        total = sum(
-            (
-                Decimal(str(line["unit_price"])) * Decimal(str(line["quantity"]))
-                - Decimal(str(line.get("discount_amount", 0)))
-                + Decimal(str(line["tax_amount"]))
-                for line in invoice_in["invoice_lines"]
-            ),
-            Decimal(0),
-        )
+        net = tax = Decimal(0)
+        for line in invoice_in["invoice_lines"]:
+            gross = Decimal(line["unit_price"]) * Decimal(line["quantity"])
+            net += (gross - Decimal(line.get("discount_amount", "0"))).quantize(CENT)
+            tax += Decimal(line["tax_amount"])
+        contact = next(c for c in self.contacts if c["id"] == invoice_in["contact_id"])
         invoice = {
             "id": f"{number:032x}",
             "displayed_as": f"SI-{number}",
             "invoice_number": f"SI-{number}",
             "reference": invoice_in["reference"],
-            "total_amount": float(total.quantize(Decimal("0.01"))),
+            "date": invoice_in["date"],
+            "due_date": invoice_in.get("due_date") or self._due(invoice_in["date"], contact),
+            "net_amount": _sage_decimal(net),
+            "tax_amount": _sage_decimal(tax),
+            "total_amount": _sage_decimal(net + tax + self.total_skew),
+            "currency": _currency(invoice_in.get("currency_id") or self.base_currency),
             "status": {"id": "UNPAID"},
             "links": [{"href": f"https://app.sage.test/invoices/{number}", "rel": "alternate"}],
         }
         self.invoices.append(invoice)
         return invoice
 
+    def _due(self, issued: str, contact: dict[str, Any]) -> str:
+        days = contact.get("credit_days") or self.default_credit_days
+        return (date.fromisoformat(issued) + timedelta(days=days)).isoformat()
+
     def _tax_rates(self, request: httpx.Request) -> httpx.Response:
         if early := self._auth(request) or _fault_or(self.faults, "tax_rates"):
             return early
         return _page([{"id": k, "percentage": v} for k, v in self.tax_rates.items()])
+
+
+CENT = Decimal("0.01")
+
+
+def _currency(code: str) -> dict[str, str]:
+    return {"id": code, "displayed_as": code, "$path": f"/currencies/{code}"}
+
+
+def _sage_decimal(value: Decimal) -> str:
+    """As Sage prints amounts: "294.0", "27.2", "0.83"."""
+    text = format(value.normalize(), "f")
+    return text if "." in text else f"{text}.0"
 
 
 def _page(items: list[dict[str, Any]]) -> httpx.Response:

@@ -2,6 +2,9 @@
 
 The spec's definitions allow unknown properties; here every object is closed, so a misspelt or
 invented field fails. `idempotency_id` is added where Sage's idempotency guide documents it.
+Where the spec says `number`, a decimal string is accepted too (and is what the bridge sends):
+Sage's invoicing guide (https://developer.sage.com/accounting/guides/concepts/invoicing,
+"Building An Invoice Line") says "Please send decimal values as strings!".
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ def _spec() -> dict[str, Any]:
     return spec
 
 
+DECIMAL_STRING = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}
+
+
 def _closed(schema: Any) -> Any:
     if isinstance(schema, dict):
         schema = {k: _closed(v) for k, v in schema.items()}
         if schema.get("type") == "object" and "properties" in schema:
             schema.setdefault("additionalProperties", False)
+        if schema.get("type") == "number":
+            return {"anyOf": [schema, DECIMAL_STRING]}
         return schema
     if isinstance(schema, list):
         return [_closed(v) for v in schema]

@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import InvoiceDraft, InvoiceRef
-from app.invoicing import Bridge
+from app.invoicing import Bridge, idempotency_key
 from app.models import DealInvoice, EventState, InboxEvent
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage
+from tests.fakes import FakeKommo, FakeSage, sage_error
 from tests.helpers import (
     Scheduled,
     fake_upstreams,
@@ -153,3 +153,37 @@ async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
 
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
     assert len(sage.invoice_posts) == 1
+
+
+async def test_a_refused_post_closes_its_key_and_the_fixed_deal_gets_one_invoice(
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+) -> None:
+    kommo, sage = fakes
+    sage.faults.add("post_invoice", sage_error(422, "RecordInvalid", "Ledger account is archived"))
+    event_id = await record_trigger(sessionmaker, settings, 1)
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
+    (record,) = await invoice_records(sessionmaker)
+    assert (record.state, record.idempotency_generation) == ("posting", 1)
+
+    # Ops fixed the account in Sage and replay the event (a later move of the deal does the same).
+    async with sessionmaker() as session:
+        await session.execute(
+            update(InboxEvent).where(InboxEvent.id == event_id).values(state="pending")
+        )
+        await session.commit()
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    # ... and once more: the invoice exists, nothing is posted again.
+    async with sessionmaker() as session:
+        await session.execute(
+            update(InboxEvent).where(InboxEvent.id == event_id).values(state="pending")
+        )
+        await session.commit()
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+
+    keys = [a["sales_invoice"]["idempotency_id"] for a in sage.invoice_attempts]
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert keys[0] == idempotency_key("kommo", "29000001", "1")
+    assert keys[1] == idempotency_key("kommo", "29000001", "1", "g1")
+    assert len(sage.invoices) == 1 and len(kommo.patches) == 1
+    (record,) = await invoice_records(sessionmaker)
+    assert (record.state, record.idempotency_key) == ("written_back", keys[1])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -10,13 +14,17 @@ import pytest
 import respx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
+from app.domain import Deal
 from app.invoicing import Bridge, idempotency_key
-from app.models import ContactLink, DealInvoice, EventState, TaskState, utcnow
+from app.metrics import INVOICE_TOTALS_DIFFER
+from app.models import ContactLink, DealInvoice, EventState, SyncRecord, TaskState, utcnow
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage, sage_error
 from tests.helpers import (
     Scheduled,
+    bridge_for,
     load_event,
     make_due,
     record_trigger,
@@ -88,26 +96,26 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
                     {
                         "description": "Consulting hour",
                         "ledger_account_id": "la-services",
-                        "quantity": 2.5,
-                        "unit_price": 120.0,
+                        "quantity": "2.5",
+                        "unit_price": "120.00",
                         "tax_rate_id": "GB_STANDARD",
-                        "tax_amount": 60.0,
+                        "tax_amount": "60.00",
                     },
                     {
                         "description": "Widget",
                         "ledger_account_id": "la-goods",
-                        "quantity": 3.0,
-                        "unit_price": 19.99,
+                        "quantity": "3",
+                        "unit_price": "19.99",
                         "tax_rate_id": "GB_STANDARD",
-                        "tax_amount": 11.99,
+                        "tax_amount": "11.99",
                     },
                     {
                         "description": "Support plan",
                         "ledger_account_id": "la-subscriptions",
-                        "quantity": 1.0,
-                        "unit_price": 499.0,
+                        "quantity": "1",
+                        "unit_price": "499",
                         "tax_rate_id": "GB_LOWER",
-                        "tax_amount": 24.95,
+                        "tax_amount": "24.95",
                     },
                 ],
                 "idempotency_id": idempotency_key("kommo", "29000001", "1"),
@@ -185,10 +193,10 @@ async def test_remembered_contact_link_saves_the_lookup(
 @pytest.mark.parametrize(
     ("element_id", "ledger", "tax_rate", "tax"),
     [
-        (101, "la-services", "GB_STANDARD", 24.0),  # by element id, default tax rate
-        (102, "la-goods", "GB_STANDARD", 4.0),  # by SKU
-        (103, "la-subscriptions", "GB_LOWER", 24.95),  # by product type
-        (105, "la-goods", "GB_ZERO", 0.0),  # zero-rated: tax 0.00 still sent
+        (101, "la-services", "GB_STANDARD", "24.00"),  # by element id, default tax rate
+        (102, "la-goods", "GB_STANDARD", "4.00"),  # by SKU
+        (103, "la-subscriptions", "GB_LOWER", "24.95"),  # by product type
+        (105, "la-goods", "GB_ZERO", "0.00"),  # zero-rated: tax 0.00 still sent
     ],
 )
 async def test_each_mapping_kind_picks_the_ledger_account(
@@ -200,7 +208,7 @@ async def test_each_mapping_kind_picks_the_ledger_account(
     element_id: int,
     ledger: str,
     tax_rate: str,
-    tax: float,
+    tax: str,
 ) -> None:
     kommo.add_lead(1, products=[(element_id, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -231,8 +239,8 @@ async def test_tax_is_rounded_per_line_half_up(
 
     lines = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"]
     assert [(ln["quantity"], ln["unit_price"], ln["tax_amount"]) for ln in lines] == [
-        (3.0, 0.125, 0.08),
-        (0.5, 499.0, 12.48),  # 249.50 × 5 % = 12.475 → 12.48
+        ("3", "0.125", "0.08"),
+        ("0.5", "499", "12.48"),  # 249.50 × 5 % = 12.475 → 12.48
     ]
 
 
@@ -409,3 +417,188 @@ async def test_deleted_deal_is_skipped(
 
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.SKIPPED
     assert kommo.tasks == []
+
+
+def deal_in(bridge: Bridge, currency: str | None) -> None:
+    """The CRM reports the deal's amounts in `currency` (Kommo: the account's currency)."""
+    real = bridge.crm.get_deal
+
+    async def get_deal(*, deal_id: str) -> Deal:
+        return replace(await real(deal_id=deal_id), currency=currency)
+
+    bridge.crm.get_deal = get_deal  # type: ignore[method-assign]
+
+
+@asynccontextmanager
+async def bridge_with(settings: Settings, **changes: Any) -> AsyncIterator[Bridge]:
+    async with bridge_for(settings.model_copy(update=changes)) as (built, _):
+        yield built
+
+
+async def sync_log(sessionmaker: Maker, action: str) -> list[dict[str, Any]]:
+    """The details of the sync log's invoice entries with this action."""
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(SyncRecord).where(SyncRecord.record == "invoice", SyncRecord.action == action)
+        )
+        return [row.detail for row in rows]
+
+
+async def test_due_date_is_left_to_sage_and_taken_from_its_answer(
+    sessionmaker: Maker, settings: Settings, kommo: FakeKommo, sage: FakeSage
+) -> None:
+    sage.add_customer("f" * 32, "ada@example.com", credit_days=15)
+    kommo.add_lead(1, products=[(102, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    async with bridge_with(settings, invoice_due_days=None) as built:
+        assert await run_event(sessionmaker, built, event_id) == EventState.INVOICED
+
+    assert "due_date" not in sage.invoice_posts[0]["sales_invoice"]
+    async with sessionmaker() as session:
+        record = (await session.scalars(select(DealInvoice))).one()
+    assert record.due_date == date.today() + timedelta(days=15)  # Sage's, from credit_days
+
+
+async def test_deal_in_another_currency_gets_a_task_and_no_invoice_by_default(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    deal_in(bridge[0], "EUR")
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
+
+    assert sage.invoice_attempts == [] and sage.contact_posts == []
+    (task,) = kommo.tasks
+    assert task["text"].startswith(
+        "Sage invoice NOT raised: the deal is in EUR but the Sage business books in GBP. "
+    )
+    assert "CURRENCY_POLICY=deal_currency" in task["text"]
+    event = await load_event(sessionmaker, event_id)
+    assert event.last_error == "the deal is in EUR but the Sage business books in GBP"
+
+
+async def test_existing_customer_trading_in_another_currency_gets_a_task(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    sage.add_customer("f" * 32, "ada@example.com", currency="USD")
+    kommo.add_lead(1, products=[(102, 1)])
+    deal_in(bridge[0], "GBP")
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
+
+    assert sage.invoice_attempts == []
+    assert kommo.tasks[0]["text"].startswith(
+        f"Sage invoice NOT raised: the Sage customer {'f' * 32} trades in USD but this invoice "
+        "would be in GBP. "
+    )
+
+
+async def test_deal_currency_policy_invoices_a_new_customer_in_the_deals_currency(
+    sessionmaker: Maker, settings: Settings, kommo: FakeKommo, sage: FakeSage
+) -> None:
+    sage.multi_currency = True
+    kommo.add_lead(1, products=[(102, 2)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    async with bridge_with(settings, currency_policy="deal_currency") as built:
+        deal_in(built, "EUR")
+        assert await run_event(sessionmaker, built, event_id) == EventState.INVOICED
+
+    assert sage.contact_posts[0]["contact"]["currency_id"] == "EUR"
+    posted = sage.invoice_posts[0]["sales_invoice"]
+    assert posted["currency_id"] == "EUR" and "exchange_rate" not in posted
+    assert sage.invoices[0]["currency"]["id"] == "EUR"
+    async with sessionmaker() as session:
+        link = (await session.scalars(select(ContactLink))).one()
+    assert link.currency == "EUR"
+
+
+@pytest.mark.parametrize(
+    ("multi_currency", "customer_currency", "expected"),
+    [
+        (False, None, "the deal is in EUR but the Sage business books in GBP and has "),
+        (
+            True,
+            "USD",
+            f"the Sage customer {'f' * 32} trades in USD but this invoice would be in EUR",
+        ),
+        (
+            True,
+            "GBP",
+            f"the Sage customer {'f' * 32} trades in GBP but this invoice would be in EUR",
+        ),
+    ],
+)
+async def test_deal_currency_policy_still_refuses_what_sage_cannot_book(
+    sessionmaker: Maker,
+    settings: Settings,
+    kommo: FakeKommo,
+    sage: FakeSage,
+    multi_currency: bool,
+    customer_currency: str | None,
+    expected: str,
+) -> None:
+    sage.multi_currency = multi_currency
+    if customer_currency:
+        sage.add_customer("f" * 32, "ada@example.com", currency=customer_currency)
+    kommo.add_lead(1, products=[(102, 1)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    async with bridge_with(settings, currency_policy="deal_currency") as built:
+        deal_in(built, "EUR")
+        assert await run_event(sessionmaker, built, event_id) == EventState.FAILED
+
+    assert sage.invoice_attempts == [] and sage.contact_posts == []
+    assert kommo.tasks[0]["text"].startswith(f"Sage invoice NOT raised: {expected}")
+
+
+async def test_deal_without_a_currency_is_invoiced_in_the_business_currency(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    deal_in(bridge[0], None)
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    with capture_logs() as logs:
+        assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+
+    assert "currency_id" not in sage.invoice_posts[0]["sales_invoice"]
+    assumed = [e for e in logs if e["event"] == "invoice.currency_assumed"]
+    assert [(e["currency"], e["reason"]) for e in assumed] == [("GBP", "the deal has none")]
+    (created,) = await sync_log(sessionmaker, "created")
+    assert created["currency"] == "GBP"
+
+
+async def test_sage_totals_that_differ_from_ours_are_recorded_not_refused(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    kommo: FakeKommo,
+    sage: FakeSage,
+) -> None:
+    sage.total_skew = Decimal("0.01")
+    kommo.add_lead(1, products=[(102, 3)])
+    event_id = await record_trigger(sessionmaker, settings, 1)
+    before = INVOICE_TOTALS_DIFFER._value.get()
+
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+
+    assert INVOICE_TOTALS_DIFFER._value.get() == before + 1
+    assert await sync_log(sessionmaker, "totals_differ") == [
+        {"invoice_id": sage.invoices[0]["id"], "total_ours": "71.96", "total_theirs": "71.97"}
+    ]

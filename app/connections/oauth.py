@@ -125,7 +125,7 @@ class SageOAuth:
     async def exchange(self, *, code: str, referer: str | None) -> Connected:
         grant = {"grant_type": "authorization_code", "code": code}
         tokens = await self._token({**grant, "redirect_uri": self.config.redirect_uri})
-        business = pick_business(await self._businesses(tokens.access_token), self.config)
+        business = pick_business(await self.businesses(tokens.access_token), self.config)
         key = ConnectionKey(Provider.SAGE, business.id)
         return Connected(key=key, display_name=business.label, base_url=None, tokens=tokens)
 
@@ -146,7 +146,8 @@ class SageOAuth:
         raise_for_token_error("sage", response)
         return _token_response("sage", response).tokens(issued_at)
 
-    async def _businesses(self, access_token: str) -> list[SageBusiness]:
+    async def businesses(self, access_token: str) -> list[SageBusiness]:
+        """The businesses the token's user granted (`GET /businesses`)."""
         url = f"{self.config.api_base_url.rstrip('/')}/businesses"
         headers = {"Authorization": f"Bearer {access_token}"}
         response = await send(

@@ -100,9 +100,9 @@ class Connections:
             )
         return provider
 
-    def bearer(self, key: ConnectionKey) -> OAuthBearer:
-        """`auth=` for the upstream's httpx client."""
-        return OAuthBearer(self.tokens(key))
+    def bearer(self, key: ConnectionKey, *, fallback: str | None = None) -> OAuthBearer:
+        """`auth=` for the upstream's httpx client; `fallback` only while nothing is stored."""
+        return OAuthBearer(self.tokens(key), fallback=fallback)
 
 
 def _oauth_clients(

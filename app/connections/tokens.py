@@ -287,15 +287,26 @@ def _keep_unrotated(new: TokenSet, old: TokenSet) -> TokenSet:
 
 
 class OAuthBearer(httpx.Auth):
-    """`Authorization: Bearer` from a TokenProvider; a 401 forces one refresh and one retry."""
+    """`Authorization: Bearer` from a TokenProvider; a 401 forces one refresh and one retry.
 
-    def __init__(self, tokens: TokenProvider) -> None:
+    `fallback` (a static token from the settings) is sent only while no grant is stored for
+    the connection at all, so a leftover static token never wins over a working grant."""
+
+    def __init__(self, tokens: TokenProvider, *, fallback: str | None = None) -> None:
         self._tokens = tokens
+        self._fallback = fallback
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self._tokens.access_token()
+        try:
+            token = await self._tokens.access_token()
+        except NotConnected:
+            if self._fallback is None:
+                raise
+            request.headers["Authorization"] = f"Bearer {self._fallback}"
+            yield request
+            return
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code != HTTPStatus.UNAUTHORIZED:

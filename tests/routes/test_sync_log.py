@@ -62,12 +62,13 @@ async def test_a_deal_shows_its_lineage_from_trigger_to_write_back(
         ("kommo", "GET", "200"),  # its catalog elements
         ("kommo", "GET", "200"),  # the account (its currency)
         ("sage", "GET", "200"),  # tax rates
+        ("sage", "GET", "200"),  # financial settings (base currency)
         ("sage", "GET", "200"),  # contacts by email
         ("sage", "POST", "201"),  # contact
         ("sage", "POST", "201"),  # invoice
         ("kommo", "PATCH", "200"),  # write-back
     ]
-    invoice_post = requests[8]
+    invoice_post = requests[9]
     assert json.loads(invoice_post["request_body"])["sales_invoice"]["reference"] == "KOMMO-1"
     assert json.loads(invoice_post["response_body"])["invoice_number"] == "SI-1"
     mapped = next(i["detail"] for i in body["items"] if i["action"] == "mapped")

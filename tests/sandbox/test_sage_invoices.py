@@ -47,12 +47,12 @@ async def test_create_computes_amounts_number_status_and_links(
         "status": {"id": "UNPAID", "displayed_as": "Unpaid", "$path": "/artefact_statuses/UNPAID"},
     }
     amounts = ("net_amount", "tax_amount", "total_amount", "outstanding_amount", "total_paid")
-    assert [invoice[k] for k in amounts] == [359.97, 71.99, 431.96, 431.96, 0.0]
+    assert [invoice[k] for k in amounts] == ["359.97", "71.99", "431.96", "431.96", "0.0"]
     assert [
         (ln["net_amount"], ln["tax_amount"], ln["total_amount"]) for ln in invoice["invoice_lines"]
     ] == [
-        (300.0, 60.0, 360.0),
-        (59.97, 11.99, 71.96),
+        ("300.0", "60.0", "360.0"),
+        ("59.97", "11.99", "71.96"),
     ]
     assert (invoice["created_at"], invoice["updated_at"]) == ("2024-05-01T09:00:00Z",) * 2
     assert (invoice["date"], invoice["due_date"]) == ("2024-05-01", "2024-05-31")
@@ -130,7 +130,7 @@ async def test_tax_amount_required_unless_zero_exempt_or_no_tax(
         line = _line(tax_rate_id=rate)
         del line["tax_amount"]
         zero_kinds.append(await _create(sage_client, invoice_lines=[line]))
-    assert [i["tax_amount"] for i in zero_kinds] == [0.0, 0.0, 0.0]
+    assert [i["tax_amount"] for i in zero_kinds] == ["0.0", "0.0", "0.0"]
 
 
 async def test_tax_amount_must_match_the_rate_within_a_penny(
@@ -154,7 +154,7 @@ async def test_tax_rounds_half_up(sage_client: httpx.AsyncClient) -> None:
     # 0.125 × 20% = 0.025 → 0.03 half-up (banker's rounding would give 0.02).
     line = _line(quantity=1, unit_price=0.125, tax_amount=0.03)
     invoice = await _create(sage_client, invoice_lines=[line])
-    assert (invoice["net_amount"], invoice["tax_amount"]) == (0.13, 0.03)
+    assert (invoice["net_amount"], invoice["tax_amount"]) == ("0.13", "0.03")
 
 
 async def test_reduced_rate_and_prices_including_tax(sage_client: httpx.AsyncClient) -> None:
@@ -164,8 +164,8 @@ async def test_reduced_rate_and_prices_including_tax(sage_client: httpx.AsyncCli
     invoice = await _create(sage_client, invoice_lines=[lower, gross])
 
     assert [(ln["net_amount"], ln["tax_amount"]) for ln in invoice["invoice_lines"]] == [
-        (100.0, 5.0),
-        (100.0, 20.0),
+        ("100.0", "5.0"),
+        ("100.0", "20.0"),
     ]
 
 
@@ -320,7 +320,7 @@ async def test_void_requires_a_reason_and_sets_void(
     assert (body["status"]["id"], body["void_reason"], body["outstanding_amount"]) == (
         "VOID",
         "Deal lost",
-        0.0,
+        "0.0",
     )
     assert body["updated_at"] == "2024-05-01T09:01:00Z"
     assert again.status_code == 422
@@ -376,18 +376,18 @@ async def test_payments_move_status_to_part_paid_then_paid(
                 "displayed_as": "SI-1",
                 "$path": f"/sales_invoices/{invoice['id']}",
             },
-            "amount": 100.0,
+            "amount": "100.0",
         }
     ]
     assert (part["status"]["id"], part["total_paid"], part["outstanding_amount"]) == (
         "PART_PAID",
-        100.0,
-        331.96,
+        "100.0",
+        "331.96",
     )
     assert part["updated_at"] == "2024-05-01T09:02:00Z"
     assert (paid["status"]["id"], paid["outstanding_amount"], paid["last_paid"]) == (
         "PAID",
-        0.0,
+        "0.0",
         "2024-05-10",
     )
     since = await sage_client.get(
@@ -430,7 +430,10 @@ async def test_control_route_records_a_payment(
     )
 
     assert response.status_code == 201
-    assert (response.json()["status"]["id"], response.json()["outstanding_amount"]) == ("PAID", 0.0)
+    assert (response.json()["status"]["id"], response.json()["outstanding_amount"]) == (
+        "PAID",
+        "0.0",
+    )
 
 
 async def test_control_route_moves_the_due_date(

@@ -129,7 +129,7 @@ async def test_attributes_list_adds_just_those(sage_client: httpx.AsyncClient) -
         "displayed_as": "Standard 20.00%",
         "$path": "/tax_rates/GB_STANDARD",
         "name": "Standard",
-        "percentage": 20.0,
+        "percentage": "20.0",
     }
 
 

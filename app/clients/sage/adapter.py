@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from app.clients.sage.client import SageClient
 from app.clients.sage.schemas import (
+    Contact,
     ContactIn,
     ContactPersonIn,
     InvoiceLineIn,
@@ -18,7 +19,9 @@ from app.clients.sage.schemas import (
     SalesInvoiceIn,
 )
 from app.domain import (
+    BusinessCurrency,
     Customer,
+    CustomerRef,
     InvoiceDraft,
     InvoiceRef,
     InvoiceStatus,
@@ -27,6 +30,7 @@ from app.domain import (
 )
 
 TAX_RATE_TTL_SECONDS = 600.0
+SETTINGS_TTL_SECONDS = 600.0
 
 
 class SageAccounting:
@@ -37,26 +41,41 @@ class SageAccounting:
         self._url_template = invoice_url_template
         self._tax_rates: dict[str, TaxRate] = {}
         self._tax_rates_at = 0.0
+        self._currency: BusinessCurrency | None = None
+        self._currency_at = 0.0
 
-    async def find_customer(self, *, email: str) -> str | None:
+    async def find_customer(self, *, email: str) -> CustomerRef | None:
         wanted = email.casefold()
         for contact in await self._client.find_contacts(email=email):
-            emails = {contact.email, getattr(contact.main_contact_person, "email", None)}
-            if contact.is_customer and wanted in {e.casefold() for e in emails if e}:
-                return contact.id
+            if contact.is_customer and wanted in contact.emails:
+                return _customer(contact)
         return None
 
-    async def create_customer(self, *, customer: Customer, idempotency_key: str) -> str:
+    async def create_customer(
+        self, *, customer: Customer, idempotency_key: str, currency: str | None = None
+    ) -> CustomerRef:
         person = ContactPersonIn(name=customer.name, email=customer.email, telephone=customer.phone)
         body = PostContact(
             contact=ContactIn(
                 name=customer.name or customer.email or f"Kommo contact {customer.crm_id}",
                 contact_type_ids=["CUSTOMER"],
                 main_contact_person=person,
+                currency_id=currency,
                 idempotency_id=idempotency_key,
             )
         )
-        return (await self._client.create_contact(body=body)).id
+        created = _customer(await self._client.create_contact(body=body))
+        return created if created.currency else CustomerRef(created.id, currency)
+
+    async def business_currency(self) -> BusinessCurrency:
+        if self._currency is None or time.monotonic() - self._currency_at > SETTINGS_TTL_SECONDS:
+            settings = await self._client.financial_settings()
+            self._currency = BusinessCurrency(
+                base=settings.base_currency.id.upper(),
+                multi_currency=bool(settings.multi_currency_enabled),
+            )
+            self._currency_at = time.monotonic()
+        return self._currency
 
     async def find_invoice(self, *, reference: str) -> InvoiceRef | None:
         for invoice in await self._client.find_sales_invoices(search=reference):
@@ -84,6 +103,7 @@ class SageAccounting:
                 due_date=draft.due_date,
                 reference=draft.reference,
                 notes=draft.notes,
+                currency_id=draft.currency,
                 invoice_lines=lines,
                 idempotency_id=draft.idempotency_key,
             )
@@ -94,9 +114,10 @@ class SageAccounting:
         """Every invoice changed at or after `since`, and every one deleted after it."""
         changed = await self._client.changed_sales_invoices(since=since)
         deleted = await self._client.deleted_sales_invoices(since=since)
-        return [_status(i, deleted=False) for i in changed if i.status and i.updated_at] + [
-            _status(i, deleted=True) for i in deleted if i.deleted_at or i.updated_at
-        ]
+        # A deletion listed with base attributes only (no deleted_at) happened after `since`.
+        return [
+            _status(i, deleted=False) for i in changed if i.status and i.status.id and i.updated_at
+        ] + [_status(i, deleted=True, fallback=since) for i in deleted]
 
     async def ledger_account_ids(self) -> set[str]:
         return {a.id for a in await self.sales_ledger_accounts()}
@@ -127,22 +148,37 @@ class SageAccounting:
         return self._tax_rates
 
     def _ref(self, invoice: SalesInvoice) -> InvoiceRef:
-        page = next((link.href for link in invoice.links if link.rel == "alternate"), None)
+        links = invoice.links or []
+        page = next((link.href for link in links if link.rel == "alternate" and link.href), None)
         return InvoiceRef(
             id=invoice.id,
             number=invoice.invoice_number or invoice.displayed_as,
             url=page or self._url_template.format(id=invoice.id),
             reference=invoice.reference,
             total_amount=invoice.total_amount,
+            net_amount=invoice.net_amount,
+            tax_amount=invoice.tax_amount,
+            due_date=invoice.due_date,
+            currency=_code(invoice.currency.id if invoice.currency else None),
         )
 
 
-def _status(invoice: InvoiceState, *, deleted: bool) -> InvoiceStatus:
-    when = (invoice.deleted_at if deleted else None) or invoice.updated_at
+def _customer(contact: Contact) -> CustomerRef:
+    return CustomerRef(contact.id, _code(contact.currency.id if contact.currency else None))
+
+
+def _code(currency_id: str | None) -> str | None:
+    return currency_id.upper() if currency_id else None
+
+
+def _status(
+    invoice: InvoiceState, *, deleted: bool, fallback: datetime | None = None
+) -> InvoiceStatus:
+    when = (invoice.deleted_at if deleted else None) or invoice.updated_at or fallback
     assert when is not None
     return InvoiceStatus(
         invoice_id=invoice.id,
-        status_id="VOID" if deleted else (invoice.status.id if invoice.status else ""),
+        status_id="VOID" if deleted else (invoice.status.id or "" if invoice.status else ""),
         updated_at=when,
         due_date=invoice.due_date,
         outstanding_amount=invoice.outstanding_amount,

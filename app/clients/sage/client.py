@@ -14,18 +14,25 @@ from app.clients.sage.errors import SageRequestError, SageTransientError
 from app.clients.sage.schemas import (
     Base,
     Contact,
+    FinancialSettings,
     InvoiceState,
     LedgerAccount,
-    Page,
     PostContact,
     PostSalesInvoice,
     SalesInvoice,
     TaxRate,
+    read,
+    read_page,
 )
 
 UPSTREAM = "sage"
 MAX_PAGE = 200
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Base)
+CONTACT_ATTRIBUTES = "contact_types,email,main_contact_person,currency,credit_days"
+INVOICE_ATTRIBUTES = (
+    "invoice_number,reference,date,due_date,net_amount,tax_amount,total_amount,currency,"
+    "status,links"
+)
 
 
 class SageClient:
@@ -33,19 +40,22 @@ class SageClient:
         self._http = http
 
     async def find_contacts(self, *, email: str) -> list[Contact]:
-        params = {"email": email, "attributes": "contact_types,email,main_contact_person"}
+        params = {"email": email, "attributes": CONTACT_ATTRIBUTES}
         return await self._list("/contacts", params, Contact)
 
     async def create_contact(self, *, body: PostContact) -> Contact:
-        data = await self._post("/contacts", body)
-        return Contact.model_validate(data)
+        return read(Contact, await self._post("/contacts", body))
 
     async def find_sales_invoices(self, *, search: str) -> list[SalesInvoice]:
-        params = {"search": search, "attributes": "invoice_number,reference,total_amount,links"}
+        params = {"search": search, "attributes": INVOICE_ATTRIBUTES}
         return await self._list("/sales_invoices", params, SalesInvoice)
 
     async def create_sales_invoice(self, *, body: PostSalesInvoice) -> SalesInvoice:
-        return SalesInvoice.model_validate(await self._post("/sales_invoices", body))
+        return read(SalesInvoice, await self._post("/sales_invoices", body))
+
+    async def financial_settings(self) -> FinancialSettings:
+        """The business's base currency and whether it may invoice in others."""
+        return read(FinancialSettings, (await self._request("GET", "/financial_settings")).json())
 
     async def changed_sales_invoices(
         self, *, since: datetime, max_pages: int = 5
@@ -82,7 +92,7 @@ class SageClient:
         items: list[M] = []
         while True:
             response = await self._request("GET", path, params=query)
-            page = Page[model].model_validate(response.json())  # type: ignore[valid-type]
+            page = read_page(model, _json(response))
             items.extend(page.items)
             if not page.next or not page.items or query["page"] >= max_pages:
                 return items
@@ -90,7 +100,7 @@ class SageClient:
 
     async def _post(self, path: str, body: BaseModel) -> Any:
         payload = _json_numbers(body.model_dump(mode="python", exclude_none=True))
-        return (await self._request("POST", path, json=payload)).json()
+        return _json(await self._request("POST", path, json=payload))
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await send(
@@ -100,11 +110,18 @@ class SageClient:
         return response
 
 
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def _json_numbers(value: Any) -> Any:
-    """Decimals as JSON numbers. Values are 2-dp money or short quantities, whose shortest float
-    repr is exactly their decimal text, so nothing is lost on the way to Sage."""
+    """Decimals as decimal strings, exactly as held ("2.5", "19.99", "60.00"): Sage's invoicing
+    guide asks for strings ("Floating point representations in JSON can be tricky")."""
     if isinstance(value, Decimal):
-        return float(value)
+        return format(value, "f")
     if isinstance(value, dict):
         return {k: _json_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -142,5 +159,6 @@ def sage_messages(response: httpx.Response) -> str:
     for err in errors:
         if isinstance(err, dict):
             source = f" ({err['$source']})" if err.get("$source") else ""
-            parts.append(f"{err.get('$dataCode', 'Error')}: {err.get('$message', '')}{source}")
+            code, message = err.get("$dataCode") or "Error", err.get("$message") or ""
+            parts.append(f"{code}: {message}{source}")
     return "; ".join(parts) or response.reason_phrase

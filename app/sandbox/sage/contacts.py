@@ -12,7 +12,15 @@ from app.sandbox.sage.models import CONTACT_TYPE_NAMES, Book, Contact, ContactPe
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HANDLED = frozenset(
-    {"name", "reference", "contact_type_ids", "main_contact_person", "idempotency_id"}
+    {
+        "name",
+        "reference",
+        "contact_type_ids",
+        "main_contact_person",
+        "idempotency_id",
+        "currency_id",
+        "credit_days",
+    }
 )
 _LINKED = {
     "default_sales_ledger_account_id": "ledger_accounts",
@@ -25,6 +33,7 @@ def create_contact(book: Book, data: dict[str, Any], *, now: datetime) -> Contac
     """``data`` is the schema-valid ``contact`` namespace of a POST /contacts body."""
     _check_types(data["contact_type_ids"])
     _check_links(book, data)
+    currency = _currency(book, data.get("currency_id"))
     reference = _reference(book, data)
     contact = Contact(
         id=new_hex_id(),
@@ -34,6 +43,8 @@ def create_contact(book: Book, data: dict[str, Any], *, now: datetime) -> Contac
         main_contact_person=_person(data.get("main_contact_person")),
         created_at=now,
         updated_at=now,
+        currency_id=currency,
+        credit_days=data.get("credit_days"),
         extra={k: v for k, v in data.items() if k not in _HANDLED},
     )
     book.contacts[contact.id] = contact
@@ -48,6 +59,19 @@ def customer_for(book: Book, contact_id: str, *, source: str) -> Contact:
     if not contact.is_customer:
         raise SageError.invalid("Couldn't find Customer.", source)
     return contact
+
+
+def _currency(book: Book, currency_id: str | None) -> str | None:
+    """A contact may trade in a foreign currency only with multi-currency on (UNCONFIRMED
+    message text; Sage's knowledge base says the feature must be enabled first)."""
+    business = book.business
+    if currency_id is None or currency_id == business.currency_id:
+        return None
+    if not business.multi_currency_enabled:
+        raise SageError.invalid("Multi-currency is not enabled for this business.", "currency_id")
+    if currency_id not in business.exchange_rates:
+        raise SageError.not_found("currency_id")
+    return str(currency_id)
 
 
 def _check_types(type_ids: list[str]) -> None:

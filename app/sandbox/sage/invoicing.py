@@ -53,7 +53,7 @@ def create_invoice(
 ) -> SalesInvoice:
     """``data`` is the schema-valid ``sales_invoice`` namespace of a POST body."""
     contact = customer_for(book, data["contact_id"], source="contact_id")
-    _check_currency(book, data)
+    currency, rate = _currency(book, contact, data)
     status = _initial_status(data)
     lines = _priced_lines(_line_refs(book, data["invoice_lines"]))
     invoice_date = date.fromisoformat(data["date"])
@@ -68,7 +68,8 @@ def create_invoice(
         due_date=due_date,
         reference=data.get("reference"),
         notes=data.get("notes"),
-        currency_id=book.business.currency_id,
+        currency_id=currency,
+        exchange_rate=rate,
         lines=lines,
         status=status,
         created_at=now,
@@ -97,11 +98,26 @@ def void_invoice(invoice: SalesInvoice, reason: str | None, *, now: datetime) ->
     return False
 
 
-def _check_currency(book: Book, data: dict[str, Any]) -> None:
-    currency = data.get("currency_id")
-    if currency is not None and currency != book.business.currency_id:
+def _currency(book: Book, contact: Contact, data: dict[str, Any]) -> tuple[str, Decimal]:
+    """The invoice is in its contact's currency; a foreign one needs multi-currency and a rate
+    (the one posted, else the business's own)."""
+    business = book.business
+    trades_in = contact.currency_id or business.currency_id
+    wanted = data.get("currency_id") or trades_in
+    if wanted != business.currency_id and not business.multi_currency_enabled:
         message = "Multi-currency is not enabled for this business."
         raise SageError.invalid(message, "currency_id")
+    if wanted != trades_in:
+        message = f"The currency must be the contact's currency ({trades_in})."
+        raise SageError.invalid(message, "currency_id")
+    if wanted == business.currency_id:
+        return wanted, Decimal(1)
+    rate = data.get("exchange_rate")
+    if rate is not None:
+        return wanted, to_decimal(rate)
+    if wanted not in business.exchange_rates:
+        raise SageError.invalid(f"No exchange rate for {wanted}.", "exchange_rate")
+    return wanted, business.exchange_rates[wanted]
 
 
 def _initial_status(data: dict[str, Any]) -> Status:
@@ -114,8 +130,7 @@ def _initial_status(data: dict[str, Any]) -> Status:
 def _due_date(data: dict[str, Any], contact: Contact, issued: date, fallback_days: int) -> date:
     if "due_date" in data:
         return date.fromisoformat(data["due_date"])
-    credit_days = contact.extra.get("credit_days")
-    days = credit_days if isinstance(credit_days, int) else fallback_days
+    days = contact.credit_days if contact.credit_days is not None else fallback_days
     return issued + timedelta(days=days)
 
 

@@ -39,6 +39,7 @@ STATUS_NAMES = {
 }
 
 CONTACT_TYPE_NAMES = {"CUSTOMER": "Customer", "VENDOR": "Supplier"}
+CURRENCY_NAMES = {"GBP": "Pound Sterling", "EUR": "Euro", "USD": "US Dollar"}
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Business:
     currency_id: str
     country_id: str
     created_at: datetime
+    multi_currency_enabled: bool = False
+    # Foreign currency -> units of it per 1 unit of the base currency (the business's own rates;
+    # the sandbox has no live rates).
+    exchange_rates: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +111,9 @@ class Contact:
     main_contact_person: ContactPerson | None
     created_at: datetime
     updated_at: datetime
+    # The currency the contact trades in; None = the business's base currency.
+    currency_id: str | None = None
+    credit_days: int | None = None
     # Every other posted attribute (notes, tax_number, main_address…), echoed back as sent.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +170,8 @@ class SalesInvoice:
     status: Status
     created_at: datetime
     updated_at: datetime
+    # Units of the invoice currency per 1 unit of the base currency (1 for base invoices).
+    exchange_rate: Decimal = Decimal(1)
     void_reason: str | None = None
     deleted_at: datetime | None = None
     allocations: list[Allocation] = field(default_factory=list)
@@ -181,6 +191,13 @@ class SalesInvoice:
     @property
     def total_paid(self) -> Decimal:
         return sum((a.amount for a in self.allocations), ZERO)
+
+    @property
+    def inverse_exchange_rate(self) -> Decimal:
+        return (Decimal(1) / self.exchange_rate).quantize(Decimal("0.000001"))
+
+    def in_base(self, amount: Decimal) -> Decimal:
+        return (amount / self.exchange_rate).quantize(ZERO)
 
     @property
     def outstanding_amount(self) -> Decimal:

@@ -22,6 +22,9 @@ def to_decimal(value: Any) -> Decimal:
         raise ValueError(f"not a number: {value!r}") from exc
 
 
-def as_number(value: Decimal) -> float:
-    """JSON number for a response (the spec types amounts as numbers); 2-dp values round-trip."""
-    return float(value)
+def as_number(value: Decimal) -> str:
+    """A decimal as Sage's answers print it: a string, shortest form with at least one decimal
+    ("294.0", "27.2", "0.83"), as in Sage's invoicing guide
+    (https://developer.sage.com/accounting/guides/concepts/invoicing, 'Totals')."""
+    text = format(value.normalize(), "f")
+    return text if "." in text else f"{text}.0"

@@ -4,12 +4,13 @@ $path}; ``$path`` is relative to the API root (``/v3.1``) as in Sage's responses
 from __future__ import annotations
 
 import datetime as dt
-from datetime import UTC
+from datetime import UTC, date
 from decimal import Decimal
 from typing import Any
 
 from app.sandbox.sage.models import (
     CONTACT_TYPE_NAMES,
+    CURRENCY_NAMES,
     STATUS_NAMES,
     ZERO,
     BankAccount,
@@ -22,6 +23,7 @@ from app.sandbox.sage.models import (
     LedgerAccount,
     SalesInvoice,
     Status,
+    TaxKind,
     TaxRate,
 )
 from app.sandbox.sage.money import as_number
@@ -46,6 +48,41 @@ def project(full: Json, attributes: str | None) -> Json:
     return {k: v for k, v in full.items() if k in BASE_KEYS or k in wanted}
 
 
+def currency_ref(code: str) -> Json:
+    return ref("currencies", code, f"{CURRENCY_NAMES.get(code, code)} ({code})")
+
+
+def financial_settings(item: Business) -> Json:
+    """Every attribute of Sage's FinancialSettings definition (tests/contracts/sage)."""
+    year_end = date(item.created_at.year, 12, 31).isoformat()
+    return {
+        "$path": "/financial_settings",
+        "year_end_date": year_end,
+        "year_end_lockdown_date": None,
+        "accounting_type": "accrual",
+        "accounts_start_date": item.created_at.date().isoformat(),
+        "base_currency": currency_ref(item.currency_id),
+        "multi_currency_enabled": item.multi_currency_enabled,
+        "use_live_exchange_rates": False,
+        "mtd_activation_status": None,
+        "mtd_connected": False,
+        "mtd_authenticated_date": None,
+        "tax_scheme": None,
+        "tax_return_frequency": None,
+        "tax_number": None,
+        "general_tax_number": None,
+        "tax_office": None,
+        "default_irpf_rate": None,
+        "flat_rate_tax_percentage": None,
+        "recoverable_percentage": None,
+        "sales_tax_calculation": "invoice",
+        "purchase_tax_calculation": "invoice",
+        "updated_at": iso(item.created_at),
+        "postponed_accounting": False,
+        "destination_vat": False,
+    }
+
+
 def status_ref(status: Status) -> Json:
     return ref("artefact_statuses", status.value, STATUS_NAMES[status])
 
@@ -55,7 +92,7 @@ def business(item: Business) -> Json:
         **ref("businesses", item.id, item.name),
         "name": item.name,
         "country_of_registration": {"id": item.country_id, "displayed_as": item.country_id},
-        "currency": ref("currencies", item.currency_id, item.currency_id),
+        "currency": currency_ref(item.currency_id),
         "created_at": iso(item.created_at),
         "updated_at": iso(item.created_at),
     }
@@ -138,8 +175,8 @@ def contact(book: Book, item: Contact) -> Json:
         "email": item.email,
         "main_contact_person": _person(item.main_contact_person, item.contact_type_ids),
         "balance": as_number(_balance(book, item)),
-        "currency": ref("currencies", book.business.currency_id, book.business.currency_id),
-        "credit_days": None,
+        "currency": currency_ref(item.currency_id or book.business.currency_id),
+        "credit_days": item.credit_days,
         "notes": None,
         "tax_number": None,
         "main_address": None,
@@ -182,7 +219,9 @@ def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
         "deleted_at": iso(item.deleted_at) if item.deleted_at else None,
         "links": [_ui_link(item, site)],
         "editable": item.status in (Status.DRAFT, Status.UNPAID),
+        "transaction": None if item.status is Status.DRAFT else _transaction(item),
         "transaction_type": ref("transaction_types", "SALES_INVOICE", "Sales Invoice"),
+        "tax_calculation_method": None,
         "invoice_number_prefix": "SI-",
         "invoice_number": item.invoice_number,
         "contact": ref(
@@ -193,20 +232,85 @@ def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
         "date": item.date.isoformat(),
         "due_date": item.due_date.isoformat(),
         "reference": item.reference,
+        "main_address_free_form": "",
+        "main_address": _blank_address(book, item),
         "notes": item.notes,
+        "terms_and_conditions": "",
+        **_shipping(book),
         **_invoice_amounts(item),
-        "currency": ref("currencies", item.currency_id, item.currency_id),
-        "exchange_rate": 1.0,
-        "inverse_exchange_rate": 1.0,
+        "currency": currency_ref(item.currency_id),
+        "exchange_rate": as_number(item.exchange_rate),
+        "inverse_exchange_rate": as_number(item.inverse_exchange_rate),
         "status": status_ref(item.status),
         "sent": False,
         "sent_by_email": False,
         "void_reason": item.void_reason,
-        "invoice_lines": [_line(book, line) for line in item.lines],
+        "invoice_lines": [_line(book, item, line) for line in item.lines],
+        "tax_analysis": _tax_analysis(book, item),
         "payments_allocations": _allocations(item),
         "last_paid": _last_paid(item),
         "tax_reconciled": False,
     }
+
+
+def _transaction(item: SalesInvoice) -> Json:
+    return ref("transactions", item.id, item.invoice_number)
+
+
+def _blank_address(book: Book, item: SalesInvoice) -> Json:
+    """The invoice's copy of the customer's address (the sandbox keeps no addresses)."""
+    country = book.business.country_id
+    return {
+        **ref("addresses", item.id, ""),
+        "address_type": ref("address_types", "SALES", "Sales"),
+        "address_line_1": "",
+        "address_line_2": "",
+        "city": "",
+        "region": "",
+        "postal_code": "",
+        "country": ref("countries", country, country),
+        "country_group": ref("country_groups", country, country),
+    }
+
+
+def _shipping(book: Book) -> Json:
+    """No shipping: zero amounts at the business's no-tax rate (or its first rate)."""
+    rates = list(book.tax_rates.values())
+    rate = next((r for r in rates if r.kind is TaxKind.NO_TAX), rates[0] if rates else None)
+    zero = as_number(ZERO)
+    return {
+        "shipping_net_amount": zero,
+        "shipping_tax_rate": _tax_ref(rate) if rate else None,
+        "shipping_tax_amount": zero,
+        "shipping_tax_breakdown": [],
+        "shipping_total_amount": zero,
+        "base_currency_shipping_net_amount": zero,
+        "base_currency_shipping_tax_amount": zero,
+        "base_currency_shipping_tax_breakdown": [],
+        "base_currency_shipping_total_amount": zero,
+        "payments_allocations_total_discount": zero,
+    }
+
+
+def _tax_analysis(book: Book, item: SalesInvoice) -> list[Json]:
+    by_rate: dict[str, list[InvoiceLine]] = {}
+    for line in item.lines:
+        by_rate.setdefault(line.tax_rate_id, []).append(line)
+    analysis = []
+    for rate_id, lines in by_rate.items():
+        net = sum((line.net_amount for line in lines), ZERO)
+        tax = sum((line.tax_amount for line in lines), ZERO)
+        analysis.append(
+            {
+                "tax_rate": _tax_ref(book.tax_rates[rate_id]),
+                "net_amount": as_number(net),
+                "tax_amount": as_number(tax),
+                "total_amount": as_number(net + tax),
+                "goods_amount": as_number(ZERO),
+                "service_amount": as_number(ZERO),
+            }
+        )
+    return analysis
 
 
 def ui_path(invoice_id: str) -> str:
@@ -227,16 +331,22 @@ def _invoice_amounts(item: SalesInvoice) -> Json:
         "outstanding_amount": item.outstanding_amount,
         "total_quantity": sum((line.quantity for line in item.lines), ZERO),
         "total_discount_amount": sum((line.discount_amount for line in item.lines), ZERO),
-        "base_currency_net_amount": item.net_amount,
-        "base_currency_tax_amount": item.tax_amount,
-        "base_currency_total_amount": item.total_amount,
-        "base_currency_outstanding_amount": item.outstanding_amount,
+        "base_currency_net_amount": item.in_base(item.net_amount),
+        "base_currency_tax_amount": item.in_base(item.tax_amount),
+        "base_currency_total_amount": item.in_base(item.total_amount),
+        "base_currency_outstanding_amount": item.in_base(item.outstanding_amount),
+        "base_currency_total_discount_amount": item.in_base(
+            sum((line.discount_amount for line in item.lines), ZERO)
+        ),
     }
     return {key: as_number(value) for key, value in amounts.items()}
 
 
-def _line(book: Book, line: InvoiceLine) -> Json:
+def _line(book: Book, item: SalesInvoice, line: InvoiceLine) -> Json:
     ledger = book.ledger_accounts[line.ledger_account_id]
+    rate = book.tax_rates[line.tax_rate_id]
+    gross = line.quantity * line.unit_price
+    percentage = line.discount_amount / gross * 100 if gross else ZERO
     return {
         "id": line.id,
         "displayed_as": line.description,
@@ -246,15 +356,33 @@ def _line(book: Book, line: InvoiceLine) -> Json:
         "ledger_account": ref(
             "ledger_accounts", ledger.id, f"{ledger.name} ({ledger.nominal_code})"
         ),
+        "trade_of_asset": False,
         "quantity": as_number(line.quantity),
         "unit_price": as_number(line.unit_price),
         "unit_price_includes_tax": line.unit_price_includes_tax,
-        "discount_amount": as_number(line.discount_amount),
         "net_amount": as_number(line.net_amount),
-        "tax_rate": _tax_ref(book.tax_rates[line.tax_rate_id]),
+        "tax_rate": _tax_ref(rate),
         "tax_amount": as_number(line.tax_amount),
+        "tax_breakdown": [_breakdown(rate, line.tax_amount)],
         "total_amount": as_number(line.total_amount),
-        "tax_breakdown": [],
+        "base_currency_unit_price": as_number(item.in_base(line.unit_price)),
+        "base_currency_net_amount": as_number(item.in_base(line.net_amount)),
+        "base_currency_tax_amount": as_number(item.in_base(line.tax_amount)),
+        "base_currency_tax_breakdown": [_breakdown(rate, item.in_base(line.tax_amount))],
+        "base_currency_total_amount": as_number(item.in_base(line.total_amount)),
+        "eu_goods_services_type": None,
+        "discount_amount": as_number(line.discount_amount),
+        "base_currency_discount_amount": as_number(item.in_base(line.discount_amount)),
+        "discount_percentage": as_number(percentage.quantize(ZERO)),
+        "eu_sales_description": None,
+    }
+
+
+def _breakdown(rate: TaxRate, amount: Decimal) -> Json:
+    return {
+        "tax_rate": _tax_ref(rate),
+        "percentage": as_number(rate.percentage),
+        "amount": as_number(amount),
     }
 
 
@@ -275,7 +403,7 @@ def _allocations(item: SalesInvoice) -> list[Json]:
             "type": ref("transaction_types", "CUSTOMER_RECEIPT", "Customer Receipt"),
             "reference": a.reference,
             "amount": as_number(a.amount),
-            "discount": 0.0,
+            "discount": "0.0",
             "contact_payment": {"id": a.payment_id, "$path": f"/contact_payments/{a.payment_id}"},
             "displayed_as": a.reference or "Customer Receipt",
         }
@@ -298,9 +426,9 @@ def payment(book: Book, item: ContactPayment) -> Json:
         "bank_account": ref("bank_accounts", bank.id, f"{bank.name} ({bank.nominal_code})"),
         "date": item.date.isoformat(),
         "net_amount": as_number(item.total_amount),
-        "tax_amount": 0.0,
+        "tax_amount": "0.0",
         "total_amount": as_number(item.total_amount),
-        "currency": ref("currencies", book.business.currency_id, book.business.currency_id),
+        "currency": currency_ref(book.business.currency_id),
         "reference": item.reference,
         "allocated_artefacts": [
             {

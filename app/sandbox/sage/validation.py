@@ -3,6 +3,9 @@
 The spec leaves objects open; Sage rejects attributes it does not know, so every object in the
 checked definitions is closed (``additionalProperties: false``) and the documented
 ``idempotency_id`` is added to each entity namespace, e.g. ``sales_invoice.idempotency_id``.
+Where the spec says ``number`` a decimal string is accepted as well: Sage's invoicing guide asks
+for decimal values as strings (https://developer.sage.com/accounting/guides/concepts/invoicing,
+"Building An Invoice Line").
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ DOCUMENT_URI = "urn:sage:accounting:v3.1:swagger"
 CHECKED_DEFINITIONS = ("postContacts", "postSalesInvoices", "postContactPayments")
 
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
+_DECIMAL_STRING = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}
 
 
 def _is_date(value: object) -> bool:
@@ -81,8 +85,11 @@ def _strict_document(swagger_path: Path) -> dict[str, Any]:
 def _close_objects(schema: dict[str, Any]) -> None:
     if "properties" in schema:
         schema.setdefault("additionalProperties", False)
-        for child in schema["properties"].values():
-            _close_objects(child)
+        for name, child in schema["properties"].items():
+            if child.get("type") == "number":
+                schema["properties"][name] = {"anyOf": [child, _DECIMAL_STRING]}
+            else:
+                _close_objects(child)
     if isinstance(schema.get("items"), dict):
         _close_objects(schema["items"])
 

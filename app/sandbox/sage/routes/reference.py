@@ -39,6 +39,12 @@ def get_business(key: str, sandbox: SandboxDep, _auth: AuthDep) -> dict[str, Any
         return render.business(sandbox.state.book_for(key).business)
 
 
+@router.get("/financial_settings")
+def get_financial_settings(book: BookDep, sandbox: SandboxDep) -> dict[str, Any]:
+    with sandbox.state.lock:
+        return render.financial_settings(book.business)
+
+
 @router.get("/ledger_accounts")
 def list_ledger_accounts(request: Request, book: BookDep, sandbox: SandboxDep) -> dict[str, Any]:
     params = request.query_params
