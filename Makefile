@@ -3,14 +3,28 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency (and pip, setuptools) pinned with its hashes; `make lock` refreshes them.
+LOCK := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
 
-.PHONY: run test lint check clean bench bench-quick reliability reliability-small
+.PHONY: run test lint check clean bench bench-quick reliability reliability-small lock
 
-$(STAMP): pyproject.toml
+# Hash-checked installs only; then the project itself, without dependencies and with the
+# locked setuptools (no build isolation: nothing is fetched unpinned).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The newest versions pyproject.toml allows: the dev lock, then the runtime lock (the image's)
+# from the same pins.
+lock: $(STAMP)
+	$(PIP_COMPILE) --upgrade --extra dev -o $(LOCK) pyproject.toml requirements/build.in
+	cp $(LOCK) $(RUNTIME_LOCK)
+	$(PIP_COMPILE) -o $(RUNTIME_LOCK) pyproject.toml requirements/build.in
 
 run: $(STAMP)
 	$(BIN)/sagebridge run

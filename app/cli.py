@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from app.models import InboxEvent
 from app.queue import open_pool
 from app.repositories import InboxRepository
 from app.runtime import Database, Upstreams
-from app.settings import Settings, get_settings
+from app.settings import ConfigError, Settings, get_settings
 from app.workers.main import build_worker
 
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
@@ -40,6 +41,15 @@ cli.add_typer(connections_cli, name="connections")
 log = structlog.get_logger(__name__)
 WORKER_RESTART_SECONDS = 2.0
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ERROR_EXIT = 2
+SandboxOption = Annotated[
+    bool,
+    typer.Option(
+        "--sandbox",
+        help="Use the built-in sandbox upstreams (python -m app.sandbox); refused when Kommo or "
+        "Sage credentials are configured.",
+    ),
+]
 
 
 def _project_root() -> Path:
@@ -66,14 +76,20 @@ def migrate() -> None:
 
 @cli.command()
 def run() -> None:
-    """Run everything: migrations, then API and worker in one process (the Quick start)."""
+    """Run everything: migrations, then API and worker in one process (the Quick start); the
+    sandbox upstreams too when no Kommo/Sage credentials are configured."""
     settings = _settings()
-    migrate_database(settings)
+    if not settings.has_upstream_credentials:
+        settings = _sandboxed(settings.with_sandbox_defaults())
+    # uvicorn re-raises the SIGTERM it caught once it has shut down, which would end the process
+    # before the `finally` below stops the embedded Redis: make SIGTERM a KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     embedded = None
-    if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.data_dir / "redis")
-        settings = settings.model_copy(update={"redis_url": embedded.url})
     try:
+        migrate_database(settings)
+        if not settings.redis_url:
+            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            settings = settings.model_copy(update={"redis_url": embedded.url})
         asyncio.run(_serve_all(settings))
     except KeyboardInterrupt:
         pass
@@ -83,10 +99,10 @@ def run() -> None:
 
 
 @cli.command()
-def api() -> None:
+def api(sandbox: SandboxOption = False) -> None:
     """Run only the HTTP API (needs REDIS_URL); API_WORKERS processes share its port."""
-    settings = _settings()
-    if settings.api_workers == 1:
+    settings = _upstream_settings(sandbox=sandbox)
+    if settings.api_workers == 1 or settings.sandbox_mode:
         uvicorn.run(
             create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
         )
@@ -103,9 +119,9 @@ def api() -> None:
 
 
 @cli.command()
-def worker() -> None:
+def worker(sandbox: SandboxOption = False) -> None:
     """Run only the worker (needs REDIS_URL)."""
-    settings = _settings()
+    settings = _upstream_settings(sandbox=sandbox)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run_worker(settings))
 
@@ -200,10 +216,10 @@ cli.add_typer(events_cli, name="events")
 
 
 @mappings_cli.command("check")
-def mappings_check() -> None:
+def mappings_check(sandbox: SandboxOption = False) -> None:
     """Validate config/ledger_mappings.yaml, and its ids against Sage; exit 1 on any problem.
     Nothing is stored: `mappings load` puts the file in force."""
-    settings = _settings()
+    settings = _upstream_settings(sandbox=sandbox)
     problems = asyncio.run(_check_mapping(settings))
     for problem in problems:
         typer.echo(f"✗ {problem}", err=True)
@@ -224,10 +240,10 @@ async def _check_mapping(settings: Settings) -> list[str]:
 
 
 @mappings_cli.command("load")
-def mappings_load() -> None:
+def mappings_load(sandbox: SandboxOption = False) -> None:
     """Validate the file and its ids against Sage, and put it in force for every process
     (a new version in the database when it differs); exit 1 naming each problem."""
-    settings = _settings()
+    settings = _upstream_settings(sandbox=sandbox)
     try:
         current, stored = asyncio.run(_load_mapping(settings))
     except MappingError as exc:
@@ -260,9 +276,10 @@ def mappings_suggest(
     as_yaml: Annotated[
         bool, typer.Option("--yaml", help="Print a YAML skeleton of rules.")
     ] = False,
+    sandbox: SandboxOption = False,
 ) -> None:
     """Sage sales ledger accounts and tax rates next to the Kommo products with no rule yet."""
-    settings = _settings()
+    settings = _upstream_settings(sandbox=sandbox)
     suggestion = asyncio.run(_suggest(settings))
     if as_yaml:
         typer.echo(yaml_skeleton(suggestion))
@@ -360,15 +377,25 @@ async def _with_queue(
 
 
 def _settings() -> Settings:
+    """The environment's settings, with logging configured; ConfigError ends the command."""
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    if settings.sandbox_mode:
-        log.warning(
-            "sandbox.mode",
-            detail="no Kommo/Sage credentials configured: using the built-in sandbox upstreams",
-            kommo=settings.kommo_base_url,
-            sage=settings.sage_base_url,
-        )
+    return settings
+
+
+def _upstream_settings(*, sandbox: bool) -> Settings:
+    """Settings for a command that talks to Kommo and Sage: never the sandbox unless asked."""
+    settings = _settings().for_upstreams(sandbox=sandbox)
+    return _sandboxed(settings) if settings.sandbox_mode else settings
+
+
+def _sandboxed(settings: Settings) -> Settings:
+    log.warning(
+        "sandbox.mode",
+        detail="using the built-in sandbox upstreams and their published tokens",
+        kommo=settings.kommo_base_url,
+        sage=settings.sage_base_url,
+    )
     return settings
 
 
@@ -381,7 +408,12 @@ def _safe_url(url: str) -> str:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ConfigError as exc:
+        # One line, no traceback: it is the operator's configuration, not a bug.
+        sys.stderr.write(f"sagebridge: configuration refused: {exc}\n")
+        sys.exit(CONFIG_ERROR_EXIT)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,18 @@ from app.payment_status import callback_payload
 from app.repositories import NewEvent
 
 SOURCE = "kommo"
+# The entities the bridge acts on: every lead entry is stored (a status change into the trigger
+# stage is work; deletes and other moves are kept for what acts on them later). Contacts,
+# companies, tasks, catalogs… are only counted: storing them would let any body fill the inbox.
+STORED_ENTITIES = frozenset({"leads"})
 
 
 def kommo_events(
     hook: KommoWebhook, *, account_id: str, trigger_pipeline_id: int, trigger_status_id: int
 ) -> list[NewEvent]:
-    """One event per entry. Only a lead status change into the trigger stage is PENDING work."""
-    return [_event(e, account_id, (trigger_pipeline_id, trigger_status_id)) for e in hook.entries]
+    """One event per lead entry. Only a status change into the trigger stage is PENDING work."""
+    trigger = (trigger_pipeline_id, trigger_status_id)
+    return [_event(e, account_id, trigger) for e in hook.entries if e.entity in STORED_ENTITIES]
 
 
 def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> NewEvent:
@@ -56,7 +61,7 @@ def trigger_dedupe_key(account_id: str, deal_id: str, pipeline_id: int, status_i
 
 
 def _skip_reason(entry: WebhookEntry) -> str:
-    if entry.entity == "leads" and entry.action == "status":
+    if entry.action == "status":
         return "moved to a stage that is not the invoice trigger"
     return f"{entry.entity}[{entry.action}] events do not raise invoices"
 

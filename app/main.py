@@ -56,7 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.queue.aclose()
             await app.state.db.close()
 
-    app = FastAPI(title="sagebridge", version="0.1.0", lifespan=lifespan)
+    docs = settings.serve_docs
+    app = FastAPI(
+        title="sagebridge",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.include_router(webhooks.router)
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
@@ -94,7 +102,8 @@ async def _watch_mapping(app: FastAPI, every: float) -> None:
 
 
 def app_factory() -> FastAPI:
-    """For `uvicorn --factory app.main:app_factory`."""
-    settings = get_settings()
+    """For `uvicorn --factory app.main:app_factory` (`sagebridge api` with API_WORKERS > 1,
+    which the sandbox never uses)."""
+    settings = get_settings().for_upstreams(sandbox=False)
     configure_logging(settings.log_level, json=settings.log_json)
     return create_app(settings)

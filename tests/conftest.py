@@ -37,7 +37,7 @@ DATA = Path(__file__).parent / "data"
 KOMMO_URL = "https://testco.kommo.com"
 SAGE_URL = "https://api.accounting.sage.com/v3.1"
 WEBHOOK_SECRET = "s3cret-webhook-path-token"
-OPS_TOKEN = "ops-token-for-tests"
+OPS_TOKEN = "ops-token-for-tests-0123456789abcdef"
 # Standard Webhooks secrets: the current key and the one being rotated out.
 CALLBACK_SECRETS = ["whsec_" + "a2V5LW9uZS1mb3ItY2FsbGJhY2tzLTAwMDE=", "whsec_b2xkLWtleS10d28="]
 TABLES = (

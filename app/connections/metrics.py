@@ -1,5 +1,8 @@
 """Prometheus gauges for connections, read from the database when /metrics is scraped, so any
-API process reports every connection, and refresh counters kept by each process."""
+API process reports every connection, and refresh counters kept by each process.
+
+/metrics needs no token, so its labels name no Kommo account or Sage business: a connection is
+its provider and an ordinal ("1" for the provider's first connection by account)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,12 @@ from app.models import utcnow
 NEEDS_REAUTH = Gauge(
     "sagebridge_connection_needs_reauth",
     "1 when a connection's grant is dead and ops must connect again",
-    ["provider", "account"],
+    ["provider", "connection"],
 )
 REFRESH_EXPIRES_IN = Gauge(
     "sagebridge_connection_refresh_expires_seconds",
     "Seconds until a connection's refresh token (or long-lived token) expires",
-    ["provider", "account"],
+    ["provider", "connection"],
 )
 REFRESHES = Counter(
     "sagebridge_connection_refreshes_total", "Token refreshes, by result", ["provider", "result"]
@@ -30,8 +33,13 @@ REFRESHES = Counter(
 async def observe_connections(session: AsyncSession, *, now: datetime | None = None) -> None:
     """Set the gauges from the `connections` table (call it from the /metrics handler)."""
     now = now or utcnow()
-    for info in await ConnectionStore(session, None).list_all():
-        labels = (info.provider.value, info.account)
+    infos = await ConnectionStore(session, None).list_all()
+    NEEDS_REAUTH.clear()  # a removed connection must not linger under its old ordinal
+    REFRESH_EXPIRES_IN.clear()
+    ordinals: dict[str, int] = {}
+    for info in infos:
+        ordinals[info.provider.value] = ordinals.get(info.provider.value, 0) + 1
+        labels = (info.provider.value, str(ordinals[info.provider.value]))
         NEEDS_REAUTH.labels(*labels).set(info.state == ConnectionState.NEEDS_REAUTH)
         expires = info.refresh_expires_at or info.access_expires_at
         if expires is not None:

@@ -1,13 +1,15 @@
 """Ops: connect Sage and Kommo over OAuth 2.0, see the connections, store a Kommo long-lived
-token. Bearer OPS_API_TOKEN on all but the callback, which a browser reaches by redirect and
-which a single-use `state` from `start` authenticates instead.
+token. Bearer OPS_API_TOKEN on all but the two browser steps: `authorize` (the link `start`
+returns; it binds the single-use `state` to the browser that opens it with an HttpOnly cookie)
+and the callback (the provider's redirect; it needs that state and that browser's cookie).
 
 Connecting, step by step (the redirect URI registered with the provider must be
 `{PUBLIC_BASE_URL}/ops/connections/{provider}/callback`):
 
     curl -X POST -H "Authorization: Bearer $OPS_API_TOKEN" $BRIDGE/ops/connections/sage/start
-    # open `authorize_url` in a browser within OAUTH_STATE_TTL_SECONDS and consent; the
-    # provider redirects to the callback, which answers with the business (or Kommo account)
+    # open `authorize_url` (on the bridge) in a browser within OAUTH_STATE_TTL_SECONDS: it
+    # sends that browser on to the provider; consent there, and the provider redirects the same
+    # browser to the callback, which answers with the business (or Kommo account)
     curl -H "Authorization: Bearer $OPS_API_TOKEN" $BRIDGE/ops/connections
 """
 
@@ -18,7 +20,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Cookie, Depends, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field, SecretStr
 
 from app.connections import flow
@@ -79,7 +82,7 @@ async def list_connections(connections: ConnectionsDep) -> list[ConnectionInfo]:
 
 @router.post("/{provider}/start", dependencies=[OpsAuth])
 async def start(provider: str, connections: ConnectionsDep) -> AuthorizationView:
-    """An authorize URL to open in a browser; its `state` is good once."""
+    """A link to open in the browser that will consent; its `state` is good once."""
     chosen = _provider(provider)
     with _http_errors():
         authorization = await flow.start(connections, chosen)
@@ -91,21 +94,54 @@ async def start(provider: str, connections: ConnectionsDep) -> AuthorizationView
     )
 
 
+@router.get("/{provider}/authorize", response_class=RedirectResponse, status_code=303)
+async def authorize(
+    provider: str,
+    connections: ConnectionsDep,
+    state: Annotated[str, Query(max_length=256)],
+) -> RedirectResponse:
+    """Opened in a browser: binds the flow to it (an HttpOnly cookie), then on to the provider."""
+    chosen = _provider(provider)
+    with _http_errors():
+        binding = await flow.bind_browser(connections, chosen, state)
+    response = RedirectResponse(binding.provider_url, status_code=303)
+    response.set_cookie(
+        flow.BROWSER_COOKIE,
+        binding.cookie,
+        max_age=connections.config.oauth_state_ttl_seconds,
+        path=_cookie_path(chosen),
+        secure=connections.config.redirect_uri(chosen).startswith("https://"),
+        httponly=True,
+        samesite="lax",  # sent on the provider's top-level redirect back to the callback
+    )
+    return response
+
+
 @router.get("/{provider}/callback")
 async def callback(
     provider: str,
     connections: ConnectionsDep,
+    response: Response,
     state: Annotated[str, Query(max_length=256)],
     code: Annotated[str | None, Query(max_length=4096)] = None,
     referer: Annotated[str | None, Query(max_length=255)] = None,
     error: Annotated[str | None, Query(max_length=255)] = None,
+    browser: Annotated[str | None, Cookie(alias=flow.BROWSER_COOKIE, max_length=128)] = None,
 ) -> ConnectionInfo:
     """Where the provider sends the browser back: exchange the code, store the connection."""
     chosen = _provider(provider)
     if code is None:
         raise BadRequest(f"{chosen.value} sent no code ({error or 'no error given'})")
     with _http_errors():
-        return await flow.complete(connections, chosen, state=state, code=code, referer=referer)
+        info = await flow.complete(
+            connections, chosen, state=state, code=code, browser=browser, referer=referer
+        )
+    response.delete_cookie(flow.BROWSER_COOKIE, path=_cookie_path(chosen))
+    return info
+
+
+def _cookie_path(provider: Provider) -> str:
+    return f"{router.prefix}/{provider.value}"
 
 
 @router.put("/kommo/long-lived", dependencies=[OpsAuth])

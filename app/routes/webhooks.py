@@ -25,9 +25,10 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class WebhookAck(BaseModel):
-    received: int
-    queued: int
-    skipped: int
+    received: int  # entries in the body
+    queued: int  # lead status changes into the trigger stage, now work
+    skipped: int  # other lead entries, stored with the reason
+    ignored: int  # entries of entities the bridge never acts on: counted, not stored
 
 
 @router.post("/webhooks/kommo/{secret}", response_model=WebhookAck)
@@ -56,10 +57,15 @@ async def kommo_webhook(
         ) from exc
     for event_id in due:
         await enqueue_event(queue, event_id, 0)
-    skipped = sum(1 for e in events if e.state != "pending")
+    ack = WebhookAck(
+        received=len(hook.entries),
+        queued=len(due),
+        skipped=sum(1 for e in events if e.state != "pending"),
+        ignored=len(hook.entries) - len(events),
+    )
     WEBHOOKS.labels("kommo", "accepted").inc()
-    log.info("webhook.accepted", received=len(events), queued=len(due), skipped=skipped)
-    return WebhookAck(received=len(events), queued=len(due), skipped=skipped)
+    log.info("webhook.accepted", **ack.model_dump())
+    return ack
 
 
 def _check_secret(secret: str, settings: Settings) -> None:
@@ -78,13 +84,16 @@ def _parse(body: bytes, content_type: str) -> KommoWebhook:
 
 
 def _check_account(hook: KommoWebhook, settings: Settings) -> str:
-    """The hook must come from the account this bridge is installed for."""
+    """The hook must come from the account this bridge is installed for: its account[id] always,
+    and its subdomain too when both the body and KOMMO_SUBDOMAIN name one."""
     expected_id = str(settings.kommo_account_id)
-    if hook.account.id is not None and hook.account.id != expected_id:
-        raise Forbidden(f"webhook is for Kommo account {hook.account.id}, not {expected_id}")
+    if hook.account.id is None:
+        raise BadRequest("malformed Kommo webhook: the body has no account[id]")
+    if hook.account.id != expected_id:
+        raise Forbidden(f"webhook is for Kommo account {hook.account.id[:32]}, not {expected_id}")
     expected_sub = settings.kommo_subdomain
     if expected_sub and hook.account.subdomain and hook.account.subdomain != expected_sub:
         raise Forbidden(
-            f"webhook is for Kommo subdomain {hook.account.subdomain!r}, not {expected_sub!r}"
+            f"webhook is for Kommo subdomain {hook.account.subdomain[:64]!r}, not {expected_sub!r}"
         )
     return expected_id

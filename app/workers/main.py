@@ -24,6 +24,7 @@ from app.models import utcnow
 from app.payment_status import poll_statuses
 from app.queue import (
     HEARTBEAT_SECONDS,
+    JOB_SERIALIZERS,
     PROCESS_EVENT,
     QUEUE_NAME,
     enqueue_event,
@@ -161,6 +162,8 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
         # worker heartbeat /readyz looks for.
         "health_check_interval": HEARTBEAT_SECONDS,
         "handle_signals": False,
+        # JSON, never pickle: a job planted in Redis must not run code here.
+        **JOB_SERIALIZERS,
     }
     options.update(overrides)
     return Worker(**options)

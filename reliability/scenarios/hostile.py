@@ -2,7 +2,10 @@
 wrong secrets and accounts, malformed and mistyped bodies, forged and expired signatures,
 unauthenticated ops calls, and huge bodies (with a Content-Length, chunked without one, on
 every route that takes a body). Pass: no 5xx, nothing stored from any rejected request, and
-the API's memory does not grow with the size of what it refuses.
+the API's memory does not grow with the size of what it refuses. Issue 13's requests have exact
+expected answers (a 5,000-digit index, 501 entries and a body without account[id] are 400s; the
+sandbox's published tokens are 401s), and a body full of entities the bridge never acts on
+stores only its lead. Then hostile_config.py runs the configuration part (findings 1-3).
 
 The property-based tests (hypothesis: the Kommo form parser and the callback verifier) and the
 OpenAPI fuzzing (schemathesis, over ASGI) are pytest modules in tests/reliability/; run.py
@@ -22,13 +25,23 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from app.sandbox.seed import KOMMO_ACCOUNT_ID, KOMMO_SUBDOMAIN, STATUS_RAISE_INVOICE
+from app.settings import SANDBOX_DEFAULTS
 from reliability.common import Result
+from reliability.scenarios import hostile_config
 from reliability.stack import Stack
 
 FORM = "application/x-www-form-urlencoded"
 NO_5XX = "no 5xx"
 MEMORY_CHECK = "API memory bounded for every huge body (peak growth ≤ max(16 MB, body/4))"
 MB = 1024 * 1024
+# Issue 13's findings 4-6 and the sandbox's published credentials: the exact answer each gets.
+EXPECTED = {
+    "5000-digit index": 400,
+    "501 entries": 400,
+    "no account id, right subdomain": 400,
+    "sandbox ops token": 401,
+    "sandbox webhook secret": 401,
+}
 
 
 def _form(
@@ -155,7 +168,44 @@ async def run(stack: Stack, *, body_mb: int, bodies: int) -> Result:
     for name, g in growth.items():
         if g > limit_mb:
             result.notes.append(f"{name}: API RSS grew {g} MB for {body_mb} MB bodies")
+    answered = {name: statuses.get(name) for name in EXPECTED}
+    result.counts["issue_13_answers"] = answered
+    result.check(
+        "issue 13: long index, 501 entries, no account[id] are 400; sandbox tokens are 401",
+        all(statuses.get(name) == [code] for name, code in EXPECTED.items()),
+    )
+    await _only_leads_are_stored(stack, result)
+    await hostile_config.run(stack, result)
     return result.finish(started)
+
+
+async def _only_leads_are_stored(stack: Stack, result: Result) -> None:
+    """300 contact, company, task and catalog entries next to one lead: one row."""
+    others = "&".join(
+        f"{entity}[update][{i}][id]={i + 1}"
+        for entity in ("contacts", "companies", "task")
+        for i in range(100)
+    )
+    account = f"account[id]={KOMMO_ACCOUNT_ID}&account[subdomain]={KOMMO_SUBDOMAIN}"
+    body = f"leads[update][0][id]=7000001&{others}&{account}"
+    before = await stack.db.count("SELECT count(*) FROM inbox_events")
+    async with httpx.AsyncClient(base_url=stack.bridge.api_url, timeout=30) as http:
+        response = await http.post(
+            f"/webhooks/kommo/{stack.secrets.webhook_secret}",
+            content=body,
+            headers={"Content-Type": FORM},
+        )
+    stored = await stack.db.count("SELECT count(*) FROM inbox_events") - before
+    answer: dict[str, Any] = response.json() if response.status_code == 200 else {}
+    result.counts["entities_never_acted_on"] = {
+        "status": response.status_code,
+        "answer": answer,
+        "rows_stored": stored,
+    }
+    result.check(
+        "entities the bridge never acts on are counted, not stored",
+        stored == 1 and answer.get("ignored") == 300,
+    )
 
 
 def _small_attacks(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
@@ -359,8 +409,50 @@ def _small_attacks(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
             {"method": "POST", "url": "/ops/events/1/discard", "json": {"reason": "x"}},
         ),
         ("ops mapping reload no token", {"method": "POST", "url": "/ops/mappings/reload"}),
+        *_issue_13_attacks(hook, form),
     ]
     return attacks
+
+
+def _issue_13_attacks(hook: str, form: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    account = f"account[id]={KOMMO_ACCOUNT_ID}"
+    many = "&".join(f"contacts[update][{i}][id]={i + 1}" for i in range(501))
+    sandbox_secret = SANDBOX_DEFAULTS["kommo_webhook_secret"]
+    sandbox_ops = {"Authorization": f"Bearer {SANDBOX_DEFAULTS['ops_api_token']}"}
+    return [
+        (
+            "5000-digit index",
+            {
+                "method": "POST",
+                "url": hook,
+                "content": f"leads[status][{'9' * 5000}][id]=1&{account}",
+                "headers": form,
+            },
+        ),
+        (
+            "501 entries",
+            {"method": "POST", "url": hook, "content": f"{many}&{account}", "headers": form},
+        ),
+        (
+            "no account id, right subdomain",
+            {
+                "method": "POST",
+                "url": hook,
+                "content": _form().replace(f"&account[id]={KOMMO_ACCOUNT_ID}", ""),
+                "headers": form,
+            },
+        ),
+        ("sandbox ops token", {"method": "GET", "url": "/ops/status", "headers": sandbox_ops}),
+        (
+            "sandbox webhook secret",
+            {
+                "method": "POST",
+                "url": f"/webhooks/kommo/{sandbox_secret}",
+                "content": _form(),
+                "headers": form,
+            },
+        ),
+    ]
 
 
 def _signed(body: bytes, secret: str, at: datetime) -> dict[str, str]:

@@ -48,13 +48,17 @@ def settings() -> dict[str, str | None]:
 
 
 async def connect(stack: Stack) -> dict[str, Any]:
-    """POST /ops/connections/sage/start, a code from the sandbox Sage for the bridge's redirect
-    URI, then the callback — what ops and a browser do."""
+    """POST /ops/connections/sage/start, the link opened in a browser (its cookie kept), a code
+    from the sandbox Sage for the bridge's redirect URI, then the callback in that browser —
+    what ops and a browser do."""
     ops = {"Authorization": f"Bearer {stack.secrets.ops_token}"}
     async with httpx.AsyncClient(base_url=stack.bridge.api_url, timeout=30) as http:
         started = (await http.post("/ops/connections/sage/start", headers=ops)).raise_for_status()
         view = started.json()
-        query = parse_qs(urlparse(view["authorize_url"]).query)
+        opened = await http.get(view["authorize_url"])
+        if opened.status_code != 303:
+            raise RuntimeError(f"the connect link answered {opened.status_code}: {opened.text}")
+        query = parse_qs(urlparse(opened.headers["location"]).query)
         redirect = query.get(
             "redirect_uri", [f"{stack.bridge.api_url}/ops/connections/sage/callback"]
         )[0]

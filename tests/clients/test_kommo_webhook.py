@@ -99,7 +99,10 @@ def test_several_entries_and_actions_in_one_body_are_all_returned_in_order() -> 
         (b"account[id]=1&leads[" + b"x" * 40 + b"][0][id]=1", "unknown action name"),
         (b"account[id]=1&contacts[add][0][id]=" + b"9" * 40, "too long"),
         (b"account[id]=1&leads[status][0][id]=99999999999999999999", "must be an integer"),
-        (b"account[id]=1&a" + b"[b]" * 10 + b"=1", "nested deeper"),
+        (b"account[id]=1&a" + b"[b]" * 12 + b"=1", "nested deeper than 12"),
+        (b"account[id]=1&leads[status][" + b"9" * 5000 + b"][id]=1", "longer than 64"),
+        (b"account[id]=1&leads[status][0000001][id]=1", "at most 6 digits"),
+        (b"account[id]=1&leads[status][0][" + b"f" * 65 + b"]=1", "longer than 64"),
     ],
 )
 def test_malformed_bodies_are_refused_with_a_message_naming_the_problem(
@@ -121,3 +124,54 @@ def test_too_many_fields_are_refused() -> None:
     body = "&".join(f"k{i}=v" for i in range(10_001)).encode()
     with pytest.raises(WebhookFormatError, match="not a form-encoded body"):
         parse_bracketed_form(body)
+
+
+def test_catalog_hooks_ten_levels_deep_are_parsed() -> None:
+    """The key layout of a Kommo invoice-list element hook (see the contract fixture
+    tests/contracts/kommo/webhooks/catalog_invoice_add_reconstructed.json)."""
+    body = urlencode(
+        [
+            ("catalogs[add][0][custom_fields][3][values][0][value][entity_id]", "501"),
+            ("catalogs[add][0][custom_fields][1][values][0][value][unit_price]", "10.5"),
+            ("catalogs[add][0][custom_fields][1][values][0][value][discount][value]", "5"),
+            ("account[id]", "77"),
+        ]
+    ).encode()
+
+    (entry,) = parse_webhook(body).entries
+
+    assert (entry.entity, entry.action, entry.entity_id) == ("catalogs", "add", "")
+    price = entry.fields["custom_fields"]["1"]["values"]["0"]["value"]
+    assert price == {"unit_price": "10.5", "discount": {"value": "5"}}
+
+
+def test_a_lead_custom_field_whose_value_is_an_object_is_parsed() -> None:
+    body = urlencode(
+        [
+            ("leads[update][0][id]", "7"),
+            ("leads[update][0][custom_fields][0][values][0][value][name]", "Ada"),
+            ("leads[update][0][custom_fields][0][values][0][value][vat_id][number]", "GB1"),
+            ("account[id]", "77"),
+        ]
+    ).encode()
+
+    (entry,) = parse_webhook(body).entries
+
+    value = entry.fields["custom_fields"]["0"]["values"]["0"]["value"]
+    assert (entry.entity_id, value) == ("7", {"name": "Ada", "vat_id": {"number": "GB1"}})
+
+
+def test_at_most_500_entries_per_body() -> None:
+    def body(count: int) -> bytes:
+        pairs = [(f"contacts[update][{i}][id]", str(i + 1)) for i in range(count)]
+        return urlencode([*pairs, ("account[id]", "77")]).encode()
+
+    assert len(parse_webhook(body(500)).entries) == 500
+    with pytest.raises(WebhookFormatError, match="more than 500 entries in one body"):
+        parse_webhook(body(501))
+
+
+def test_only_a_lead_entry_needs_an_id() -> None:
+    hook = parse_webhook(b"task[update][0][text]=call&account[id]=77")
+
+    assert [(e.entity, e.action, e.entity_id) for e in hook.entries] == [("task", "update", "")]

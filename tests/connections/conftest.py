@@ -114,12 +114,18 @@ def another_process(connections: Connections, **config: Any) -> Connections:
 async def connect(
     connections: Connections, upstream: FakeOAuthServer, provider: Provider = Provider.SAGE
 ) -> ConnectionInfo:
-    """Start, consent (the fake hands out a code), callback."""
+    """Start, open the link in a browser, consent (the fake hands out a code), callback."""
     authorization = await flow.start(connections, provider)
+    browser = await flow.bind_browser(connections, provider, authorization.state)
     code = upstream.issue_code(connections.config.redirect_uri(provider))
     referer = "testco.kommo.com" if provider is Provider.KOMMO else None
     return await flow.complete(
-        connections, provider, state=authorization.state, code=code, referer=referer
+        connections,
+        provider,
+        state=authorization.state,
+        code=code,
+        browser=browser.cookie,
+        referer=referer,
     )
 
 

@@ -13,7 +13,7 @@ from tests.connections.fakes import FakeClock, FakeOAuthServer
 
 
 def _sample(name: str) -> float | None:
-    labels = {"provider": "sage", "account": SAGE_KEY.account}
+    labels = {"provider": "sage", "connection": "1"}
     return REGISTRY.get_sample_value(name, labels)
 
 

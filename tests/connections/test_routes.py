@@ -1,4 +1,5 @@
-"""The connect flow over HTTP: start → consent → callback → stored connection."""
+"""The connect flow over HTTP: start → the browser opens the link (cookie) → consent →
+callback (same browser) → stored connection."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.connections import flow
+from app.connections.models import Provider
 from app.connections.runtime import Connections
 from tests.connections.conftest import another_process, make_config, ops
 from tests.connections.fakes import (
@@ -22,11 +25,22 @@ from tests.connections.fakes import (
 CALLBACK = "http://bridge.test/ops/connections/{}/callback"
 
 
-async def _start(api: httpx.AsyncClient, provider: str) -> dict[str, str]:
+async def _start(
+    api: httpx.AsyncClient, provider: str, *, open_link: bool = True
+) -> dict[str, str]:
+    """POST start (as ops do with curl), then open the link in `api`, the browser."""
     response = await api.post(f"/ops/connections/{provider}/start", headers=ops())
     assert response.status_code == 200, response.text
     body: dict[str, str] = response.json()
+    if open_link:
+        body["provider_url"] = await _open(api, body["authorize_url"])
     return body
+
+
+async def _open(browser: httpx.AsyncClient, link: str) -> str:
+    opened = await browser.get(link)
+    assert opened.status_code == 303, opened.text
+    return opened.headers["location"]
 
 
 def _query(url: str) -> dict[str, list[str]]:
@@ -37,10 +51,13 @@ async def test_sage_connect_flow_stores_the_business_it_picked(
     api: httpx.AsyncClient, upstream: FakeOAuthServer
 ) -> None:
     started = await _start(api, "sage")
-    assert started["authorize_url"].startswith(
+    assert started["authorize_url"] == (
+        f"http://bridge.test/ops/connections/sage/authorize?state={started['state']}"
+    )
+    assert started["provider_url"].startswith(
         "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1&"
     )
-    assert _query(started["authorize_url"]) == {
+    assert _query(started["provider_url"]) == {
         "filter": ["apiv3.1"],
         "client_id": [CLIENT_ID],
         "response_type": ["code"],
@@ -110,13 +127,13 @@ async def test_an_expired_state_is_400(
     api: httpx.AsyncClient, upstream: FakeOAuthServer, connections: Connections
 ) -> None:
     started = await _start(api, "sage")
-    await connections.redis.delete(f"sagebridge:connections:oauth-state:{started['state']}")
+    await connections.redis.delete(flow.state_key(Provider.SAGE, started["state"]))
     params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
 
     assert (await api.get("/ops/connections/sage/callback", params=params)).status_code == 400
 
 
-async def test_a_kommo_state_does_not_open_the_sage_callback(
+async def test_a_kommo_state_does_not_open_the_sage_callback_nor_is_spent_by_it(
     api: httpx.AsyncClient, upstream: FakeOAuthServer
 ) -> None:
     started = await _start(api, "kommo")
@@ -128,6 +145,62 @@ async def test_a_kommo_state_does_not_open_the_sage_callback(
         400,
         "the state was issued for kommo, not sage",
     )
+    kommo = {
+        "code": upstream.issue_code(CALLBACK.format("kommo")),
+        "state": started["state"],
+        "referer": "testco.kommo.com",
+    }
+    assert (await api.get("/ops/connections/kommo/callback", params=kommo)).status_code == 200
+
+
+async def test_the_link_sets_a_private_cookie_for_this_provider_only(
+    api: httpx.AsyncClient,
+) -> None:
+    started = await _start(api, "sage", open_link=False)
+
+    opened = await api.get(started["authorize_url"])
+
+    cookie = opened.headers["set-cookie"]
+    name = cookie.split("=", 1)[0]
+    attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert name == flow.BROWSER_COOKIE
+    assert attributes == {"httponly", "max-age=600", "path=/ops/connections/sage", "samesite=lax"}
+
+
+async def test_a_callback_from_another_browser_is_400_and_spends_nothing(
+    api: httpx.AsyncClient, upstream: FakeOAuthServer, bridge: FastAPI
+) -> None:
+    started = await _start(api, "sage")
+    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    transport = httpx.ASGITransport(app=bridge)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bridge.test") as other:
+        refused = await other.get("/ops/connections/sage/callback", params=params)
+        other.cookies.set(flow.BROWSER_COOKIE, "not-the-cookie-of-the-browser-that-opened-it")
+        forged = await other.get("/ops/connections/sage/callback", params=params)
+
+    accepted = await api.get("/ops/connections/sage/callback", params=params)
+
+    assert (refused.status_code, forged.status_code, accepted.status_code) == (400, 400, 200)
+    assert refused.json()["detail"] == (
+        "this browser did not open the connect link of this state: finish in the browser that "
+        "opened the authorize_url from start, or start again"
+    )
+    assert len(upstream.token_bodies) == 1
+
+
+async def test_a_link_opens_in_one_browser_only(
+    api: httpx.AsyncClient, bridge: FastAPI, upstream: FakeOAuthServer
+) -> None:
+    started = await _start(api, "sage")
+    transport = httpx.ASGITransport(app=bridge)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bridge.test") as other:
+        second = await other.get(started["authorize_url"])
+
+    assert (second.status_code, second.json()["detail"]) == (
+        400,
+        "this connect link was already opened in another browser; start again to get a new one",
+    )
+    assert "set-cookie" not in second.headers
 
 
 async def test_start_needs_the_ops_token_and_the_callback_does_not(
@@ -137,6 +210,11 @@ async def test_start_needs_the_ops_token_and_the_callback_does_not(
     assert (await api.get("/ops/connections")).status_code == 401
     no_token = await api.get("/ops/connections/sage/callback", params={"state": "x" * 43})
     assert no_token.status_code == 400  # judged by its state, not by a header
+    link = await api.get("/ops/connections/sage/authorize", params={"state": "x" * 43})
+    assert (link.status_code, link.json()["detail"]) == (
+        400,
+        "the connect link is unknown or expired; start again",
+    )
 
 
 async def test_unknown_provider_is_404(api: httpx.AsyncClient) -> None:
@@ -208,8 +286,8 @@ async def test_kommo_connect_flow_uses_the_referer_domain(
     api: httpx.AsyncClient, upstream: FakeOAuthServer
 ) -> None:
     started = await _start(api, "kommo")
-    assert started["authorize_url"].startswith("https://www.kommo.com/oauth?")
-    assert _query(started["authorize_url"]) == {
+    assert started["provider_url"].startswith("https://www.kommo.com/oauth?")
+    assert _query(started["provider_url"]) == {
         "client_id": [CLIENT_ID],
         "state": [started["state"]],
         "mode": ["post_message"],

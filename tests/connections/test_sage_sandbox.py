@@ -69,13 +69,18 @@ def sandbox_connections(
 
 async def _connect(connections: Connections, http: httpx.AsyncClient) -> ConnectionKey:
     authorization = await flow.start(connections, Provider.SAGE)
+    browser = await flow.bind_browser(connections, Provider.SAGE, authorization.state)
     redirect_uri = connections.config.redirect_uri(Provider.SAGE)
     consent = await http.post(
         "/sandbox/oauth/codes",
         json={"client_id": "sandbox-sage-client", "redirect_uri": redirect_uri},
     )
     info = await flow.complete(
-        connections, Provider.SAGE, state=authorization.state, code=consent.json()["code"]
+        connections,
+        Provider.SAGE,
+        state=authorization.state,
+        code=consent.json()["code"],
+        browser=browser.cookie,
     )
     assert (info.account, info.name) == (seed.SAGE_BUSINESS_ID, "Sandbox Trading Ltd")
     return ConnectionKey(Provider.SAGE, info.account)

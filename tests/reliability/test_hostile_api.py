@@ -59,9 +59,14 @@ class Snapshots:
 
 def local_only(settings: Settings) -> Settings:
     """Every upstream on a closed local port: a fuzzed ops call (a mapping reload, say) may
-    try to reach Sage, and must never leave 127.0.0.1."""
+    try to reach Sage, and must never leave 127.0.0.1. The schema is served (DOCS_ENABLED) so
+    schemathesis can read it."""
     return settings.model_copy(
-        update={"sage_base_url": "http://127.0.0.1:9/v3.1", "kommo_base_url": "http://127.0.0.1:9"}
+        update={
+            "sage_base_url": "http://127.0.0.1:9/v3.1",
+            "kommo_base_url": "http://127.0.0.1:9",
+            "docs_enabled": True,
+        }
     )
 
 

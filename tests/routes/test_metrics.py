@@ -73,3 +73,41 @@ async def test_upstream_requests_are_counted_by_api_route_and_status() -> None:
     assert sample("sagebridge_upstream_requests_total", status="503", **labels) == before + 1
     assert sample("sagebridge_upstream_requests_total", status="network_error", **labels) >= 1
     assert route_of("/sales_invoices/" + "a" * 32 + "?x=1") == "/sales_invoices/:id"
+
+
+def test_a_full_url_loses_its_host_in_the_route_label() -> None:
+    assert route_of("https://testco.kommo.com/oauth2/access_token") == "/oauth2/access_token"
+    assert route_of("https://api.accounting.sage.com/v3.1/contacts/" + "c" * 32) == (
+        "/v3.1/contacts/:id"
+    )
+
+
+async def test_metrics_name_no_kommo_account_or_sage_business(
+    client: AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from app.connections.crypto import TokenCipher
+    from app.connections.models import GrantKind, Provider
+    from app.connections.store import ConnectionKey, ConnectionStore, NewConnection, TokenSet
+
+    cipher = TokenCipher.from_setting(Fernet.generate_key().decode())
+    tokens = TokenSet("a", "r", access_expires_at=None, refresh_expires_at=None)
+    accounts = {Provider.SAGE: "5a9d" * 8, Provider.KOMMO: "31000777"}
+    async with sessionmaker() as session:
+        for provider, account in accounts.items():
+            new = NewConnection(
+                key=ConnectionKey(provider, account),
+                kind=GrantKind.OAUTH,
+                tokens=tokens,
+                display_name="x",
+                base_url=None,
+            )
+            await ConnectionStore(session, cipher).save_connected(new)
+        await session.commit()
+
+    text = (await client.get("/metrics")).text
+
+    assert 'sagebridge_connection_needs_reauth{connection="1",provider="sage"} 0.0' in text
+    assert 'sagebridge_connection_needs_reauth{connection="1",provider="kommo"} 0.0' in text
+    assert all(account not in text for account in accounts.values())

@@ -44,7 +44,7 @@ async def test_every_entry_is_stored_and_only_the_trigger_is_queued(
     response = await client.post(URL, content=body, headers=FORM)
 
     assert response.status_code == 200
-    assert response.json() == {"received": 3, "queued": 1, "skipped": 2}
+    assert response.json() == {"received": 3, "queued": 1, "skipped": 2, "ignored": 0}
     rows = await stored(sessionmaker)
     assert [(r.deal_id, r.state, r.action) for r in rows] == [
         ("11", "pending", "leads.status"),
@@ -56,18 +56,63 @@ async def test_every_entry_is_stored_and_only_the_trigger_is_queued(
     assert await job_status(queue, f"event:{rows[0].id}:0") == JobStatus.queued
 
 
-async def test_other_entities_and_actions_are_recorded_as_skipped(
+async def test_every_lead_entry_is_stored_other_entities_are_only_counted(
     client: AsyncClient, sessionmaker: Maker
 ) -> None:
-    body = b"leads[update][0][id]=5&contacts[add][0][id]=6&account[id]=29000001"
+    body = (
+        b"leads[update][0][id]=5&leads[delete][0][id]=8&contacts[add][0][id]=6"
+        b"&contacts[delete][0][id]=7&contacts[delete][0][type]=company&task[add][0][id]=9"
+        b"&catalogs[add][0][custom_fields][3][values][0][value][entity_id]=5&account[id]=29000001"
+    )
 
     response = await client.post(URL, content=body, headers=FORM)
 
-    assert response.json() == {"received": 2, "queued": 0, "skipped": 2}
-    assert [(r.action, r.state) for r in await stored(sessionmaker)] == [
-        ("leads.update", "skipped"),
-        ("contacts.add", "skipped"),
+    assert response.json() == {"received": 6, "queued": 0, "skipped": 2, "ignored": 4}
+    assert [(r.action, r.deal_id, r.state, r.last_error) for r in await stored(sessionmaker)] == [
+        ("leads.update", "5", "skipped", "leads[update] events do not raise invoices"),
+        ("leads.delete", "8", "skipped", "leads[delete] events do not raise invoices"),
     ]
+
+
+async def test_more_than_500_entries_is_400_naming_the_cap(
+    client: AsyncClient, sessionmaker: Maker
+) -> None:
+    entries = "&".join(f"contacts[update][{i}][id]={i + 1}" for i in range(501))
+    body = f"{entries}&account[id]=29000001".encode()
+
+    response = await client.post(URL, content=body, headers=FORM)
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "error": "bad_request",
+            "detail": "malformed Kommo webhook: more than 500 entries in one body "
+            "(the limit is 500)",
+        },
+    )
+    assert await stored(sessionmaker) == []
+
+
+async def test_a_5000_digit_index_is_400_not_500(client: AsyncClient, sessionmaker: Maker) -> None:
+    body = b"leads[status][" + b"9" * 5000 + b"][id]=1&account[id]=29000001"
+
+    response = await client.post(URL, content=body, headers=FORM)
+
+    assert response.status_code == 400
+    assert "longer than 64 characters" in response.json()["detail"]
+    assert await stored(sessionmaker) == []
+
+
+async def test_a_body_without_account_id_is_400(client: AsyncClient, sessionmaker: Maker) -> None:
+    body = b"leads[status][0][id]=1&leads[status][0][status_id]=503&account[subdomain]=testco"
+
+    response = await client.post(URL, content=body, headers=FORM)
+
+    assert (response.status_code, response.json()["detail"]) == (
+        400,
+        "malformed Kommo webhook: the body has no account[id]",
+    )
+    assert await stored(sessionmaker) == []
 
 
 async def test_five_concurrent_deliveries_store_one_event_and_one_job(
@@ -140,6 +185,38 @@ async def test_another_accounts_webhook_is_403(client: AsyncClient, sessionmaker
 
     assert response.status_code == 403
     assert response.json()["detail"] == "webhook is for Kommo account 123, not 29000001"
+    assert await stored(sessionmaker) == []
+
+
+async def test_the_account_id_is_compared_even_without_kommo_subdomain(
+    app: FastAPI, client: AsyncClient, sessionmaker: Maker
+) -> None:
+    app.state.settings = app.state.settings.model_copy(update={"kommo_subdomain": None})
+    other = status_webhook(lead_entry(1), account_id=123, subdomain="someone-else")
+    ours = status_webhook(lead_entry(2), subdomain="renamed")
+
+    refused = await client.post(URL, content=other, headers=FORM)
+    accepted = await client.post(URL, content=ours, headers=FORM)
+
+    assert (refused.status_code, refused.json()["detail"]) == (
+        403,
+        "webhook is for Kommo account 123, not 29000001",
+    )
+    assert accepted.status_code == 200
+    assert [r.deal_id for r in await stored(sessionmaker)] == ["2"]
+
+
+async def test_another_subdomain_is_403_when_both_name_one(
+    client: AsyncClient, sessionmaker: Maker
+) -> None:
+    response = await client.post(
+        URL, content=status_webhook(lead_entry(1), subdomain="evil"), headers=FORM
+    )
+
+    assert (response.status_code, response.json()["detail"]) == (
+        403,
+        "webhook is for Kommo subdomain 'evil', not 'testco'",
+    )
     assert await stored(sessionmaker) == []
 
 

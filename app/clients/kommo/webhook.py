@@ -4,6 +4,10 @@
 `{"leads": {"status": {"0": {"id": "1", "status_id": "2"}}}, "account": {"id": "3"}}`, from which
 `parse_webhook` takes every (entity, action, index) entry. Hook bodies are triggers, not data:
 the worker re-reads the lead before acting.
+
+Real bodies nest deep (a catalog element's invoice field:
+`catalogs[add][0][custom_fields][1][values][0][value][discount][value]`, ten levels), so depth is
+generous; what bounds the work is the caps on fields, entries, key parts and the body size.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 MAX_FIELDS = 10_000
-MAX_DEPTH = 8
+MAX_DEPTH = 12
+# Kommo sends a handful of entries per body; 500 is plenty and bounds the rows one request writes.
+MAX_ENTRIES = 500
+MAX_INDEX_DIGITS = 6
+MAX_KEY_PART_LENGTH = 64
 MAX_ID_LENGTH = 32
 BIGINT_MAX = 2**63 - 1  # ids are stored as 64-bit integers
 INT_FIELDS = ("status_id", "pipeline_id", "responsible_user_id", "updated_at", "last_modified")
@@ -100,6 +108,10 @@ def _entries(tree: dict[str, Any]) -> list[WebhookEntry]:
         for action, items in actions.items():
             if not _NAME.match(action):
                 raise WebhookFormatError(f"unknown action name {entity}[{action[:40]}]")
+            if isinstance(items, dict) and len(found) + len(items) > MAX_ENTRIES:
+                raise WebhookFormatError(
+                    f"more than {MAX_ENTRIES} entries in one body (the limit is {MAX_ENTRIES})"
+                )
             found.extend(_action_entries(entity, action, items))
     return found
 
@@ -109,9 +121,13 @@ def _action_entries(entity: str, action: str, items: Any) -> list[WebhookEntry]:
         raise WebhookFormatError(f"{entity}[{action}] must hold indexed entries like [0][id]")
     entries = []
     for index, fields in sorted(items.items(), key=lambda kv: _index(entity, action, kv[0])):
-        if not isinstance(fields, dict) or not str(fields.get("id") or "").strip():
+        if not isinstance(fields, dict):
+            raise WebhookFormatError(f"{entity}[{action}][{index}] must hold fields like [id]")
+        entity_id = str(fields.get("id") or "").strip()
+        # Only leads are acted on (and stored), so only a lead needs its id; other entities are
+        # counted whatever they carry.
+        if not entity_id and entity == "leads":
             raise WebhookFormatError(f"{entity}[{action}][{index}] has no [id]")
-        entity_id = str(fields["id"]).strip()
         if len(entity_id) > MAX_ID_LENGTH:
             raise WebhookFormatError(f"{entity}[{action}][{index}][id] is too long")
         if not entity_id.isprintable():
@@ -133,6 +149,10 @@ def _is_number(text: str) -> bool:
 def _index(entity: str, action: str, index: str) -> int:
     if not _is_number(index):
         raise WebhookFormatError(f"{entity}[{action}][{index}]: the index must be a number")
+    if len(index) > MAX_INDEX_DIGITS:
+        raise WebhookFormatError(
+            f"{entity}[{action}][{index[:12]}…]: an index has at most {MAX_INDEX_DIGITS} digits"
+        )
     return int(index)
 
 
@@ -157,12 +177,16 @@ def parse_bracketed_form(body: bytes) -> dict[str, Any]:
 def _split_key(key: str) -> list[str]:
     match = _KEY.match(key)
     if match is None:
-        raise WebhookFormatError(f"malformed key {key!r}")
+        raise WebhookFormatError(f"malformed key {key[:80]!r}")
     parts = [match.group(1), *_PART.findall(match.group(2))]
     if len(parts) > MAX_DEPTH:
-        raise WebhookFormatError(f"key {key!r} is nested deeper than {MAX_DEPTH} levels")
+        raise WebhookFormatError(f"key {key[:80]!r} is nested deeper than {MAX_DEPTH} levels")
+    if any(len(p) > MAX_KEY_PART_LENGTH for p in parts):
+        raise WebhookFormatError(
+            f"key {key[:80]!r}…: a name or index is longer than {MAX_KEY_PART_LENGTH} characters"
+        )
     if any(p == "" for p in parts[1:]):
-        raise WebhookFormatError(f"key {key!r} uses [] without an index")
+        raise WebhookFormatError(f"key {key[:80]!r} uses [] without an index")
     return parts
 
 
@@ -171,10 +195,12 @@ def _assign(tree: dict[str, Any], parts: list[str], value: str, key: str) -> Non
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise WebhookFormatError(f"key {key!r} conflicts with a plain value sent before it")
+            raise WebhookFormatError(
+                f"key {key[:80]!r} conflicts with a plain value sent before it"
+            )
         node = child
     if isinstance(node.get(parts[-1]), dict):
-        raise WebhookFormatError(f"key {key!r} conflicts with nested keys sent before it")
+        raise WebhookFormatError(f"key {key[:80]!r} conflicts with nested keys sent before it")
     node[parts[-1]] = value
 
 
