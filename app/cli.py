@@ -20,18 +20,18 @@ from redis.exceptions import RedisError
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import operations
 from app.connections.cli import connections_cli
 from app.embedded_redis import EmbeddedRedis
 from app.errors import AppError
+from app.inbox import ops as operations
+from app.inbox.models import InboxEvent
+from app.inbox.repository import InboxRepository
 from app.logging import configure_logging
 from app.main import create_app
 from app.mapping import MappingError, load_mapping
 from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
 from app.mapping_store import CurrentMapping, How, Mappings, check_ids
-from app.models import InboxEvent
 from app.queue import open_pool
-from app.repositories import InboxRepository
 from app.runtime import Database, Upstreams
 from app.settings import ConfigError, Settings, get_settings
 from app.workers.main import build_worker

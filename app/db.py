@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,15 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """'postgresql' or 'sqlite': the upsert statements differ between them."""
+    return session.get_bind().dialect.name
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Aggregates bypass the column type, so SQLite hands back a naive UTC datetime."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -9,14 +9,14 @@ carries a deterministic idempotency key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import lineage
+from app.bridge import Bridge
 from app.domain import (
     BusinessCurrency,
     Customer,
@@ -29,57 +29,39 @@ from app.domain import (
     TaxRate,
 )
 from app.errors import UpstreamPermanentError, UpstreamTransientError
-from app.invoice_currency import CurrencyMismatch, CurrencyPolicy, check_customer, invoice_currency
-from app.mapping import LedgerMapping
+from app.invoice_currency import check_customer, invoice_currency
 from app.metrics import INVOICE_TOTALS_DIFFER, INVOICES_CREATED
-from app.models import (
-    ContactLink,
-    DealInvoice,
-    EventState,
-    InboxEvent,
-    InvoiceRecordState,
-)
+from app.models import ContactLink, DealInvoice, InvoiceRecordState
 from app.money import line_amounts, totals_difference
 from app.payment_status import UNPAID
-from app.ports import Accounting, Crm, DealNotFound
+from app.ports import DealNotFound
 from app.repositories import ContactLinkRepository, InvoiceRepository
 
 log = structlog.get_logger(__name__)
 
-Schedule = Callable[[int, int, datetime | None], Awaitable[None]]
+
+@dataclass
+class InvoiceJob:
+    """One deal to invoice, as the inbox hands it over. `responsible_user_id` becomes whoever
+    owns the deal now, once it is read: any task goes to them, not to the owner at the hook."""
+
+    event_id: int
+    account_id: str
+    deal_id: str
+    responsible_user_id: int | None
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    trigger_pipeline_id: int
-    trigger_status_id: int
-    retry_delays: tuple[timedelta, ...]
-    lease: timedelta
-    # None: Sage applies the customer's terms; a number overrides them (INVOICE_DUE_DAYS).
-    due_days: int | None
-    task_deadline: timedelta
-    mapping_file: str
-    currency_policy: CurrencyPolicy = CurrencyPolicy.TASK
-
-
-@dataclass(frozen=True)
-class Bridge:
-    """What processing an event needs; built once per worker process."""
-
-    crm: Crm
-    accounting: Accounting
-    mapping: Callable[[], Awaitable[LedgerMapping]]
-    config: PipelineConfig
-    schedule: Schedule
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: EventState
+class Invoiced:
+    invoice: InvoiceRef
     detail: str
-    task_text: str | None = None
-    # Kept on the event: the products that had no mapping, so ops can replay once they do.
-    unmapped: tuple[dict[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Nothing to invoice: the deal is gone, or no longer in the invoice stage."""
+
+    detail: str
 
 
 class WriteBackRefused(UpstreamPermanentError):
@@ -88,10 +70,6 @@ class WriteBackRefused(UpstreamPermanentError):
     def __init__(self, invoice: InvoiceRef, cause: UpstreamPermanentError) -> None:
         super().__init__(cause.upstream, cause.detail, status=cause.status)
         self.invoice = invoice
-
-
-class StageMismatch(Exception):
-    """The deal left the invoice stage before we got to it."""
 
 
 def idempotency_key(*parts: str) -> str:
@@ -103,38 +81,43 @@ def invoice_reference(crm: str, deal_id: str) -> str:
     return f"{crm.upper()}-{deal_id}"
 
 
-async def raise_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
+async def raise_invoice(
+    session: AsyncSession, bridge: Bridge, job: InvoiceJob
+) -> Invoiced | Skipped:
+    """The deal's invoice, raised once and shown on the deal. What stops it is raised:
+    `UnmappedLines`, `CurrencyMismatch`, `WriteBackRefused`, or an upstream error."""
     invoices = InvoiceRepository(session)
-    record = await invoices.get(
-        crm=bridge.crm.name, account_id=event.account_id, deal_id=event.deal_id
-    )
+    record = await invoices.get(crm=bridge.crm.name, account_id=job.account_id, deal_id=job.deal_id)
     if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
         lineage.note("invoice", "skipped", reason="already invoiced", invoice_id=record.invoice_id)
-        return Outcome(EventState.INVOICED, f"already invoiced as {record.invoice_number}")
+        return Invoiced(_ref(record), f"already invoiced as {record.invoice_number}")
     try:
-        deal = await bridge.crm.get_deal(deal_id=event.deal_id)
+        deal = await bridge.crm.get_deal(deal_id=job.deal_id)
     except DealNotFound:
-        return Outcome(EventState.SKIPPED, "the deal no longer exists in the CRM")
-    # Any task goes to whoever is responsible for the deal now, not when the hook was sent.
-    event.responsible_user_id = deal.responsible_user_id or event.responsible_user_id
+        return Skipped("the deal no longer exists in the CRM")
+    job.responsible_user_id = deal.responsible_user_id or job.responsible_user_id
     invoice = await _existing_invoice(bridge, record)
     if invoice is None:
-        try:
-            invoice = await _create_invoice(session, bridge, event, deal, record)
-        except StageMismatch as exc:
-            return Outcome(EventState.SKIPPED, str(exc))
-        except UnmappedLines as exc:
-            return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, _unmapped(exc))
-        except CurrencyMismatch as exc:
-            lineage.note("invoice", "currency_mismatch", detail=exc.detail)
-            return Outcome(EventState.FAILED, exc.detail, exc.task_text)
+        cfg = bridge.config
+        if (deal.pipeline_id, deal.status_id) != (cfg.trigger_pipeline_id, cfg.trigger_status_id):
+            return Skipped(
+                f"the deal is now in pipeline {deal.pipeline_id} stage {deal.status_id}, "
+                "not the invoice stage"
+            )
+        invoice = await _create_invoice(session, bridge, job, deal, record)
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
     await _write_back(bridge, deal, invoice, record)
-    return Outcome(EventState.INVOICED, f"invoice {invoice.number} ({invoice.id})")
+    return Invoiced(invoice, f"invoice {invoice.number} ({invoice.id})")
 
 
-def _unmapped(exc: UnmappedLines) -> tuple[dict[str, str | None], ...]:
+def _ref(record: DealInvoice) -> InvoiceRef:
+    assert record.invoice_id is not None
+    return InvoiceRef(record.invoice_id, record.invoice_number, record.invoice_url)
+
+
+def unmapped_products(exc: UnmappedLines) -> tuple[dict[str, str | None], ...]:
+    """What is kept on the event, so ops can replay it once the mapping covers each one."""
     return tuple(
         {
             "element_id": li.element_id,
@@ -170,7 +153,7 @@ async def _existing_invoice(bridge: Bridge, record: DealInvoice | None) -> Invoi
     if record is None:
         return None
     if record.invoice_id is not None:
-        return InvoiceRef(record.invoice_id, record.invoice_number, record.invoice_url)
+        return _ref(record)
     # POSTING: an earlier attempt may have created it and died (or timed out) before hearing so.
     found = await bridge.accounting.find_invoice(reference=record.reference)
     if found is not None:
@@ -183,16 +166,11 @@ async def _existing_invoice(bridge: Bridge, record: DealInvoice | None) -> Invoi
 async def _create_invoice(
     session: AsyncSession,
     bridge: Bridge,
-    event: InboxEvent,
+    job: InvoiceJob,
     deal: Deal,
     record: DealInvoice | None,
 ) -> InvoiceRef:
     cfg = bridge.config
-    if (deal.pipeline_id, deal.status_id) != (cfg.trigger_pipeline_id, cfg.trigger_status_id):
-        raise StageMismatch(
-            f"the deal is now in pipeline {deal.pipeline_id} stage {deal.status_id}, "
-            "not the invoice stage"
-        )
     lines = await _invoice_lines(bridge, deal)
     business = await bridge.accounting.business_currency()
     currency = invoice_currency(deal, business, cfg.currency_policy)
@@ -201,7 +179,7 @@ async def _create_invoice(
     foreign = None if currency == business.base else currency
     draft = _draft(bridge, deal, contact.id, lines, record, foreign)
     if record is None:
-        record = await _start_record(session, bridge, event, deal, draft)
+        record = await _start_record(session, bridge, job, deal, draft)
     invoice = await _post_invoice(session, bridge, record, draft)
     _store_created(record, invoice)
     record.due_date = invoice.due_date or draft.due_date
@@ -269,13 +247,13 @@ def _penny_check(draft: InvoiceDraft, invoice: InvoiceRef) -> None:
 
 
 async def _start_record(
-    session: AsyncSession, bridge: Bridge, event: InboxEvent, deal: Deal, draft: InvoiceDraft
+    session: AsyncSession, bridge: Bridge, job: InvoiceJob, deal: Deal, draft: InvoiceDraft
 ) -> DealInvoice:
     record = DealInvoice(
         crm=bridge.crm.name,
         account_id=deal.account_id,
         deal_id=deal.id,
-        event_id=event.id,
+        event_id=job.event_id,
         reference=draft.reference,
         idempotency_key=draft.idempotency_key,
         idempotency_generation=0,

@@ -1,4 +1,5 @@
-"""Database tables: the durable inbox of events, the deal → invoice record, and contact links."""
+"""Database tables: the deal → invoice record, the sync log, watermarks, contact links and the
+mapping versions. The inbox of events is `app.inbox.models`."""
 
 from __future__ import annotations
 
@@ -49,75 +50,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class EventState(enum.StrEnum):
-    PENDING = "pending"  # due now
-    RETRYING = "retrying"  # waiting for next_attempt_at after a transient failure
-    # Parked: an upstream connection needs re-authorisation; resumes when it is active again.
-    WAITING_CONNECTION = "waiting_connection"
-    INVOICED = "invoiced"  # terminal: invoice exists and is written back to the deal
-    SKIPPED = "skipped"  # terminal: nothing to do (other stage, or deal no longer in the stage)
-    NEEDS_MAPPING = "needs_mapping"  # terminal: a line has no ledger mapping; manager has a task
-    FAILED = "failed"  # terminal: permanent error or retries exhausted; manager has a task
-    APPLIED = "applied"  # terminal: an accounting status callback was applied to the deal
-    DISCARDED = "discarded"  # terminal: ops ended it by hand, with a reason
-
-
-TERMINAL_STATES = frozenset(
-    {
-        EventState.INVOICED,
-        EventState.SKIPPED,
-        EventState.NEEDS_MAPPING,
-        EventState.FAILED,
-        EventState.APPLIED,
-        EventState.DISCARDED,
-    }
-)
-# A later move of the deal into the trigger stage starts these over.
-# Not DISCARDED: ops end an event by hand when, e.g., the deal was invoiced outside the bridge.
-REOPENABLE_STATES = frozenset({EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED})
-
-
-class TaskState(enum.StrEnum):
-    PENDING = "pending"  # a task must be opened for this event
-    CREATED = "created"
-    FAILED = "failed"  # the CRM refused it every time; ops see it in the retry queue
-
-
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
-
-
-class InboxEvent(Base):
-    """One thing the CRM told us, stored before we answer it. Redis only delivers these."""
-
-    __tablename__ = "inbox_events"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(32))
-    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
-    account_id: Mapped[str] = mapped_column(String(64))
-    deal_id: Mapped[str] = mapped_column(String(64), index=True)
-    action: Mapped[str] = mapped_column(String(32))
-    pipeline_id: Mapped[int | None] = mapped_column(BigInteger)
-    status_id: Mapped[int | None] = mapped_column(BigInteger)
-    responsible_user_id: Mapped[int | None] = mapped_column(BigInteger)
-    # The CRM's change timestamp: a newer move into the stage reopens a finished event.
-    changed_at: Mapped[int] = mapped_column(BigInteger, default=0)
-    state: Mapped[str] = mapped_column(String(32), index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None]
-    lease_until: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    task_state: Mapped[str | None] = mapped_column(String(16))
-    task_text: Mapped[str | None] = mapped_column(Text)
-    task_id: Mapped[str | None] = mapped_column(String(64))
-    task_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # Claims of this event by a worker; a job that times out or dies still counts, so an event
-    # that always kills its job ends instead of looping.
-    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    payload: Mapped[dict[str, Any]]
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class InvoiceRecordState(enum.StrEnum):

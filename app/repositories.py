@@ -1,185 +1,20 @@
-"""All SQL lives here. Callers decide when to commit."""
+"""SQL for invoices, the sync log, watermarks and contact links (the inbox's own is in
+`app.inbox.repository`). Callers decide when to commit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import as_utc, dialect_name
 from app.lineage import Entry
-from app.models import (
-    REOPENABLE_STATES,
-    ContactLink,
-    DealInvoice,
-    EventState,
-    InboxEvent,
-    InvoiceRecordState,
-    SyncCursor,
-    SyncRecord,
-    TaskState,
-    utcnow,
-)
-
-ACTIVE_STATES = (EventState.PENDING, EventState.RETRYING)
-# Built once: the webhook's hot path spent a quarter of its time rebuilding this (bench/).
-_INSERT_EVENT = {
-    name: insert(InboxEvent)
-    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    .returning(InboxEvent.id)
-    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
-}
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    source: str
-    dedupe_key: str
-    account_id: str
-    deal_id: str
-    action: str
-    pipeline_id: int | None
-    status_id: int | None
-    responsible_user_id: int | None
-    changed_at: int
-    state: EventState
-    payload: dict[str, Any]
-    last_error: str | None = None
-
-
-class InboxRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def record(self, events: list[NewEvent]) -> list[int]:
-        """Store each event once (by dedupe key); return the ids that now need a job."""
-        due: list[int] = []
-        for new in events:
-            event_id = await self._insert_if_new(new)
-            if event_id is None and new.state == EventState.PENDING:
-                event_id = await self._reopen(new)
-            if event_id is not None and new.state == EventState.PENDING:
-                due.append(event_id)
-        return due
-
-    async def _insert_if_new(self, new: NewEvent) -> int | None:
-        values = {
-            "source": new.source,
-            "dedupe_key": new.dedupe_key,
-            "account_id": new.account_id,
-            "deal_id": new.deal_id,
-            "action": new.action,
-            "pipeline_id": new.pipeline_id,
-            "status_id": new.status_id,
-            "responsible_user_id": new.responsible_user_id,
-            "changed_at": new.changed_at,
-            "state": new.state.value,
-            "attempts": 0,
-            "next_attempt_at": utcnow() if new.state == EventState.PENDING else None,
-            "last_error": new.last_error,
-            "payload": new.payload,
-            "received_at": utcnow(),
-            "updated_at": utcnow(),
-        }
-        result = await self.session.execute(_INSERT_EVENT[self._dialect], values)
-        event_id: int | None = result.scalar_one_or_none()
-        return event_id
-
-    async def _reopen(self, new: NewEvent) -> int | None:
-        """A newer move into the trigger stage starts a finished (not invoiced) event over."""
-        stmt = (
-            update(InboxEvent)
-            .where(
-                InboxEvent.dedupe_key == new.dedupe_key,
-                InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
-                InboxEvent.changed_at < new.changed_at,
-                # Not under a worker's feet: it would save its stale copy over the reopening.
-                # A move missed this way is found by reconciliation.
-                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
-            )
-            .values(
-                state=EventState.PENDING.value,
-                attempts=0,
-                next_attempt_at=utcnow(),
-                changed_at=new.changed_at,
-                responsible_user_id=new.responsible_user_id,
-                payload=new.payload,
-                last_error=None,
-                task_state=None,
-                task_text=None,
-                task_id=None,
-                task_attempts=0,
-                runs=0,
-                updated_at=utcnow(),
-            )
-            .returning(InboxEvent.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
-    async def claim(self, event_id: int, *, lease: timedelta) -> InboxEvent | None:
-        """Take the event for one worker until the lease ends; None if it is not ours to run."""
-        now = utcnow()
-        stmt = (
-            update(InboxEvent)
-            .where(InboxEvent.id == event_id, *_workable(now))
-            .values(lease_until=now + lease, runs=InboxEvent.runs + 1, updated_at=now)
-            .returning(InboxEvent.id)
-        )
-        claimed = (await self.session.execute(stmt)).scalar_one_or_none()
-        if claimed is None:
-            return None
-        await self.session.commit()
-        return await self.session.get(InboxEvent, event_id, populate_existing=True)
-
-    async def due(self, *, now: datetime, limit: int = 500) -> list[InboxEvent]:
-        """Events a worker should be running now and that no worker holds (for the sweeper)."""
-        stmt = select(InboxEvent).where(*_workable(now)).order_by(InboxEvent.id).limit(limit)
-        return list((await self.session.scalars(stmt)).all())
-
-    async def get(self, event_id: int) -> InboxEvent | None:
-        return await self.session.get(InboxEvent, event_id)
-
-    async def get_many(self, ids: set[int]) -> dict[int, InboxEvent]:
-        rows = await self.session.scalars(select(InboxEvent).where(InboxEvent.id.in_(ids)))
-        return {row.id: row for row in rows.all()}
-
-    async def list(
-        self, *, states: list[str] | None, limit: int, offset: int
-    ) -> tuple[list[InboxEvent], int]:
-        query = select(InboxEvent)
-        if states:
-            query = query.where(InboxEvent.state.in_(states))
-        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = await self.session.scalars(
-            query.order_by(InboxEvent.id.desc()).limit(limit).offset(offset)
-        )
-        return list(rows.all()), int(total or 0)
-
-    async def oldest_active(self) -> datetime | None:
-        stmt = select(func.min(InboxEvent.received_at)).where(
-            InboxEvent.state.in_([s.value for s in ACTIVE_STATES])
-        )
-        value = await self.session.scalar(stmt)
-        return _utc(value)
-
-    async def count_by_state(
-        self, *, since: datetime | None = None, until: datetime | None = None
-    ) -> dict[str, int]:
-        query = select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
-        if since:
-            query = query.where(InboxEvent.received_at >= since)
-        if until:
-            query = query.where(InboxEvent.received_at < until)
-        rows = await self.session.execute(query)
-        return {state: int(count) for state, count in rows.all()}
-
-    @property
-    def _dialect(self) -> str:
-        return _dialect(self.session)
+from app.models import ContactLink, DealInvoice, InvoiceRecordState, SyncCursor, SyncRecord, utcnow
 
 
 class InvoiceRepository:
@@ -212,7 +47,7 @@ class InvoiceRepository:
         return list((await self.session.scalars(stmt)).all())
 
     async def earliest_created(self) -> datetime | None:
-        return _utc(await self.session.scalar(select(func.min(DealInvoice.created_at))))
+        return as_utc(await self.session.scalar(select(func.min(DealInvoice.created_at))))
 
     async def has_invoice(self, *, crm: str, account_id: str, deal_ids: list[str]) -> set[str]:
         stmt = select(DealInvoice.deal_id).where(
@@ -342,7 +177,7 @@ class ContactLinkRepository:
             "currency": currency,
             "created_at": utcnow(),
         }
-        insert = postgresql.insert if _dialect(self.session) == "postgresql" else sqlite.insert
+        insert = postgresql.insert if dialect_name(self.session) == "postgresql" else sqlite.insert
         stmt = insert(ContactLink).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["accounting", "email"],
@@ -352,26 +187,3 @@ class ContactLinkRepository:
             },
         )
         await self.session.execute(stmt)
-
-
-def _workable(now: datetime) -> list[Any]:
-    """Due (work or a task to open), and not held by a live lease."""
-    return [
-        or_(
-            InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
-            InboxEvent.task_state == TaskState.PENDING.value,
-        ),
-        or_(InboxEvent.next_attempt_at.is_(None), InboxEvent.next_attempt_at <= now),
-        or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
-    ]
-
-
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Aggregates bypass the column type, so SQLite hands back a naive UTC datetime."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)

@@ -11,6 +11,7 @@ import structlog
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.bridge import PipelineConfig
 from app.clients.http import build_http_client
 from app.clients.kommo.adapter import KommoConfig, KommoCrm
 from app.clients.kommo.client import KommoClient
@@ -21,7 +22,6 @@ from app.connections.models import Provider
 from app.connections.runtime import Connections
 from app.connections.store import ConnectionKey
 from app.db import create_engine, create_sessionmaker
-from app.invoicing import PipelineConfig
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

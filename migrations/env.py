@@ -7,7 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import app.connections.models  # noqa: F401 - registers the connections table
+import app.connections.models
+import app.inbox.models  # noqa: F401 - registers the inbox tables
 from app.db import create_engine
 from app.models import Base
 from app.settings import Settings

@@ -21,10 +21,10 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from app.bridge import Bridge
 from app.cli import migrate_database
 from app.db import create_engine, create_sessionmaker
 from app.embedded_redis import EmbeddedRedis
-from app.invoicing import Bridge
 from app.logging import configure_logging
 from app.main import create_app
 from app.queue import open_pool

@@ -13,13 +13,14 @@ import respx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.bridge import Bridge
 from app.clients.kommo.webhook import parse_webhook
-from app.events import process_event
-from app.inbox import kommo_events
-from app.invoicing import Bridge
+from app.inbox.intake import kommo_events
+from app.inbox.models import EventState, InboxEvent
+from app.inbox.repository import InboxRepository
+from app.inbox.runner import process_event
 from app.mapping_store import start_mappings
-from app.models import EventState, InboxEvent, utcnow
-from app.repositories import InboxRepository
+from app.models import utcnow
 from app.runtime import Database, Upstreams, pipeline_config
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage

@@ -11,8 +11,9 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.inbox.models import InboxEvent
 from app.mapping import parse_mapping
-from app.models import InboxEvent, MappingRefusal, MappingVersion
+from app.models import MappingRefusal, MappingVersion
 from app.sandbox.runner import run_sandbox
 from app.sandbox.seed import SAGE_BUSINESS_ID
 from app.settings import Settings

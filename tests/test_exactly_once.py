@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.bridge import Bridge
 from app.domain import InvoiceDraft, InvoiceRef
-from app.invoicing import Bridge, idempotency_key
-from app.models import DealInvoice, EventState, InboxEvent
+from app.inbox.models import EventState, InboxEvent
+from app.invoicing import idempotency_key
+from app.models import DealInvoice
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage, sage_error
 from tests.helpers import (

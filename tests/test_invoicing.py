@@ -16,10 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
+from app.bridge import Bridge
 from app.domain import Deal
-from app.invoicing import Bridge, idempotency_key
+from app.inbox.models import EventState, TaskState
+from app.invoicing import idempotency_key
 from app.metrics import INVOICE_TOTALS_DIFFER
-from app.models import ContactLink, DealInvoice, EventState, SyncRecord, TaskState, utcnow
+from app.models import ContactLink, DealInvoice, SyncRecord, utcnow
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage, sage_error
 from tests.helpers import (

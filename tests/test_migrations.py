@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.cli import migrate_database
-from app.models import EventState, InboxEvent, SyncRecord
+from app.inbox.models import EventState, InboxEvent
+from app.models import SyncRecord
 from app.settings import Settings
 from reliability.infra import drop_database, ensure_database
 from tests.reliability.conftest import fast_database_url as postgres_database_url

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.bridge import Bridge
 from app.connections.errors import ReauthorizationRequired
 from app.domain import Deal
-from app.events import process_event, resume_waiting
-from app.invoicing import Bridge
+from app.inbox.runner import process_event, resume_waiting
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage
 from tests.helpers import (

@@ -13,10 +13,11 @@ import respx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.bridge import Bridge
 from app.domain import InvoiceStatus
 from app.errors import UpstreamTransientError
-from app.invoicing import Bridge
-from app.models import DealInvoice, InboxEvent, SyncCursor
+from app.inbox.models import InboxEvent
+from app.models import DealInvoice, SyncCursor
 from app.payment_status import CURSOR, apply_statuses, poll_statuses, shown_status
 from app.settings import Settings
 from tests.conftest import make_settings

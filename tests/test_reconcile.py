@@ -12,11 +12,11 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.events import process_event
-from app.invoicing import Bridge
-from app.models import InboxEvent
+from app.bridge import Bridge
+from app.inbox.models import InboxEvent
+from app.inbox.reconcile import check_webhook, reconcile_trigger_stage
+from app.inbox.runner import process_event
 from app.queue import record_webhook_state
-from app.reconcile import check_webhook, reconcile_trigger_stage
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
 from tests.fakes import FakeKommo, FakeSage

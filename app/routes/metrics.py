@@ -6,10 +6,11 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.connections.metrics import observe_connections
+from app.inbox.models import EventState
+from app.inbox.repository import InboxRepository
 from app.metrics import EVENTS_BY_STATE, KOMMO_WEBHOOK_DISABLED, OLDEST_PENDING, QUEUE_DEPTH
-from app.models import EventState, utcnow
+from app.models import utcnow
 from app.queue import QUEUE_NAME, webhook_state
-from app.repositories import InboxRepository
 from app.routes.deps import QueueDep, SessionDep
 
 router = APIRouter(tags=["metrics"])

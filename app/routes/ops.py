@@ -12,13 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from app import operations
 from app.errors import AppError, ServiceUnavailable
+from app.inbox import ops as operations
+from app.inbox.models import EventState, InboxEvent
+from app.inbox.repository import InboxRepository
 from app.mapping import MappingError
 from app.mapping_store import CurrentMapping, How, Mappings, NoMappingInForce
-from app.models import EventState, InboxEvent, MappingRefusal
+from app.models import MappingRefusal
 from app.queue import webhook_state
-from app.repositories import InboxRepository
 from app.routes.deps import MappingsDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
 BIGINT_MAX = 2**63 - 1  # ids are 64-bit in the database: larger ones are a 400, not a 500

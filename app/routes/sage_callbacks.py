@@ -9,10 +9,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.sage.callbacks import CallbackError, parse_callback, verify_signature
 from app.errors import BadRequest, ServiceUnavailable, Unauthorized
-from app.inbox import sage_status_event
+from app.inbox.intake import sage_status_event
+from app.inbox.repository import InboxRepository
 from app.metrics import WEBHOOKS
 from app.queue import enqueue_event
-from app.repositories import InboxRepository, InvoiceRepository
+from app.repositories import InvoiceRepository
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 
 router = APIRouter(tags=["webhooks"])

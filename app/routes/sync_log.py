@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from app.repositories import InboxRepository, SyncLogFilter, SyncLogRepository
+from app.inbox.repository import InboxRepository
+from app.repositories import SyncLogFilter, SyncLogRepository
 from app.routes.deps import OpsAuth, SessionDep
 
 router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[OpsAuth])

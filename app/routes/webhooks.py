@@ -11,10 +11,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
 from app.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
-from app.inbox import kommo_events
+from app.inbox.intake import kommo_events
+from app.inbox.repository import InboxRepository
 from app.metrics import WEBHOOKS
 from app.queue import enqueue_event
-from app.repositories import InboxRepository
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 from app.settings import Settings
 

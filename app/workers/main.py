@@ -13,11 +13,13 @@ import structlog
 from arq import cron
 from arq.worker import Worker, func
 
+from app.bridge import Bridge
 from app.connections.config import ConnectionsConfig
 from app.connections.keepalive import keep_alive
 from app.connections.runtime import Connections
-from app.events import process_event, resume_waiting
-from app.invoicing import Bridge
+from app.inbox.reconcile import check_webhook, reconcile_trigger_stage
+from app.inbox.repository import InboxRepository
+from app.inbox.runner import process_event, resume_waiting
 from app.mapping_store import start_mappings
 from app.metrics import KOMMO_WEBHOOK_DISABLED
 from app.models import utcnow
@@ -31,8 +33,6 @@ from app.queue import (
     record_webhook_state,
     redis_settings,
 )
-from app.reconcile import check_webhook, reconcile_trigger_stage
-from app.repositories import InboxRepository
 from app.runtime import Database, Upstreams, pipeline_config
 from app.settings import Settings
 

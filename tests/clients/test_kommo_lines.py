@@ -13,7 +13,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.kommo.lines import parse_price
-from app.models import EventState, TaskState
+from app.inbox.models import EventState, TaskState
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
 from tests.fakes import FakeKommo, FakeSage

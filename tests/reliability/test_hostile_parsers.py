@@ -25,7 +25,7 @@ from app.clients.kommo.webhook import (
     parse_webhook,
 )
 from app.clients.sage.callbacks import CallbackError, parse_callback, verify_signature
-from app.inbox import kommo_events
+from app.inbox.intake import kommo_events
 
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "200"))
 PROPERTY = settings(

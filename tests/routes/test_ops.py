@@ -7,7 +7,8 @@ from httpx import AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import InboxEvent, utcnow
+from app.inbox.models import InboxEvent
+from app.models import utcnow
 from app.queue import QUEUE_NAME
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN

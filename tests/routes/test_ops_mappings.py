@@ -21,10 +21,10 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.inbox.models import InboxEvent
 from app.main import create_app
 from app.mapping import MappingError
 from app.mapping_store import Mappings
-from app.models import InboxEvent
 from app.queue import QUEUE_NAME
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN, make_settings

@@ -13,8 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from app.events import process_event
-from app.models import DealInvoice, InboxEvent
+from app.inbox.models import InboxEvent
+from app.inbox.runner import process_event
+from app.models import DealInvoice
 from app.settings import Settings
 from tests.conftest import CALLBACK_SECRETS
 from tests.fakes import FakeKommo, FakeSage

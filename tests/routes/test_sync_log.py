@@ -11,7 +11,7 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.events import process_event
+from app.inbox.runner import process_event
 from app.models import utcnow
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN

@@ -11,8 +11,8 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.inbox.models import InboxEvent
 from app.main import create_app
-from app.models import InboxEvent
 from app.queue import QUEUE_NAME
 from app.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, make_settings

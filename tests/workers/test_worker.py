@@ -12,7 +12,8 @@ from httpx import AsyncClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import InboxEvent, utcnow
+from app.inbox.models import InboxEvent
+from app.models import utcnow
 from app.queue import QUEUE_NAME, enqueue_event
 from app.settings import Settings
 from app.workers.main import build_worker

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.clients.kommo.webhook import parse_webhook
-from app.inbox import kommo_events
+from app.inbox.intake import kommo_events
 
 FIXTURES = sorted((Path(__file__).parent / "webhooks").glob("*.json"))
 

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import LineItem
 from app.errors import BadRequest, NotFound
+from app.inbox import lifecycle
+from app.inbox.models import EventState, InboxEvent
+from app.inbox.repository import InboxRepository
 from app.mapping import LedgerMapping
-from app.models import TERMINAL_STATES, EventState, InboxEvent, utcnow
 from app.queue import enqueue_event
-from app.repositories import InboxRepository
 
 REPLAYABLE = ("leads.status", "sales_invoice.status")
 
@@ -31,7 +32,7 @@ async def replay(session: AsyncSession, queue: ArqRedis, event_id: int) -> Inbox
     event = await get_event(session, event_id)
     if event.action not in REPLAYABLE:
         raise BadRequest(f"event {event_id} is a {event.action} event; there is nothing to replay")
-    _reset(event, "replay")
+    lifecycle.replay(event, "replay")
     await session.commit()
     await enqueue_event(queue, event.id, 0)
     return event
@@ -40,12 +41,7 @@ async def replay(session: AsyncSession, queue: ArqRedis, event_id: int) -> Inbox
 async def discard(session: AsyncSession, event_id: int, reason: str) -> InboxEvent:
     """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
     event = await get_event(session, event_id)
-    if event.state in TERMINAL_STATES and event.state != EventState.FAILED:
-        raise BadRequest(f"event {event_id} already ended as {event.state}")
-    event.state = EventState.DISCARDED.value
-    event.next_attempt_at = None
-    event.last_error = f"discarded by ops: {reason}"
-    _record(event, "discard", reason)
+    lifecycle.discard(event, reason)
     await session.commit()
     return event
 
@@ -59,7 +55,7 @@ async def replay_covered(
     )
     covered = [e for e in rows if _covered(e, mapping)]
     for event in covered:
-        _reset(event, "replay: the mapping now covers every product")
+        lifecycle.replay(event, "replay: the mapping now covers every product")
     await session.commit()
     for event in covered:
         await enqueue_event(queue, event.id, 0)
@@ -79,18 +75,3 @@ def _covered(event: InboxEvent, mapping: LedgerMapping) -> bool:
         for item in event.payload.get("unmapped") or []
     ]
     return bool(lines) and all(mapping.covers(line) for line in lines)
-
-
-def _reset(event: InboxEvent, why: str) -> None:
-    event.state = EventState.PENDING.value
-    event.attempts = 0
-    event.next_attempt_at = utcnow()
-    event.lease_until = None
-    event.task_state = None
-    event.task_text = None
-    _record(event, "replay", why)
-
-
-def _record(event: InboxEvent, action: str, reason: str) -> None:
-    entry = {"action": action, "at": utcnow().isoformat(), "reason": reason}
-    event.payload = {**event.payload, "ops": [*event.payload.get("ops", []), entry]}

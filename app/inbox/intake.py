@@ -1,14 +1,15 @@
-"""Turning a parsed CRM webhook into inbox events: which start work and which are only recorded."""
+"""Where events enter the inbox: every `NewEvent` is built here, from a CRM webhook, a signed
+accounting callback or reconciliation, and says whether it is work or only recorded."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookEntry
-from app.domain import InvoiceStatus
-from app.models import EventState
+from app.domain import DealInStage, InvoiceStatus
+from app.inbox.models import EventState
+from app.inbox.repository import NewEvent
 from app.payment_status import callback_payload
-from app.repositories import NewEvent
 
 SOURCE = "kommo"
 # The entities the bridge acts on: every lead entry is stored (a status change into the trigger
@@ -83,4 +84,26 @@ def sage_status_event(
         state=EventState.PENDING if deal_id else EventState.SKIPPED,
         payload=callback_payload(status),
         last_error=None if deal_id else "not an invoice this bridge raised",
+    )
+
+
+def recovered_event(
+    deal: DealInStage, *, trigger_pipeline_id: int, trigger_status_id: int
+) -> NewEvent:
+    """A deal reconciliation found in the stage: the trigger's own dedupe key, so a deal whose
+    webhook did arrive already has this event."""
+    return NewEvent(
+        source=SOURCE,
+        dedupe_key=trigger_dedupe_key(
+            deal.account_id, deal.id, trigger_pipeline_id, trigger_status_id
+        ),
+        account_id=deal.account_id,
+        deal_id=deal.id,
+        action="leads.status",
+        pipeline_id=deal.pipeline_id,
+        status_id=deal.status_id,
+        responsible_user_id=deal.responsible_user_id,
+        changed_at=deal.updated_at,
+        state=EventState.PENDING,
+        payload={"recovered_by": "reconciliation", "updated_at": deal.updated_at},
     )

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.bridge import Bridge
 from app.domain import DealInStage
-from app.inbox import SOURCE, trigger_dedupe_key
-from app.invoicing import Bridge
-from app.models import EventState
-from app.repositories import CursorRepository, InboxRepository, InvoiceRepository, NewEvent
+from app.inbox.intake import recovered_event
+from app.inbox.repository import InboxRepository, NewEvent
+from app.repositories import CursorRepository, InvoiceRepository
 
 log = structlog.get_logger(__name__)
 
@@ -57,27 +57,14 @@ async def _record_missing(
         invoiced = await InvoiceRepository(session).has_invoice(
             crm=bridge.crm.name, account_id=account_id, deal_ids=[d.id for d in group]
         )
-        events += [_event(d, bridge) for d in group if d.id not in invoiced]
-    # The trigger's own dedupe key: a deal whose webhook did arrive already has this event.
+        events += [_recovered(d, bridge) for d in group if d.id not in invoiced]
     return await InboxRepository(session).record(events)
 
 
-def _event(deal: DealInStage, bridge: Bridge) -> NewEvent:
+def _recovered(deal: DealInStage, bridge: Bridge) -> NewEvent:
     cfg = bridge.config
-    return NewEvent(
-        source=SOURCE,
-        dedupe_key=trigger_dedupe_key(
-            deal.account_id, deal.id, cfg.trigger_pipeline_id, cfg.trigger_status_id
-        ),
-        account_id=deal.account_id,
-        deal_id=deal.id,
-        action="leads.status",
-        pipeline_id=deal.pipeline_id,
-        status_id=deal.status_id,
-        responsible_user_id=deal.responsible_user_id,
-        changed_at=deal.updated_at,
-        state=EventState.PENDING,
-        payload={"recovered_by": "reconciliation", "updated_at": deal.updated_at},
+    return recovered_event(
+        deal, trigger_pipeline_id=cfg.trigger_pipeline_id, trigger_status_id=cfg.trigger_status_id
     )
 
 

@@ -1,0 +1,182 @@
+"""Every change of an inbox event's state, and nothing else: no I/O, no commits.
+
+The runner, the ops actions, the sweeper's resume and the repository's reopen all move an event
+through these functions, so each transition (and what it resets) is written once. The diagram
+is in `app.inbox`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from app import lineage
+from app.connections.errors import ReauthorizationRequired
+from app.errors import BadRequest
+from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskState
+from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
+from app.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+TASK_RETRY_DELAY = timedelta(seconds=60)
+MAX_TASK_ATTEMPTS = 10
+MAX_CRASHES = 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the state, what to show ops, and the manager's task if one is due."""
+
+    state: EventState
+    detail: str
+    task_text: str | None = None
+    # Kept on the event: the products that had no mapping, so ops can replay once they do.
+    unmapped: tuple[dict[str, str | None], ...] = ()
+
+
+def finish(event: InboxEvent, outcome: Outcome) -> None:
+    """A terminal state; a task to open makes the event due again for that alone."""
+    EVENTS_FINISHED.labels(outcome.state.value).inc()
+    event.state = outcome.state.value
+    if outcome.unmapped:
+        event.payload = {**event.payload, "unmapped": list(outcome.unmapped)}
+    event.next_attempt_at = None
+    event.last_error = None if outcome.state == EventState.INVOICED else outcome.detail
+    if outcome.task_text is not None:
+        event.task_state = TaskState.PENDING.value
+        event.task_text = outcome.task_text
+        event.next_attempt_at = utcnow()
+
+
+def stopped_too_often(event: InboxEvent, retry_delays: tuple[timedelta, ...]) -> Outcome | None:
+    """Claims allowed: every rung of the ladder plus a few crashes' worth; then it ends."""
+    if event.state in TERMINAL_STATES or event.runs <= len(retry_delays) + MAX_CRASHES:
+        return None
+    detail = (
+        f"the job stopped {event.runs - 1} times without finishing (a job timeout or a worker "
+        "crash); the bridge has stopped trying"
+    )
+    return Outcome(EventState.FAILED, detail, _exhausted_task_text(event, detail))
+
+
+def retry_or_give_up(
+    event: InboxEvent,
+    detail: str,
+    retry_delays: tuple[timedelta, ...],
+    retry_after: float | None = None,
+) -> datetime | None:
+    """The next rung of the ladder (when the retry is due), or None: retries are exhausted and
+    the event is failed with a task."""
+    event.attempts += 1
+    event.last_error = detail
+    if event.attempts > len(retry_delays):
+        finish(event, Outcome(EventState.FAILED, detail, _exhausted_task_text(event, detail)))
+        log.warning("event.retries_exhausted", attempts=event.attempts, error=detail)
+        return None
+    delay = retry_delays[event.attempts - 1]
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    event.state = EventState.RETRYING.value
+    event.next_attempt_at = utcnow() + delay
+    event.lease_until = None
+    RETRIES.inc()
+    log.warning(
+        "event.retry_scheduled", attempt=event.attempts, delay_s=delay.total_seconds(), error=detail
+    )
+    return event.next_attempt_at
+
+
+def park(event: InboxEvent, exc: ReauthorizationRequired) -> None:
+    """No retries burnt and no task: no deal's manager can fix a dead grant, ops can."""
+    event.state = EventState.WAITING_CONNECTION.value
+    event.next_attempt_at = None
+    event.last_error = (
+        f"{exc}. Connect again (POST /ops/connections/{exc.provider}/start); the event resumes "
+        "by itself once the connection is active."
+    )
+    event.payload = {
+        **event.payload,
+        "waiting_for": {"provider": exc.provider, "account": exc.account},
+    }
+    log.warning("event.waiting_connection", provider=exc.provider, account=exc.account)
+
+
+def waiting_for(event: InboxEvent) -> tuple[str, str]:
+    """(provider, account) of the connection a parked event waits for."""
+    waiting = event.payload.get("waiting_for") or {}
+    return str(waiting.get("provider")), str(waiting.get("account"))
+
+
+def resume(event: InboxEvent) -> None:
+    """The connection a parked event waited for is active again."""
+    event.state = EventState.PENDING.value
+    event.next_attempt_at = utcnow()
+
+
+def replay(event: InboxEvent, why: str) -> None:
+    """Ops run the event again from the start."""
+    event.state = EventState.PENDING.value
+    event.attempts = 0
+    event.next_attempt_at = utcnow()
+    event.lease_until = None
+    event.task_state = None
+    event.task_text = None
+    _record(event, "replay", why)
+
+
+def discard(event: InboxEvent, reason: str) -> None:
+    """Ops end an event by hand (e.g. the deal was invoiced outside the bridge); a failed one
+    may be discarded, one that ended otherwise may not."""
+    if event.state in TERMINAL_STATES and event.state != EventState.FAILED:
+        raise BadRequest(f"event {event.id} already ended as {event.state}")
+    event.state = EventState.DISCARDED.value
+    event.next_attempt_at = None
+    event.last_error = f"discarded by ops: {reason}"
+    _record(event, "discard", reason)
+
+
+def release(event: InboxEvent) -> None:
+    """The run is over: another worker may claim the event when it is next due."""
+    event.lease_until = None
+
+
+def task_attempted(event: InboxEvent) -> None:
+    event.task_attempts += 1
+
+
+def task_opened(event: InboxEvent, task_id: str) -> None:
+    event.task_state = TaskState.CREATED.value
+    event.task_id = task_id
+    event.next_attempt_at = None
+    TASKS_OPENED.inc()
+    lineage.note("task", "created", task_id=task_id, text=event.task_text)
+    log.info("task.created", task_id=task_id)
+
+
+def task_failed(event: InboxEvent, error: str) -> None:
+    """Offered again after a delay (the sweeper), a bounded number of times."""
+    if event.task_attempts >= MAX_TASK_ATTEMPTS:
+        event.task_state = TaskState.FAILED.value
+        event.next_attempt_at = None
+        event.last_error = f"{event.last_error}; the CRM task could not be opened: {error}"
+        log.error("task.given_up", attempts=event.task_attempts, error=error)
+        return
+    event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
+    log.error("task.create_failed", attempt=event.task_attempts, error=error)
+
+
+def _record(event: InboxEvent, action: str, reason: str) -> None:
+    """What ops did, kept on the event itself (`payload.ops`: what, when, why)."""
+    entry = {"action": action, "at": utcnow().isoformat(), "reason": reason}
+    event.payload = {**event.payload, "ops": [*event.payload.get("ops", []), entry]}
+
+
+def _exhausted_task_text(event: InboxEvent, detail: str) -> str:
+    return (
+        f"Sage invoice NOT raised after {event.attempts} attempts; the last error was: {detail}. "
+        f"The bridge has stopped retrying. When the service is reachable again, ask ops to "
+        f"replay event {event.id} (POST /ops/events/{event.id}/replay)."
+    )

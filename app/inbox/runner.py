@@ -1,0 +1,184 @@
+"""Running one inbox event: claim it, do its work, and end it in a named state.
+
+What the work's result or failure means for the event is decided here; the state changes
+themselves are `app.inbox.lifecycle`'s. Transient failures are retried on the configured ladder
+and then become a task for the deal's manager; permanent ones become a task at once. The task is
+part of the event's durable state, so it is opened exactly once even if the CRM is down when the
+event ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import lineage
+from app.bridge import Bridge
+from app.connections.errors import ReauthorizationRequired
+from app.errors import UpstreamPermanentError, UpstreamTransientError
+from app.inbox import lifecycle
+from app.inbox.lifecycle import Outcome
+from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskState
+from app.inbox.repository import InboxRepository
+from app.invoice_currency import CurrencyMismatch
+from app.invoicing import (
+    Invoiced,
+    InvoiceJob,
+    Skipped,
+    UnmappedLines,
+    WriteBackRefused,
+    raise_invoice,
+    unmapped_products,
+)
+from app.models import utcnow
+from app.payment_status import apply_statuses, status_from_payload
+from app.repositories import SyncLogRepository
+
+log = structlog.get_logger(__name__)
+
+ConnectionCheck = Callable[[str, str], Awaitable[bool]]
+
+
+async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) -> EventState | None:
+    """Run one inbox event if it is due and nobody else holds it; return its state afterwards."""
+    event = await InboxRepository(session).claim(event_id, lease=bridge.config.lease)
+    if event is None:
+        return None
+    structlog.contextvars.bind_contextvars(event_id=event.id, deal_id=event.deal_id)
+    lineage.begin()
+    try:
+        if stopped := lifecycle.stopped_too_often(event, bridge.config.retry_delays):
+            lifecycle.finish(event, stopped)
+        elif event.state not in TERMINAL_STATES:
+            await _run(session, bridge, event)
+        if event.task_state == TaskState.PENDING:
+            await _open_task(session, bridge, event)
+        return EventState(event.state)
+    finally:
+        lifecycle.release(event)
+        lineage.note("event", event.state, detail=event.last_error, attempt=event.attempts)
+        SyncLogRepository(session).add(
+            event_id=event.id, deal_id=event.deal_id, entries=lineage.drain()
+        )
+        await session.commit()
+        structlog.contextvars.unbind_contextvars("event_id", "deal_id")
+
+
+async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    try:
+        outcome = await _handle(session, bridge, event)
+    except UpstreamTransientError as exc:
+        await _retry_or_give_up(session, bridge, event, exc)
+        return
+    except ReauthorizationRequired as exc:
+        lifecycle.park(event, exc)
+        return
+    except asyncio.CancelledError:
+        # arq's job timeout: count it as an attempt on the ladder, then let the cancel go on.
+        await _recover(session, event)
+        await _retry_or_give_up(session, bridge, event, TimeoutError("the job timed out"))
+        raise
+    except Exception as exc:  # a bug must not lose the event: retry it like a transient error
+        log.exception("event.unexpected_error")
+        await _recover(session, event)
+        await _retry_or_give_up(session, bridge, event, exc)
+        return
+    lifecycle.finish(event, outcome)
+    log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
+
+
+async def _recover(session: AsyncSession, event: InboxEvent) -> None:
+    """After an unexpected error the session may be unusable: start clean, re-read the event."""
+    await session.rollback()
+    await session.refresh(event)
+
+
+async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
+    """The event's work, and what its result (or a failure nobody can retry away) means."""
+    if event.source == "sage":
+        status = status_from_payload(event.payload)
+        written = await apply_statuses(session, bridge.crm, [status], today=utcnow().date())
+        return Outcome(EventState.APPLIED, f"status {status.status_id}: {written} deal(s) updated")
+    try:
+        result = await _invoice(session, bridge, event)
+    except UnmappedLines as exc:
+        return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped_products(exc))
+    except CurrencyMismatch as exc:
+        lineage.note("invoice", "currency_mismatch", detail=exc.detail)
+        return Outcome(EventState.FAILED, exc.detail, exc.task_text)
+    except UpstreamPermanentError as exc:
+        return Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))
+    if isinstance(result, Skipped):
+        return Outcome(EventState.SKIPPED, result.detail)
+    return Outcome(EventState.INVOICED, result.detail)
+
+
+async def _invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Invoiced | Skipped:
+    job = InvoiceJob(event.id, event.account_id, event.deal_id, event.responsible_user_id)
+    try:
+        return await raise_invoice(session, bridge, job)
+    finally:
+        # Any task goes to whoever is responsible for the deal now, not when the hook was sent.
+        event.responsible_user_id = job.responsible_user_id
+
+
+async def _retry_or_give_up(
+    session: AsyncSession, bridge: Bridge, event: InboxEvent, exc: Exception
+) -> None:
+    detail = exc.detail if isinstance(exc, UpstreamTransientError) else repr(exc)
+    retry_after = getattr(exc, "retry_after", None)
+    due = lifecycle.retry_or_give_up(event, detail, bridge.config.retry_delays, retry_after)
+    if due is None:
+        return
+    await session.commit()
+    await bridge.schedule(event.id, event.attempts, due)
+
+
+async def resume_waiting(session: AsyncSession, is_active: ConnectionCheck) -> list[int]:
+    """Events parked on a connection that is active again become pending; returns their ids."""
+    parked, _ = await InboxRepository(session).list(
+        states=[EventState.WAITING_CONNECTION.value], limit=10_000, offset=0
+    )
+    resumed = []
+    for event in parked:
+        if await is_active(*lifecycle.waiting_for(event)):
+            lifecycle.resume(event)
+            resumed.append(event.id)
+    await session.commit()
+    if resumed:
+        log.info("events.resumed", count=len(resumed))
+    return resumed
+
+
+async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    """Exactly one task per finished event: the state is committed before the CRM call."""
+    lifecycle.task_attempted(event)
+    await session.commit()
+    due = utcnow() + bridge.config.task_deadline
+    try:
+        task_id = await bridge.crm.create_task(
+            deal_id=event.deal_id,
+            responsible_user_id=event.responsible_user_id,
+            text=event.task_text or "",
+            due=due,
+        )
+    except (UpstreamTransientError, UpstreamPermanentError, ReauthorizationRequired) as exc:
+        lifecycle.task_failed(event, getattr(exc, "detail", str(exc)))
+        return
+    lifecycle.task_opened(event, task_id)
+
+
+def _permanent_task_text(exc: UpstreamPermanentError) -> str:
+    if isinstance(exc, WriteBackRefused):
+        return (
+            f"Sage invoice {exc.invoice.number} WAS raised ({exc.invoice.url}), but "
+            f"{exc.upstream.capitalize()} refused to show it on this deal: {exc.detail}. Do not "
+            "raise it again; check the deal's invoice fields, or ask ops to replay the event."
+        )
+    return (
+        f"Sage invoice NOT raised: {exc.upstream.capitalize()} refused it: {exc.detail}. "
+        "Correct what it names, then move the deal to the invoice stage again."
+    )
