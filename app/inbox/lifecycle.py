@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -35,6 +36,18 @@ class Outcome:
     task_text: str | None = None
     # Kept on the event: the products that had no mapping, so ops can replay once they do.
     unmapped: tuple[dict[str, str | None], ...] = ()
+
+
+def arrived(state: EventState) -> dict[str, Any]:
+    """An event entering the inbox: work is due at once; anything else is only recorded."""
+    due = utcnow() if state == EventState.PENDING else None
+    return {"state": state.value, "attempts": 0, "next_attempt_at": due}
+
+
+def claimed(now: datetime, lease: timedelta) -> dict[str, Any]:
+    """One worker holds the event until the lease ends. Every claim counts as a run, even one
+    whose job then times out or dies, so an event that always kills its job ends."""
+    return {"lease_until": now + lease, "runs": InboxEvent.runs + 1, "updated_at": now}
 
 
 def finish(event: InboxEvent, outcome: Outcome) -> None:
@@ -116,15 +129,42 @@ def resume(event: InboxEvent) -> None:
     event.next_attempt_at = utcnow()
 
 
+def fresh_start() -> dict[str, Any]:
+    """The columns of an event that starts over, by replay or by reopening: due now, with no
+    attempts, claims, task or error left from its earlier life."""
+    return {
+        "state": EventState.PENDING.value,
+        "attempts": 0,
+        "runs": 0,
+        "next_attempt_at": utcnow(),
+        "lease_until": None,
+        "last_error": None,
+        "task_state": None,
+        "task_text": None,
+        "task_id": None,
+        "task_attempts": 0,
+    }
+
+
 def replay(event: InboxEvent, why: str) -> None:
     """Ops run the event again from the start."""
-    event.state = EventState.PENDING.value
-    event.attempts = 0
-    event.next_attempt_at = utcnow()
-    event.lease_until = None
-    event.task_state = None
-    event.task_text = None
+    for column, value in fresh_start().items():
+        setattr(event, column, value)
     _record(event, "replay", why)
+
+
+def reopened(
+    *, changed_at: int, responsible_user_id: int | None, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """A newer move of the deal into the trigger stage starts a finished event over (the
+    repository applies these values in one UPDATE, guarded by the state and the lease)."""
+    return {
+        **fresh_start(),
+        "changed_at": changed_at,
+        "responsible_user_id": responsible_user_id,
+        "payload": payload,
+        "updated_at": utcnow(),
+    }
 
 
 def discard(event: InboxEvent, reason: str) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import as_utc, dialect_name
+from app.inbox import lifecycle
 from app.inbox.models import ACTIVE_STATES, REOPENABLE_STATES, EventState, InboxEvent, TaskState
 from app.models import utcnow
 
@@ -66,9 +67,7 @@ class InboxRepository:
             "status_id": new.status_id,
             "responsible_user_id": new.responsible_user_id,
             "changed_at": new.changed_at,
-            "state": new.state.value,
-            "attempts": 0,
-            "next_attempt_at": utcnow() if new.state == EventState.PENDING else None,
+            **lifecycle.arrived(new.state),
             "last_error": new.last_error,
             "payload": new.payload,
             "received_at": utcnow(),
@@ -91,19 +90,11 @@ class InboxRepository:
                 or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
             )
             .values(
-                state=EventState.PENDING.value,
-                attempts=0,
-                next_attempt_at=utcnow(),
-                changed_at=new.changed_at,
-                responsible_user_id=new.responsible_user_id,
-                payload=new.payload,
-                last_error=None,
-                task_state=None,
-                task_text=None,
-                task_id=None,
-                task_attempts=0,
-                runs=0,
-                updated_at=utcnow(),
+                **lifecycle.reopened(
+                    changed_at=new.changed_at,
+                    responsible_user_id=new.responsible_user_id,
+                    payload=new.payload,
+                )
             )
             .returning(InboxEvent.id)
         )
@@ -115,7 +106,7 @@ class InboxRepository:
         stmt = (
             update(InboxEvent)
             .where(InboxEvent.id == event_id, *_workable(now))
-            .values(lease_until=now + lease, runs=InboxEvent.runs + 1, updated_at=now)
+            .values(**lifecycle.claimed(now, lease))
             .returning(InboxEvent.id)
         )
         claimed = (await self.session.execute(stmt)).scalar_one_or_none()
