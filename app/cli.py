@@ -15,7 +15,6 @@ import typer
 import uvicorn
 from alembic import command
 from alembic.config import Config
-from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +30,7 @@ from app.main import create_app
 from app.mapping import MappingError, load_mapping
 from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
 from app.mapping_store import CurrentMapping, How, Mappings, check_ids
-from app.queue import open_pool
+from app.queue import Queue
 from app.runtime import Database, Upstreams
 from app.settings import ConfigError, Settings, get_settings
 from app.workers.main import build_worker
@@ -357,14 +356,14 @@ def events_discard(
 
 
 async def _with_queue(
-    settings: Settings, action: Callable[[AsyncSession, ArqRedis], Awaitable[InboxEvent]]
+    settings: Settings, action: Callable[[AsyncSession, Queue], Awaitable[InboxEvent]]
 ) -> InboxEvent:
     if not settings.redis_url:
         typer.echo(
             "REDIS_URL is not set: the event is stored, the sweeper will pick it up", err=True
         )
     db = Database.open(settings)
-    queue = await open_pool(settings.redis_url or "redis://127.0.0.1:1/0")
+    queue = await Queue.open(settings.redis_url or "redis://127.0.0.1:1/0")
     try:
         async with db.sessionmaker() as session:
             return await action(session, queue)
@@ -372,7 +371,7 @@ async def _with_queue(
         typer.echo(f"✗ {exc.detail}", err=True)
         raise typer.Exit(1) from exc
     finally:
-        await queue.aclose()
+        await queue.close()
         await db.close()
 
 

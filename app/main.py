@@ -19,7 +19,7 @@ from app.errors import AppError
 from app.logging import configure_logging
 from app.mapping_store import start_mappings
 from app.metrics import WEBHOOKS
-from app.queue import open_pool
+from app.queue import Queue
 from app.routes import connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
 from app.runtime import Database, Upstreams
 from app.settings import Settings, get_settings
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("REDIS_URL is not set: use `sagebridge run` for the embedded Redis")
         app.state.settings = settings
         app.state.db = Database.open(settings)
-        app.state.queue = await open_pool(settings.redis_url)
+        app.state.queue = await Queue.open(settings.redis_url)
         app.state.connections = Connections.open(
             ConnectionsConfig.from_settings(settings), app.state.db.sessionmaker, settings.redis_url
         )
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.upstreams.close()
             await app.state.connections.close()
-            await app.state.queue.aclose()
+            await app.state.queue.close()
             await app.state.db.close()
 
     docs = settings.serve_docs

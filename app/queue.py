@@ -1,6 +1,7 @@
 """The one module that knows arq. The durable inbox is the record; Redis only delivers it.
 
-arq is in maintenance mode, so everything else talks to `enqueue_event` and `RedisQueue`.
+arq is in maintenance mode, so nothing outside this module and `app/workers/` names an arq
+type: the API, the CLI and the jobs use `Queue`.
 Jobs are JSON, never arq's default pickle: a job carries an event id, and whoever can write to
 Redis must not be able to run code in the worker, which holds the decrypted upstream tokens.
 """
@@ -67,36 +68,52 @@ async def open_pool(url: str) -> ArqRedis:
     return ArqRedis(pool, default_queue_name=QUEUE_NAME, **JOB_SERIALIZERS)
 
 
-async def enqueue_event(
-    redis: ArqRedis, event_id: int, attempt: int, at: datetime | None = None
-) -> bool:
-    """Ask a worker to run the event; False if Redis is unreachable (the sweeper will catch up)."""
-    kwargs: dict[str, Any] = {"_job_id": job_id(event_id, attempt), "_queue_name": QUEUE_NAME}
-    if at is not None:
-        kwargs["_defer_until"] = at + DEFER_SLACK
-    try:
-        job = await redis.enqueue_job(PROCESS_EVENT, event_id, **kwargs)
-    except (RedisError, OSError) as exc:
-        log.warning("queue.enqueue_failed", event_id=event_id, error=type(exc).__name__)
-        return False
-    return job is not None
-
-
 WEBHOOK_STATE_KEY = "sagebridge:kommo_webhook_state"
 
 
-async def record_webhook_state(redis: ArqRedis, state: str) -> None:
-    """What the last check found (enabled / disabled / not_registered), for the ops endpoint."""
-    value = json.dumps({"state": state, "checked_at": datetime.now(UTC).isoformat()})
-    await redis.set(WEBHOOK_STATE_KEY, value, ex=24 * 3600)
+class Queue:
+    """What the bridge asks of Redis: run an event, remember the CRM hook's state, and tell
+    whether a worker is alive."""
 
+    def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
 
-async def webhook_state(redis: ArqRedis) -> dict[str, Any] | None:
-    raw = await redis.get(WEBHOOK_STATE_KEY)
-    state: dict[str, Any] | None = json.loads(raw) if raw else None
-    return state
+    @classmethod
+    async def open(cls, url: str) -> Queue:
+        return cls(await open_pool(url))
 
+    async def close(self) -> None:
+        await self._redis.aclose()
 
-async def worker_alive(redis: ArqRedis) -> bool:
-    """A worker wrote its heartbeat within the last HEARTBEAT_SECONDS (+1 s TTL slack)."""
-    return bool(await redis.exists(HEARTBEAT_KEY))
+    async def enqueue_event(
+        self, event_id: int, attempt: int = 0, at: datetime | None = None
+    ) -> bool:
+        """Ask a worker to run the event; False if Redis is unreachable (the sweeper will
+        catch up) or the same attempt is already queued."""
+        kwargs: dict[str, Any] = {"_job_id": job_id(event_id, attempt), "_queue_name": QUEUE_NAME}
+        if at is not None:
+            kwargs["_defer_until"] = at + DEFER_SLACK
+        try:
+            job = await self._redis.enqueue_job(PROCESS_EVENT, event_id, **kwargs)
+        except (RedisError, OSError) as exc:
+            log.warning("queue.enqueue_failed", event_id=event_id, error=type(exc).__name__)
+            return False
+        return job is not None
+
+    async def record_webhook_state(self, state: str) -> None:
+        """What the last check found (enabled / disabled / not_registered), for ops."""
+        value = json.dumps({"state": state, "checked_at": datetime.now(UTC).isoformat()})
+        await self._redis.set(WEBHOOK_STATE_KEY, value, ex=24 * 3600)
+
+    async def webhook_state(self) -> dict[str, Any] | None:
+        raw = await self._redis.get(WEBHOOK_STATE_KEY)
+        state: dict[str, Any] | None = json.loads(raw) if raw else None
+        return state
+
+    async def depth(self) -> int:
+        """Jobs waiting in the queue (deferred retries included)."""
+        return int(await self._redis.zcard(QUEUE_NAME))
+
+    async def worker_alive(self) -> bool:
+        """A worker wrote its heartbeat within the last HEARTBEAT_SECONDS (+1 s TTL slack)."""
+        return bool(await self._redis.exists(HEARTBEAT_KEY))

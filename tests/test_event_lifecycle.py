@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bridge import Bridge
 from app.domain import Deal
+from app.inbox.lifecycle import MAX_CRASHES, MAX_TASK_ATTEMPTS
 from app.inbox.models import InboxEvent
 from app.inbox.repository import InboxRepository
-from app.inbox.lifecycle import MAX_CRASHES, MAX_TASK_ATTEMPTS
 from app.models import DealInvoice, utcnow
 from app.settings import Settings
 from tests.fakes import FakeKommo, FakeSage

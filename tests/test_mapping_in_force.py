@@ -29,7 +29,7 @@ from app.mapping_store import How, Mappings, start_mappings
 from app.models import MappingVersion
 from app.runtime import Database, Upstreams
 from app.settings import Settings
-from app.workers.main import process_event_job, shutdown, startup
+from app.workers.main import WorkerContext, process_event_job, shutdown, startup
 from tests.conftest import DATA, OPS_TOKEN, make_settings
 from tests.fakes import FakeKommo, FakeSage
 from tests.helpers import fake_upstreams, record_trigger
@@ -74,9 +74,9 @@ async def ops(
 @pytest.fixture
 async def worker(
     mapped_settings: Settings, queue: ArqRedis, upstreams: Any, ops: AsyncClient
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[WorkerContext]:
     """The worker process's context, as arq builds it (start-up after the API's)."""
-    ctx: dict[str, Any] = {"settings": mapped_settings, "redis": queue}
+    ctx = WorkerContext(settings=mapped_settings, redis=queue)
     await startup(ctx)
     yield ctx
     await shutdown(ctx)
@@ -84,7 +84,7 @@ async def worker(
 
 async def test_a_replay_right_after_a_reload_invoices_with_the_new_mapping(
     ops: AsyncClient,
-    worker: dict[str, Any],
+    worker: WorkerContext,
     upstreams: tuple[FakeKommo, FakeSage],
     mapping_file: Path,
     sessionmaker: Maker,
@@ -180,7 +180,7 @@ async def test_processes_storing_the_same_edit_at_once_make_one_version(
 
 async def test_a_job_asks_the_database_once_for_the_version_and_never_reads_the_file(
     ops: AsyncClient,
-    worker: dict[str, Any],
+    worker: WorkerContext,
     upstreams: tuple[FakeKommo, FakeSage],
     mapping_file: Path,
     sessionmaker: Maker,

@@ -16,7 +16,7 @@ from app.bridge import Bridge
 from app.inbox.models import InboxEvent
 from app.inbox.reconcile import check_webhook, reconcile_trigger_stage
 from app.inbox.runner import process_event
-from app.queue import record_webhook_state
+from app.queue import Queue
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
 from tests.fakes import FakeKommo, FakeSage
@@ -107,7 +107,7 @@ async def test_a_disabled_hook_is_noticed(
 
 
 async def test_the_hook_state_is_shown_to_ops(client: AsyncClient, queue: ArqRedis) -> None:
-    await record_webhook_state(queue, "disabled")
+    await Queue(queue).record_webhook_state("disabled")
 
     response = await client.get("/ops/status", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
 
@@ -116,9 +116,9 @@ async def test_the_hook_state_is_shown_to_ops(client: AsyncClient, queue: ArqRed
 
 
 async def test_the_disabled_hook_is_a_metric(client: AsyncClient, queue: ArqRedis) -> None:
-    await record_webhook_state(queue, "disabled")
+    await Queue(queue).record_webhook_state("disabled")
     disabled = (await client.get("/metrics")).text
-    await record_webhook_state(queue, "enabled")
+    await Queue(queue).record_webhook_state("enabled")
     enabled = (await client.get("/metrics")).text
 
     assert "sagebridge_kommo_webhook_disabled 1.0" in disabled

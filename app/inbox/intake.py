@@ -3,13 +3,25 @@ accounting callback or reconciliation, and says whether it is work or only recor
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookEntry
 from app.domain import DealInStage, InvoiceStatus
+from app.errors import ServiceUnavailable
 from app.inbox.models import EventState
-from app.inbox.repository import NewEvent
+from app.inbox.repository import InboxRepository, NewEvent
 from app.payment_status import callback_payload
+from app.queue import Queue
+from app.repositories import InvoiceRepository
+
+log = structlog.get_logger(__name__)
+# Events, or how to build them when that needs the database (under the same 503 guard).
+Events = Sequence[NewEvent] | Callable[[AsyncSession], Awaitable[Sequence[NewEvent]]]
 
 SOURCE = "kommo"
 # The entities the bridge acts on: every lead entry is stored (a status change into the trigger
@@ -67,10 +79,44 @@ def _skip_reason(entry: WebhookEntry) -> str:
     return f"{entry.entity}[{entry.action}] events do not raise invoices"
 
 
-def sage_status_event(
-    webhook_id: str, status: InvoiceStatus, *, business_id: str, deal_id: str | None
-) -> NewEvent:
+async def accept(
+    session: AsyncSession, queue: Queue, events: Events, *, retry_hint: str
+) -> list[int]:
+    """Store the events and commit before anyone is told "yes"; then enqueue what is work.
+
+    Returns the ids now due. A database that cannot store them is a 503 (`retry_hint` tells
+    the sender what to do), never a 2xx: nothing accepted is lost. A Redis that cannot take
+    the job is not an error: the sweeper delivers every due event from the database."""
+    try:
+        stored = events if isinstance(events, Sequence) else await events(session)
+        due = await InboxRepository(session).record(list(stored))
+        await session.commit()
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("inbox.store_failed", error=type(exc).__name__)
+        raise ServiceUnavailable(
+            f"the event could not be stored (database unavailable); {retry_hint}"
+        ) from exc
+    for event_id in due:
+        await queue.enqueue_event(event_id)
+    return due
+
+
+def sage_status_events(
+    webhook_id: str, status: InvoiceStatus, *, business_id: str
+) -> Callable[[AsyncSession], Awaitable[Sequence[NewEvent]]]:
     """A signed Sage status callback; recorded as skipped when the invoice is not ours."""
+
+    async def build(session: AsyncSession) -> Sequence[NewEvent]:
+        records = await InvoiceRepository(session).by_invoice_ids([status.invoice_id])
+        record = records.get(status.invoice_id)
+        return [_sage_event(webhook_id, status, business_id, record.deal_id if record else None)]
+
+    return build
+
+
+def _sage_event(
+    webhook_id: str, status: InvoiceStatus, business_id: str, deal_id: str | None
+) -> NewEvent:
     return NewEvent(
         source="sage",
         dedupe_key=f"sage:callback:{webhook_id}",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import LineItem
@@ -15,7 +14,7 @@ from app.inbox import lifecycle
 from app.inbox.models import EventState, InboxEvent
 from app.inbox.repository import InboxRepository
 from app.mapping import LedgerMapping
-from app.queue import enqueue_event
+from app.queue import Queue
 
 REPLAYABLE = ("leads.status", "sales_invoice.status")
 
@@ -27,14 +26,14 @@ async def get_event(session: AsyncSession, event_id: int) -> InboxEvent:
     return event
 
 
-async def replay(session: AsyncSession, queue: ArqRedis, event_id: int) -> InboxEvent:
+async def replay(session: AsyncSession, queue: Queue, event_id: int) -> InboxEvent:
     """Run the event again from the start; a deal already invoiced is not invoiced twice."""
     event = await get_event(session, event_id)
     if event.action not in REPLAYABLE:
         raise BadRequest(f"event {event_id} is a {event.action} event; there is nothing to replay")
     lifecycle.replay(event, "replay")
     await session.commit()
-    await enqueue_event(queue, event.id, 0)
+    await queue.enqueue_event(event.id)
     return event
 
 
@@ -47,7 +46,7 @@ async def discard(session: AsyncSession, event_id: int, reason: str) -> InboxEve
 
 
 async def replay_covered(
-    session: AsyncSession, queue: ArqRedis, mapping: LedgerMapping
+    session: AsyncSession, queue: Queue, mapping: LedgerMapping
 ) -> tuple[list[int], list[int]]:
     """Replay the needs-mapping events the mapping now covers: (replayed, still unmapped)."""
     rows, _ = await InboxRepository(session).list(
@@ -58,7 +57,7 @@ async def replay_covered(
         lifecycle.replay(event, "replay: the mapping now covers every product")
     await session.commit()
     for event in covered:
-        await enqueue_event(queue, event.id, 0)
+        await queue.enqueue_event(event.id)
     return [e.id for e in covered], [e.id for e in rows if e not in covered]
 
 

@@ -6,13 +6,13 @@ import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from arq.connections import ArqRedis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import PayloadTooLarge, Unauthorized
 from app.mapping_store import Mappings
+from app.queue import Queue
 from app.runtime import Database
 from app.settings import Settings
 
@@ -29,8 +29,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_queue(request: Request) -> ArqRedis:
-    queue: ArqRedis = request.app.state.queue
+async def get_queue(request: Request) -> Queue:
+    queue: Queue = request.app.state.queue
     return queue
 
 
@@ -41,7 +41,7 @@ async def get_mappings(request: Request) -> Mappings:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-QueueDep = Annotated[ArqRedis, Depends(get_queue)]
+QueueDep = Annotated[Queue, Depends(get_queue)]
 MappingsDep = Annotated[Mappings, Depends(get_mappings)]
 
 _bearer = HTTPBearer(auto_error=False)

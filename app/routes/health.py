@@ -11,7 +11,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.connections.models import ConnectionState
 from app.connections.store import ConnectionStore
 from app.mapping_store import Mappings, NoMappingInForce
-from app.queue import worker_alive
 from app.routes.deps import MappingsDep, QueueDep, SessionDep
 
 router = APIRouter(tags=["health"])
@@ -33,7 +32,7 @@ async def readyz(session: SessionDep, queue: QueueDep, mappings: MappingsDep) ->
     except (SQLAlchemyError, OSError) as exc:
         problems["database"] = f"unreachable: {type(exc).__name__}"
     try:
-        if not await worker_alive(queue):
+        if not await queue.worker_alive():
             problems["worker"] = "no worker heartbeat in the last 10 s: is a worker running?"
     except (RedisError, OSError) as exc:
         problems["redis"] = f"unreachable: {type(exc).__name__}"

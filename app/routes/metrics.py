@@ -10,7 +10,6 @@ from app.inbox.models import EventState
 from app.inbox.repository import InboxRepository
 from app.metrics import EVENTS_BY_STATE, KOMMO_WEBHOOK_DISABLED, OLDEST_PENDING, QUEUE_DEPTH
 from app.models import utcnow
-from app.queue import QUEUE_NAME, webhook_state
 from app.routes.deps import QueueDep, SessionDep
 
 router = APIRouter(tags=["metrics"])
@@ -25,7 +24,7 @@ async def metrics(session: SessionDep, queue: QueueDep) -> Response:
         EVENTS_BY_STATE.labels(state.value).set(counts.get(state.value, 0))
     oldest = await inbox.oldest_active()
     OLDEST_PENDING.set((utcnow() - oldest).total_seconds() if oldest else 0)
-    QUEUE_DEPTH.set(await queue.zcard(QUEUE_NAME))
-    hook = await webhook_state(queue)
+    QUEUE_DEPTH.set(await queue.depth())
+    hook = await queue.webhook_state()
     KOMMO_WEBHOOK_DISABLED.set(1 if hook and hook.get("state") == "disabled" else 0)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

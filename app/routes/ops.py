@@ -19,7 +19,6 @@ from app.inbox.repository import InboxRepository
 from app.mapping import MappingError
 from app.mapping_store import CurrentMapping, How, Mappings, NoMappingInForce
 from app.models import MappingRefusal
-from app.queue import webhook_state
 from app.routes.deps import MappingsDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
 BIGINT_MAX = 2**63 - 1  # ids are 64-bit in the database: larger ones are a 400, not a 500
@@ -123,7 +122,7 @@ async def status(session: SessionDep, queue: QueueDep, settings: SettingsDep) ->
     """Counts per state, and whether Kommo still has our webhook enabled (last check)."""
     return StatusView(
         events_by_state=await InboxRepository(session).count_by_state(),
-        kommo_webhook=await webhook_state(queue),
+        kommo_webhook=await queue.webhook_state(),
         sandbox=settings.sandbox_mode,
     )
 

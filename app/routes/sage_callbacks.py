@@ -5,15 +5,11 @@ from __future__ import annotations
 import structlog
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.sage.callbacks import CallbackError, parse_callback, verify_signature
-from app.errors import BadRequest, ServiceUnavailable, Unauthorized
-from app.inbox.intake import sage_status_event
-from app.inbox.repository import InboxRepository
+from app.errors import BadRequest, Unauthorized
+from app.inbox.intake import accept, sage_status_events
 from app.metrics import WEBHOOKS
-from app.queue import enqueue_event
-from app.repositories import InvoiceRepository
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 
 router = APIRouter(tags=["webhooks"])
@@ -42,21 +38,8 @@ async def sage_callback(
         status = parse_callback(body)
     except CallbackError as exc:
         raise BadRequest(str(exc)) from exc
-    try:
-        records = await InvoiceRepository(session).by_invoice_ids([status.invoice_id])
-        record = records.get(status.invoice_id)
-        event = sage_status_event(
-            webhook_id,
-            status,
-            business_id=settings.sage_business_id or "",
-            deal_id=record.deal_id if record else None,
-        )
-        due = await InboxRepository(session).record([event])
-        await session.commit()
-    except (SQLAlchemyError, OSError) as exc:
-        raise ServiceUnavailable("the callback could not be stored; please retry") from exc
-    for event_id in due:
-        await enqueue_event(queue, event_id, 0)
+    events = sage_status_events(webhook_id, status, business_id=settings.sage_business_id or "")
+    due = await accept(session, queue, events, retry_hint="please retry")
     WEBHOOKS.labels("sage", "accepted").inc()
     log.info("sage_callback.accepted", webhook_id=webhook_id, invoice_id=status.invoice_id)
     return CallbackAck(accepted=True, queued=bool(due))

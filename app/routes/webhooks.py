@@ -7,14 +7,11 @@ import hmac
 import structlog
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
-from app.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
-from app.inbox.intake import kommo_events
-from app.inbox.repository import InboxRepository
+from app.errors import BadRequest, Forbidden, Unauthorized
+from app.inbox.intake import accept, kommo_events
 from app.metrics import WEBHOOKS
-from app.queue import enqueue_event
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 from app.settings import Settings
 
@@ -47,16 +44,7 @@ async def kommo_webhook(
         trigger_pipeline_id=settings.kommo_trigger_pipeline_id or 0,
         trigger_status_id=settings.kommo_trigger_status_id or 0,
     )
-    try:
-        due = await InboxRepository(session).record(events)
-        await session.commit()
-    except (SQLAlchemyError, OSError) as exc:
-        log.error("webhook.store_failed", error=type(exc).__name__)
-        raise ServiceUnavailable(
-            "the event could not be stored (database unavailable); Kommo will retry"
-        ) from exc
-    for event_id in due:
-        await enqueue_event(queue, event_id, 0)
+    due = await accept(session, queue, events, retry_hint="Kommo will retry")
     ack = WebhookAck(
         received=len(hook.entries),
         queued=len(due),

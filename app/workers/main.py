@@ -6,11 +6,14 @@ job (Redis flushed or restarted, a worker killed), so delivery never depends on 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import structlog
 from arq import cron
+from arq.connections import ArqRedis
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 
 from app.bridge import Bridge
@@ -20,7 +23,7 @@ from app.connections.runtime import Connections
 from app.inbox.reconcile import check_webhook, reconcile_trigger_stage
 from app.inbox.repository import InboxRepository
 from app.inbox.runner import process_event, resume_waiting
-from app.mapping_store import start_mappings
+from app.mapping_store import Mappings, start_mappings
 from app.metrics import KOMMO_WEBHOOK_DISABLED
 from app.models import utcnow
 from app.payment_status import poll_statuses
@@ -29,8 +32,7 @@ from app.queue import (
     JOB_SERIALIZERS,
     PROCESS_EVENT,
     QUEUE_NAME,
-    enqueue_event,
-    record_webhook_state,
+    Queue,
     redis_settings,
 )
 from app.runtime import Database, Upstreams, pipeline_config
@@ -39,8 +41,21 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx["settings"]
+class WorkerContext(TypedDict, total=False):
+    """What arq hands every job: `settings` (given) and `redis` (arq's), the rest built by
+    `startup`."""
+
+    settings: Settings
+    redis: ArqRedis
+    db: Database
+    connections: Connections
+    upstreams: Upstreams
+    mapping: Mappings
+    bridge: Bridge
+
+
+async def startup(ctx: WorkerContext) -> None:
+    settings = ctx["settings"]
     ctx["db"] = Database.open(settings, for_worker=True)
     ctx["connections"] = connections = Connections.open(
         ConnectionsConfig.from_settings(settings), ctx["db"].sessionmaker, settings.redis_url
@@ -51,7 +66,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
 
     async def schedule(event_id: int, attempt: int, at: datetime | None) -> None:
-        await enqueue_event(ctx["redis"], event_id, attempt, at)
+        await Queue(ctx["redis"]).enqueue_event(event_id, attempt, at)
 
     ctx["bridge"] = Bridge(
         crm=upstreams.crm,
@@ -63,63 +78,66 @@ async def startup(ctx: dict[str, Any]) -> None:
     log.info("worker.started", sandbox=settings.sandbox_mode)
 
 
-async def shutdown(ctx: dict[str, Any]) -> None:
+async def shutdown(ctx: WorkerContext) -> None:
     await ctx["upstreams"].close()
     await ctx["connections"].close()
     await ctx["db"].close()
 
 
-async def process_event_job(ctx: dict[str, Any], event_id: int) -> str | None:
-    db: Database = ctx["db"]
+async def process_event_job(ctx: WorkerContext, event_id: int) -> str | None:
+    db = ctx["db"]
     async with db.sessionmaker() as session:
         state = await process_event(session, ctx["bridge"], event_id)
     return state.value if state else None
 
 
-async def sweep(ctx: dict[str, Any]) -> int:
+async def sweep(ctx: WorkerContext) -> int:
     """Enqueue every due event; arq's deterministic job ids make this a no-op for live jobs.
 
     It also picks up an edit of this host's mapping file (validated whole, stored as the version
     in force; a bad edit changes nothing). Jobs read the version in force, not the file."""
     await ctx["mapping"].pick_up_edit(ctx["upstreams"].accounting)
-    db: Database = ctx["db"]
+    db = ctx["db"]
     async with db.sessionmaker() as session:
         await resume_waiting(session, ctx["connections"].is_active)
     async with db.sessionmaker() as session:
         due = await InboxRepository(session).due(now=utcnow())
     enqueued = 0
     for event in due:
-        enqueued += await enqueue_event(ctx["redis"], event.id, event.attempts)
+        enqueued += await Queue(ctx["redis"]).enqueue_event(event.id, event.attempts)
     if enqueued:
         log.info("sweeper.requeued", count=enqueued)
     return enqueued
 
 
-async def poll_statuses_job(ctx: dict[str, Any]) -> int:
+async def poll_statuses_job(ctx: WorkerContext) -> int:
     """Sage → deal payment statuses (Sage Accounting has no webhooks of its own)."""
-    bridge: Bridge = ctx["bridge"]
-    db: Database = ctx["db"]
+    bridge, db = ctx["bridge"], ctx["db"]
     async with db.sessionmaker() as session:
         return await poll_statuses(session, bridge.crm, bridge.accounting, now=utcnow())
 
 
-async def reconcile_job(ctx: dict[str, Any]) -> int:
+async def reconcile_job(ctx: WorkerContext) -> int:
     """Deals in the invoice stage whose webhook never came; and is our hook still enabled?"""
-    bridge: Bridge = ctx["bridge"]
-    db: Database = ctx["db"]
+    bridge, db, queue = ctx["bridge"], ctx["db"], Queue(ctx["redis"])
     async with db.sessionmaker() as session:
         due = await reconcile_trigger_stage(session, bridge, now=utcnow())
     for event_id in due:
-        await enqueue_event(ctx["redis"], event_id, 0)
+        await queue.enqueue_event(event_id)
     state = await check_webhook(bridge)
     KOMMO_WEBHOOK_DISABLED.set(1 if state == "disabled" else 0)
-    await record_webhook_state(ctx["redis"], state)
+    await queue.record_webhook_state(state)
     return len(due)
 
 
-async def keep_alive_job(ctx: dict[str, Any]) -> list[str]:
+async def keep_alive_job(ctx: WorkerContext) -> list[str]:
     """Refresh idle Sage grants before their 31-day refresh token expires."""
     return [str(key) for key in await keep_alive(ctx["connections"])]
+
+
+def _job(job: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
+    """arq types a job's context as a plain dict; ours declares what that dict holds."""
+    return cast(WorkerCoroutine, job)
 
 
 def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
@@ -127,18 +145,22 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
     timeout = settings.job_timeout_seconds
     every = settings.sweeper_interval_seconds
     options: dict[str, Any] = {
-        "functions": [func(process_event_job, name=PROCESS_EVENT, timeout=timeout, keep_result=0)],
+        "functions": [
+            func(_job(process_event_job), name=PROCESS_EVENT, timeout=timeout, keep_result=0)
+        ],
         "cron_jobs": [
-            cron(keep_alive_job, hour={3, 15}, minute=7, second=0, timeout=timeout),
-            cron(sweep, second=set(range(0, 60, every)), run_at_startup=True, timeout=timeout),
+            cron(_job(keep_alive_job), hour={3, 15}, minute=7, second=0, timeout=timeout),
             cron(
-                poll_statuses_job,
+                _job(sweep), second=set(range(0, 60, every)), run_at_startup=True, timeout=timeout
+            ),
+            cron(
+                _job(poll_statuses_job),
                 minute=set(range(0, 60, settings.status_poll_minutes)),
                 second=30,
                 timeout=timeout,
             ),
             cron(
-                reconcile_job,
+                _job(reconcile_job),
                 minute=set(range(0, 60, settings.reconcile_minutes)),
                 second=45,
                 timeout=timeout,

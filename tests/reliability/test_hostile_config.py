@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from app.cli import migrate_database
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
-from app.queue import QUEUE_NAME, enqueue_event
+from app.queue import QUEUE_NAME, Queue
 from app.settings import Settings, describe_errors
 from app.workers.main import build_worker
 from tests.conftest import make_settings
@@ -224,7 +224,7 @@ async def test_a_pickle_planted_in_redis_runs_nothing_and_the_worker_goes_on(
 
 
 async def test_jobs_are_written_as_json(redis_url: str, queue: Any) -> None:
-    assert await enqueue_event(queue, 7, 0)
+    assert await Queue(queue).enqueue_event(7, 0)
 
     async with aioredis.Redis.from_url(redis_url) as r:
         raw = await r.get("arq:job:event:7:0")

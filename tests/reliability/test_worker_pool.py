@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from app.workers.main import shutdown, startup
+from app.workers.main import WorkerContext, shutdown, startup
 from reliability.infra import drop_database, ensure_database
 from tests.conftest import make_settings
 from tests.reliability.conftest import fast_database_url as session_database_url
@@ -45,7 +44,7 @@ async def _hold_two_per_job(url: str, tmp_path: Path) -> None:
         worker_max_jobs=JOBS,
         data_dir=tmp_path,
     )
-    ctx: dict[str, Any] = {"settings": settings}
+    ctx = WorkerContext(settings=settings)
     await startup(ctx)  # the worker's own start-up builds its pool
     try:
         async with contextlib.AsyncExitStack() as held:

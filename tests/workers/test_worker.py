@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.inbox.models import InboxEvent
 from app.models import utcnow
-from app.queue import QUEUE_NAME, enqueue_event
+from app.queue import QUEUE_NAME, Queue
 from app.settings import Settings
 from app.workers.main import build_worker
 from tests.conftest import WEBHOOK_SECRET
@@ -109,9 +109,9 @@ async def test_an_event_held_by_a_dead_worker_is_picked_up_once_its_lease_ends(
 
 
 async def test_enqueueing_a_live_job_again_is_refused(queue: ArqRedis) -> None:
-    assert await enqueue_event(queue, 99, 0) is True
-    assert await enqueue_event(queue, 99, 0) is False
-    assert await enqueue_event(queue, 99, 1) is True
+    assert await Queue(queue).enqueue_event(99, 0) is True
+    assert await Queue(queue).enqueue_event(99, 0) is False
+    assert await Queue(queue).enqueue_event(99, 1) is True
 
 
 def test_a_killed_workers_job_becomes_visible_again_within_the_recovery_bound(
