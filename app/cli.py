@@ -23,7 +23,7 @@ from app.connections.cli import connections_cli
 from app.embedded_redis import EmbeddedRedis
 from app.errors import AppError
 from app.inbox import ops as operations
-from app.inbox.models import InboxEvent
+from app.inbox.models import NEEDS_ATTENTION, InboxEvent
 from app.inbox.repository import InboxRepository
 from app.logging import configure_logging
 from app.main import create_app
@@ -316,9 +316,9 @@ def events_list(
     state: Annotated[list[str] | None, typer.Option(help="Repeat for several states.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
-    """Events, newest first (default: those waiting or needing attention)."""
+    """Events, newest first (default: those waiting or needing attention, as /ops/retries)."""
     settings = _settings()
-    states = state or ["pending", "retrying", "failed", "needs_mapping"]
+    states = state or [s.value for s in NEEDS_ATTENTION]
     rows, total = asyncio.run(_list_events(settings, states, limit))
     typer.echo(f"{total} event(s) in {', '.join(states)}")
     for e in rows:

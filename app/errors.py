@@ -1,8 +1,11 @@
-"""Error families shared by every adapter, and the one application error the HTTP edge renders.
+"""Every error family of the bridge, and the application errors the HTTP edge renders.
 
 Adapters raise `UpstreamTransientError` (retry later: network, timeout, 429, 5xx) or
-`UpstreamPermanentError` (retrying cannot help: a validation error, a missing record). The worker
-turns the first into a retry and the second into a task for the deal's manager.
+`UpstreamPermanentError` (the API refused: a validation error, a missing record) for what the
+API did, and `InvoiceBlocked` for what the deal's own data (or the setup) makes impossible: a
+product deleted or without a price, no email, a currency mismatch, an answer the bridge cannot
+read. The worker turns the first into a retry and the others into a task for the deal's manager,
+worded for what happened: only an upstream's refusal says the upstream refused.
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ class UpstreamTransientError(UpstreamError):
 
 class UpstreamPermanentError(UpstreamError):
     pass
+
+
+class InvoiceBlocked(Exception):
+    """The deal's own data, or the bridge's setup, stops its invoice: no retry can help, a person
+    must change something. `detail` is what ops see; `task_text` is the manager's task."""
+
+    def __init__(self, detail: str, advice: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        ending = f". {advice}" if advice else "."
+        self.task_text = f"Sage invoice NOT raised: {detail}{ending}"
 
 
 class AppError(Exception):
@@ -68,6 +82,21 @@ class NotFound(AppError):
 class PayloadTooLarge(AppError):
     status_code = 413
     error = "payload_too_large"
+
+
+class NotConfiguredError(AppError):
+    status_code = 409
+    error = "not_configured"
+
+
+class MappingRefused(AppError):
+    status_code = 422
+    error = "mapping_refused"
+
+
+class BadGateway(AppError):
+    status_code = 502
+    error = "bad_gateway"
 
 
 class ServiceUnavailable(AppError):

@@ -21,6 +21,7 @@ import enum
 import structlog
 
 from app.domain import BusinessCurrency, Deal
+from app.errors import InvoiceBlocked
 
 log = structlog.get_logger(__name__)
 
@@ -32,13 +33,8 @@ class CurrencyPolicy(enum.StrEnum):
     DEAL_CURRENCY = "deal_currency"
 
 
-class CurrencyMismatch(Exception):
+class CurrencyMismatch(InvoiceBlocked):
     """No invoice: the currencies differ in a way the policy does not allow."""
-
-    def __init__(self, detail: str, advice: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.task_text = f"Sage invoice NOT raised: {detail}. {advice}"
 
 
 def invoice_currency(deal: Deal, business: BusinessCurrency, policy: CurrencyPolicy) -> str:

@@ -28,7 +28,7 @@ from app.domain import (
     LineItem,
     TaxRate,
 )
-from app.errors import UpstreamPermanentError, UpstreamTransientError
+from app.errors import InvoiceBlocked, UpstreamPermanentError, UpstreamTransientError
 from app.invoice_currency import check_customer, invoice_currency
 from app.metrics import INVOICE_TOTALS_DIFFER, INVOICES_CREATED
 from app.models import ContactLink, DealInvoice, InvoiceRecordState
@@ -38,6 +38,7 @@ from app.ports import DealNotFound
 from app.repositories import ContactLinkRepository, InvoiceRepository
 
 log = structlog.get_logger(__name__)
+AGAIN = "then move the deal to the invoice stage again"
 
 
 @dataclass
@@ -85,7 +86,7 @@ async def raise_invoice(
     session: AsyncSession, bridge: Bridge, job: InvoiceJob
 ) -> Invoiced | Skipped:
     """The deal's invoice, raised once and shown on the deal. What stops it is raised:
-    `UnmappedLines`, `CurrencyMismatch`, `WriteBackRefused`, or an upstream error."""
+    `UnmappedLines`, `InvoiceBlocked`, `WriteBackRefused`, or an upstream error."""
     invoices = InvoiceRepository(session)
     record = await invoices.get(crm=bridge.crm.name, account_id=job.account_id, deal_id=job.deal_id)
     if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
@@ -294,9 +295,7 @@ def _describe_line(line: LineItem) -> str:
 
 async def _invoice_lines(bridge: Bridge, deal: Deal) -> tuple[InvoiceLine, ...]:
     if not deal.lines:
-        raise UpstreamPermanentError(
-            bridge.crm.name, "the deal has no products; add them and move it to the stage again"
-        )
+        raise InvoiceBlocked("the deal has no products", f"Add them, {AGAIN}.")
     mapping = await bridge.mapping()
     mapped = [(line, mapping.resolve(line)) for line in deal.lines]
     unmapped = [line for line, m in mapped if m is None]
@@ -323,8 +322,10 @@ def _rate(rates: dict[str, TaxRate], tax_rate_id: str | None) -> TaxRate | None:
     if tax_rate_id is None:
         return None
     if tax_rate_id not in rates:
-        raise UpstreamPermanentError(
-            "sage", f"tax rate {tax_rate_id!r} from the ledger mapping does not exist in Sage"
+        raise InvoiceBlocked(
+            f"tax rate {tax_rate_id!r} from the ledger mapping does not exist in Sage",
+            "Ask ops to correct the mapping; the invoice is raised when they replay it, or "
+            "when you move the deal to the invoice stage again.",
         )
     return rates[tax_rate_id]
 
@@ -354,10 +355,9 @@ async def _resolve_contact(
     """The customer (found by email or created once), with the currency it trades in."""
     customer = deal.customer
     if customer is None or not customer.email:
-        raise UpstreamPermanentError(
-            bridge.crm.name,
-            "the deal's main contact has no email address; add one so the customer can be found "
-            "in Sage, then move the deal to the invoice stage again",
+        raise InvoiceBlocked(
+            "the deal's main contact has no email address",
+            f"Add one so the customer can be found in Sage, {AGAIN}.",
         )
     links = ContactLinkRepository(session)
     link = await links.get(accounting=bridge.accounting.name, email=customer.email)

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from app.body_limit import BodyLimitMiddleware
 from app.connections.config import ConnectionsConfig
 from app.connections.runtime import Connections
-from app.errors import AppError
+from app.errors import AppError, ServiceUnavailable
 from app.logging import configure_logging
-from app.mapping_store import start_mappings
+from app.mapping_store import NoMappingInForce, start_mappings
 from app.metrics import WEBHOOKS
 from app.queue import Queue
 from app.routes import connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(NoMappingInForce, _no_mapping)  # type: ignore[arg-type]
     return app
 
 
@@ -84,6 +85,12 @@ async def _app_error(request: Request, exc: AppError) -> JSONResponse:
     if len(parts) > 2 and parts[1] == "webhooks":
         WEBHOOKS.labels(parts[2], exc.error).inc()
     return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _no_mapping(request: Request, exc: NoMappingInForce) -> JSONResponse:
+    """A process started while the database was down has no version to show or to replay with
+    yet: a 503 that says so (the watcher stores one once the database is back)."""
+    return await _app_error(request, ServiceUnavailable(exc.problems[0]))
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

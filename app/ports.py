@@ -1,6 +1,8 @@
 """The two small interfaces the invoice logic talks to. A new CRM or Sage product is a new adapter.
 
-Adapters raise `app.errors.UpstreamTransientError` or `UpstreamPermanentError`, nothing else.
+Adapters raise `app.errors.UpstreamTransientError` or `UpstreamPermanentError` for what the API
+did, and `app.errors.InvoiceBlocked` for what the deal's own data makes impossible (a product
+deleted or without a price, an answer that cannot be read), nothing else.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Crm(Protocol):
         """The deal as it is now: its customer, its product lines fully described (anything
         else linked to it is left out and noted in the sync log), and the currency of its
         amounts when the CRM knows it. A product the deal still links but that is deleted or
-        unpriced raises `UpstreamPermanentError` naming it."""
+        unpriced raises `InvoiceBlocked` naming it."""
         ...
 
     async def write_invoice(

@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import lineage
 from app.bridge import Bridge
 from app.connections.errors import ReauthorizationRequired
-from app.errors import UpstreamPermanentError, UpstreamTransientError
+from app.errors import InvoiceBlocked, UpstreamPermanentError, UpstreamTransientError
 from app.inbox import lifecycle
 from app.inbox.lifecycle import Outcome
 from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskState
 from app.inbox.repository import InboxRepository
-from app.invoice_currency import CurrencyMismatch
 from app.invoicing import (
     Invoiced,
     InvoiceJob,
@@ -106,8 +105,8 @@ async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> O
         result = await _invoice(session, bridge, event)
     except UnmappedLines as exc:
         return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped_products(exc))
-    except CurrencyMismatch as exc:
-        lineage.note("invoice", "currency_mismatch", detail=exc.detail)
+    except InvoiceBlocked as exc:
+        lineage.note("invoice", "not_raised", detail=exc.detail)
         return Outcome(EventState.FAILED, exc.detail, exc.task_text)
     except UpstreamPermanentError as exc:
         return Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))

@@ -30,8 +30,9 @@ from app.connections.models import Provider
 from app.connections.runtime import Connections
 from app.connections.store import ConnectionInfo
 from app.errors import (
-    AppError,
+    BadGateway,
     BadRequest,
+    NotConfiguredError,
     NotFound,
     ServiceUnavailable,
     UpstreamError,
@@ -40,16 +41,6 @@ from app.errors import (
 from app.routes.deps import OpsAuth
 
 router = APIRouter(prefix="/ops/connections", tags=["connections"])
-
-
-class BadGateway(AppError):
-    status_code = 502
-    error = "bad_gateway"
-
-
-class NotConfiguredError(AppError):
-    status_code = 409
-    error = "not_configured"
 
 
 def get_connections(request: Request) -> Connections:

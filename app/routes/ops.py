@@ -12,12 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from app.errors import AppError, ServiceUnavailable
+from app.errors import MappingRefused
 from app.inbox import ops as operations
-from app.inbox.models import EventState, InboxEvent
+from app.inbox.models import NEEDS_ATTENTION, EventState, InboxEvent
 from app.inbox.repository import InboxRepository
 from app.mapping import MappingError
-from app.mapping_store import CurrentMapping, How, Mappings, NoMappingInForce
+from app.mapping_store import CurrentMapping, How
 from app.models import MappingRefusal
 from app.routes.deps import MappingsDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
@@ -25,14 +25,6 @@ BIGINT_MAX = 2**63 - 1  # ids are 64-bit in the database: larger ones are a 400,
 EventId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[OpsAuth])
-
-ATTENTION = [
-    EventState.PENDING,
-    EventState.RETRYING,
-    EventState.WAITING_CONNECTION,
-    EventState.FAILED,
-    EventState.NEEDS_MAPPING,
-]
 
 
 class EventView(BaseModel):
@@ -89,11 +81,6 @@ class MappingView(BaseModel):
     last_refusal: RefusalView | None
 
 
-class MappingRefused(AppError):
-    status_code = 422
-    error = "mapping_refused"
-
-
 class StatusView(BaseModel):
     events_by_state: dict[str, int]
     kommo_webhook: dict[str, Any] | None
@@ -109,7 +96,7 @@ async def retry_queue(
     offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
 ) -> EventPage:
     """Events waiting for a retry, and those that ended failed or need a mapping."""
-    states = [s.value for s in (state or ATTENTION)]
+    states = [s.value for s in (state or NEEDS_ATTENTION)]
     rows, total = await InboxRepository(session).list(states=states, limit=limit, offset=offset)
     items = [
         _view(row, settings.kommo_base_url, len(settings.retry_delays_seconds)) for row in rows
@@ -156,14 +143,14 @@ async def replay_needs_mapping(
     session: SessionDep, mappings: MappingsDep, queue: QueueDep
 ) -> ReplayedMapping:
     """Replay every event parked for a missing mapping that the mapping in force now covers."""
-    in_force = await _in_force(mappings)
+    in_force = await mappings.current()
     replayed, still = await operations.replay_covered(session, queue, in_force.mapping)
     return ReplayedMapping(replayed=replayed, still_unmapped=still)
 
 
 @router.get("/mappings", response_model=MappingView)
 async def current_mapping(mappings: MappingsDep) -> MappingView:
-    return _mapping_view(await _in_force(mappings), await mappings.last_refusal())
+    return _mapping_view(await mappings.current(), await mappings.last_refusal())
 
 
 @router.post("/mappings/reload", response_model=MappingView)
@@ -178,13 +165,6 @@ async def reload_mapping(mappings: MappingsDep, request: Request) -> MappingView
             + "; ".join(exc.problems)
         ) from exc
     return _mapping_view(current, None)
-
-
-async def _in_force(mappings: Mappings) -> CurrentMapping:
-    try:
-        return await mappings.current()
-    except NoMappingInForce as exc:
-        raise ServiceUnavailable(exc.problems[0]) from exc
 
 
 def _mapping_view(current: CurrentMapping, refusal: MappingRefusal | None) -> MappingView:

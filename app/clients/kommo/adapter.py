@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from app.clients.kommo.client import UPSTREAM, KommoClient
-from app.clients.kommo.errors import KommoNotFound, KommoRequestError
+from app.clients.kommo.errors import KommoNotFound, KommoRequestError, KommoUnreadable
 from app.clients.kommo.lines import FieldCodes, LineReader, ProductLists, as_text
 from app.clients.kommo.schemas import (
     CustomFieldUpdate,
@@ -21,10 +22,15 @@ from app.clients.kommo.schemas import (
     TaskCreate,
 )
 from app.domain import Customer, Deal, DealInStage, InvoiceRef, LineItem
+from app.errors import InvoiceBlocked
 from app.ports import DealNotFound
 
 log = structlog.get_logger(__name__)
 _ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
+UNREADABLE_ADVICE = (
+    "The bridge cannot read the deal as Kommo sends it: check what this names in Kommo, then "
+    "move the deal to the invoice stage again; if it looks right there, ask ops to report it."
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ class KommoCrm:
         self._account_read = False
 
     async def get_deal(self, *, deal_id: str) -> Deal:
+        with _readable():
+            return await self._deal(deal_id)
+
+    async def _deal(self, deal_id: str) -> Deal:
         try:
             lead = await self._client.get_lead(lead_id=int(deal_id))
         except KommoNotFound as exc:
@@ -220,6 +230,16 @@ class KommoCrm:
             email=str(email).strip() if email else None,
             phone=as_text(contact.field_value("PHONE")),
         )
+
+
+@contextmanager
+def _readable() -> Iterator[None]:
+    """An answer about the deal that lacks what the bridge needs is the deal's data, not a
+    refusal by Kommo: the manager's task says what cannot be read."""
+    try:
+        yield
+    except KommoUnreadable as exc:
+        raise InvoiceBlocked(exc.detail, UNREADABLE_ADVICE) from exc
 
 
 def _iso_code(value: str | None) -> str | None:

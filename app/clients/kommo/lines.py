@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 
 from app import lineage
-from app.clients.kommo.client import UPSTREAM, KommoClient
-from app.clients.kommo.errors import KommoRequestError
+from app.clients.kommo.client import KommoClient
 from app.clients.kommo.schemas import Catalog, CatalogElement, CatalogElementRef
 from app.domain import LineItem
+from app.errors import InvoiceBlocked
 
 log = structlog.get_logger(__name__)
 
@@ -157,13 +157,13 @@ class LineReader:
             raw, source = element.field_value(self._codes.price), f"{self._codes.price} field"
         what = f"product '{element.name}' (element {element.id}, {self._lists.label(_list(ref))})"
         if raw is None:
-            raise KommoRequestError(
-                UPSTREAM, f"{what} has no value in its {source}; set the price in Kommo, {AGAIN}"
+            raise InvoiceBlocked(
+                f"{what} has no value in its {source}; set the price in Kommo, {AGAIN}"
             )
         price = parse_price(raw)
         if price is None:
-            raise KommoRequestError(
-                UPSTREAM, f"{what} has {raw!r} in its {source}, not a number; correct it, {AGAIN}"
+            raise InvoiceBlocked(
+                f"{what} has {raw!r} in its {source}, not a number; correct it, {AGAIN}"
             )
         lineage.note(
             "line", "priced", element_id=str(element.id), unit_price=str(price), source=source
@@ -179,10 +179,9 @@ def _list(ref: CatalogElementRef) -> int:
     return ref.metadata.catalog_id
 
 
-def _no_products(refs: list[CatalogElementRef], lists: ProductLists) -> KommoRequestError:
+def _no_products(refs: list[CatalogElementRef], lists: ProductLists) -> InvoiceBlocked:
     linked = ", ".join(f"element {r.id} ({lists.label(_list(r))})" for r in refs)
-    return KommoRequestError(
-        UPSTREAM,
+    return InvoiceBlocked(
         f"none of the list elements linked to the deal is a product: {linked}. Add products "
         "from the Products list (or name the list that holds them in KOMMO_PRODUCT_LIST_IDS), "
         f"{AGAIN}",
@@ -204,8 +203,7 @@ def _check_present(
             label = lists.label(_list(ref))
             problems.append(f"'{element.name}' (element {element.id}, {label}) is deleted")
     if problems:
-        raise KommoRequestError(
-            UPSTREAM,
+        raise InvoiceBlocked(
             f"products linked to the deal are gone from Kommo: {'; '.join(problems)}. Remove "
             f"them from the deal or restore them, {AGAIN}",
         )

@@ -1,0 +1,94 @@
+"""A manager's task names what stops the invoice: the deal's own data is never called a refusal
+by Kommo, and an upstream's refusal still says who refused (issue 14, seams: domain errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.bridge import Bridge
+from app.settings import Settings
+from tests.fakes import FakeKommo, FakeSage, sage_error
+from tests.helpers import Scheduled, fake_upstreams, record_trigger, run_event
+
+Maker = async_sessionmaker[AsyncSession]
+AGAIN = "then move the deal to the invoice stage again"
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
+    with fake_upstreams() as (kommo, sage):
+        kommo.add_contact(7002, "No Mail", None)
+        kommo.add_element(110, "Gadget", None)
+        yield kommo, sage
+
+
+def no_email(kommo: FakeKommo, sage: FakeSage) -> None:
+    kommo.add_lead(1, contact_id=7002, products=[(102, 1)])
+
+
+def no_price(kommo: FakeKommo, sage: FakeSage) -> None:
+    kommo.add_lead(1, products=[(110, 1)])
+
+
+def no_products(kommo: FakeKommo, sage: FakeSage) -> None:
+    kommo.add_lead(1, products=[])
+
+
+def unreadable(kommo: FakeKommo, sage: FakeSage) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    kommo.leads[1]["_embedded"]["contacts"][0].pop("id")
+
+
+def sage_refuses(kommo: FakeKommo, sage: FakeSage) -> None:
+    kommo.add_lead(1, products=[(102, 1)])
+    sage.faults.add("post_invoice", sage_error(422, "RecordInvalid", "Contact is on hold"))
+
+
+@pytest.mark.parametrize(
+    ("arrange", "text"),
+    [
+        (
+            no_email,
+            "Sage invoice NOT raised: the deal's main contact has no email address. Add one so "
+            f"the customer can be found in Sage, {AGAIN}.",
+        ),
+        (
+            no_price,
+            "Sage invoice NOT raised: product 'Gadget' (element 110, list 'Products' (77)) has "
+            f"no value in its PRICE field; set the price in Kommo, {AGAIN}.",
+        ),
+        (no_products, f"Sage invoice NOT raised: the deal has no products. Add them, {AGAIN}."),
+        (
+            unreadable,
+            "Sage invoice NOT raised: Kommo lead 1, contact has no id (GET /api/v4/leads/1). "
+            "The bridge cannot read the deal as Kommo sends it: check what this names in "
+            f"Kommo, {AGAIN}; if it looks right there, ask ops to report it.",
+        ),
+        (
+            sage_refuses,
+            "Sage invoice NOT raised: Sage refused it: POST /sales_invoices → 422: "
+            "RecordInvalid: Contact is on hold. Correct what it names, then move the deal to "
+            "the invoice stage again.",
+        ),
+    ],
+)
+async def test_the_task_says_what_stops_the_invoice(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    fakes: Any,
+    arrange: Any,
+    text: str,
+) -> None:
+    kommo, sage = fakes
+    arrange(kommo, sage)
+    event_id = await record_trigger(sessionmaker, settings, 1)
+
+    assert await run_event(sessionmaker, bridge[0], event_id) == "failed"
+
+    assert [task["text"] for task in kommo.tasks] == [text]
+    assert sage.invoice_posts == []
