@@ -148,6 +148,15 @@ class DealInStage:
 
 
 @dataclass(frozen=True)
+class CrmTask:
+    """A follow-up the bridge opened, as the CRM holds it now."""
+
+    id: str
+    text: str
+    is_completed: bool
+
+
+@dataclass(frozen=True)
 class LedgerAccountInfo:
     id: str
     name: str

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from app.domain import (
     BusinessCurrency,
+    CrmTask,
     Customer,
     CustomerRef,
     Deal,
@@ -47,6 +48,18 @@ class Crm(Protocol):
         self, *, deal_id: str, responsible_user_id: int | None, text: str, due: datetime
     ) -> str:
         """Open a follow-up for the deal's manager; returns the CRM task id."""
+        ...
+
+    async def get_task(self, *, task_id: str) -> CrmTask | None:
+        """A task as the CRM holds it now; None when it no longer exists."""
+        ...
+
+    async def update_task(self, *, task_id: str, text: str) -> None:
+        """Give an open task a new text."""
+        ...
+
+    async def complete_tasks(self, *, task_ids: list[str], result: str) -> None:
+        """Mark the tasks done with this result text (in one request where the CRM allows)."""
         ...
 
     async def write_payment_statuses(self, *, updates: list[tuple[str, str]]) -> None:

@@ -57,8 +57,12 @@ class FakeKommo:
         self.catalogs: dict[int, dict[str, Any]] = {}
         self.account: dict[str, Any] = _kommo_account()
         self.patches: list[tuple[int, Any]] = []
-        self.tasks: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []  # every POST /api/v4/tasks item
+        self.task_store: dict[int, dict[str, Any]] = {}  # the tasks as Kommo holds them
+        self.task_reads: list[int] = []
+        self.task_patches: list[Any] = []  # every PATCH /api/v4/tasks body
         self.faults = FaultQueue()
+        self._router = router
         self.add_catalog(77, "Products", "products")
         self.add_catalog(78, "Invoices", "invoices")
         base = KOMMO_URL + "/api/v4"
@@ -71,11 +75,22 @@ class FakeKommo:
         router.get(f"{base}/catalogs").mock(side_effect=self._catalogs)
         router.get(f"{base}/account").mock(side_effect=self._account)
         router.post(f"{base}/tasks").mock(side_effect=self._task)
+        router.get(url__regex=rf"{base}/tasks/(?P<task_id>\d+)").mock(side_effect=self._get_task)
+        router.patch(f"{base}/tasks").mock(side_effect=self._patch_tasks)
         router.patch(f"{base}/leads").mock(side_effect=self._batch_patch)
         router.get(f"{base}/leads").mock(side_effect=self._list_leads)
         router.get(f"{base}/webhooks").mock(side_effect=self._webhooks)
         self.batch_patches: list[Any] = []
         self.webhooks: list[dict[str, Any]] = []
+
+    @property
+    def requested(self) -> list[str]:
+        """Every request that reached this fake, as "METHOD url", in order."""
+        return [
+            f"{call.request.method} {call.request.url}"
+            for call in self._router.calls
+            if str(call.request.url).startswith(KOMMO_URL)
+        ]
 
     def add_lead(
         self,
@@ -300,6 +315,7 @@ class FakeKommo:
         for task in body:
             self.tasks.append(task)
             task_id = 8000 + len(self.tasks)
+            self.task_store[task_id] = {"id": task_id, "text": task["text"], "is_completed": False}
             created.append(
                 {
                     "id": task_id,
@@ -310,6 +326,30 @@ class FakeKommo:
         return httpx.Response(
             200, json={"_links": _self("/tasks"), "_embedded": {"tasks": created}}
         )
+
+    def _get_task(self, request: httpx.Request, task_id: str) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "get_task"):
+            return early
+        self.task_reads.append(int(task_id))
+        task = self.task_store.get(int(task_id))
+        if task is None:
+            return httpx.Response(204)
+        result = {"text": task["result"]} if task.get("result") else []
+        return httpx.Response(200, json={**task, "result": result})
+
+    def _patch_tasks(self, request: httpx.Request) -> httpx.Response:
+        if early := self._auth(request) or _fault_or(self.faults, "patch_tasks"):
+            return early
+        body = _json(request)
+        assert isinstance(body, list) and all(item["id"] in self.task_store for item in body)
+        self.task_patches.append(body)
+        for item in body:
+            task = self.task_store[item["id"]]
+            task.update({k: item[k] for k in ("text", "is_completed") if k in item})
+            if "result" in item:
+                task["result"] = item["result"]["text"]
+        tasks = [{"id": item["id"], "updated_at": 1_760_000_100} for item in body]
+        return httpx.Response(200, json={"_embedded": {"tasks": tasks}})
 
 
 def _self(path: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import structlog
 from app import lineage
 from app.connections.errors import ReauthorizationRequired
 from app.errors import BadRequest
-from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskState
+from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskReason, TaskState
 from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
 from app.models import utcnow
 
@@ -34,6 +34,7 @@ class Outcome:
     state: EventState
     detail: str
     task_text: str | None = None
+    task_reason: TaskReason = TaskReason.NOT_RAISED
     # Kept on the event: the products that had no mapping, so ops can replay once they do.
     unmapped: tuple[dict[str, str | None], ...] = ()
 
@@ -61,7 +62,14 @@ def finish(event: InboxEvent, outcome: Outcome) -> None:
     if outcome.task_text is not None:
         event.task_state = TaskState.PENDING.value
         event.task_text = outcome.task_text
+        event.task_reason = outcome.task_reason.value
         event.next_attempt_at = utcnow()
+
+
+def tasks_to_close(event: InboxEvent) -> None:
+    """Invoiced, and the bridge has tasks open for the deal: completing them is due."""
+    event.task_state = TaskState.PENDING.value
+    event.next_attempt_at = utcnow()
 
 
 def stopped_too_often(event: InboxEvent, retry_delays: tuple[timedelta, ...]) -> Outcome | None:
@@ -142,6 +150,7 @@ def fresh_start() -> dict[str, Any]:
         "task_state": None,
         "task_text": None,
         "task_id": None,
+        "task_reason": None,
         "task_attempts": 0,
     }
 
@@ -187,25 +196,44 @@ def task_attempted(event: InboxEvent) -> None:
     event.task_attempts += 1
 
 
-def task_opened(event: InboxEvent, task_id: str) -> None:
+def task_opened(event: InboxEvent, task_id: str, how: str = "created") -> None:
+    """The manager has the task: `created`, or the deal's open one `reused` or `updated`."""
     event.task_state = TaskState.CREATED.value
     event.task_id = task_id
     event.next_attempt_at = None
-    TASKS_OPENED.inc()
-    lineage.note("task", "created", task_id=task_id, text=event.task_text)
-    log.info("task.created", task_id=task_id)
+    lineage.note("task", how, task_id=task_id, text=event.task_text)
+    if how == "created":
+        TASKS_OPENED.inc()
+        log.info("task.created", task_id=task_id)
+    else:
+        log.info("task.reused", task_id=task_id, text_updated=how == "updated")
+
+
+def tasks_closed(event: InboxEvent, task_ids: list[str]) -> None:
+    event.task_state = TaskState.CLOSED.value
+    event.next_attempt_at = None
+    lineage.note("task", "completed", task_ids=task_ids)
+    log.info("task.completed", task_ids=task_ids)
 
 
 def task_failed(event: InboxEvent, error: str) -> None:
-    """Offered again after a delay (the sweeper), a bounded number of times."""
+    """Offered again after a delay (the sweeper), a bounded number of times. An invoiced
+    event's failure to complete its tasks is recorded the same way; the invoice stands."""
+    verb = "completed" if event.state == EventState.INVOICED else "opened"
+    action = "complete_failed" if verb == "completed" else "create_failed"
+    lineage.note("task", action, attempt=event.task_attempts, error=error)
     if event.task_attempts >= MAX_TASK_ATTEMPTS:
         event.task_state = TaskState.FAILED.value
         event.next_attempt_at = None
-        event.last_error = f"{event.last_error}; the CRM task could not be opened: {error}"
+        problem = f"the CRM task could not be {verb}: {error}"
+        event.last_error = f"{event.last_error}; {problem}" if event.last_error else problem
         log.error("task.given_up", attempts=event.task_attempts, error=error)
         return
     event.next_attempt_at = utcnow() + TASK_RETRY_DELAY
-    log.error("task.create_failed", attempt=event.task_attempts, error=error)
+    if verb == "completed":
+        log.error("task.complete_failed", attempt=event.task_attempts, error=error)
+    else:
+        log.error("task.create_failed", attempt=event.task_attempts, error=error)
 
 
 def _record(event: InboxEvent, action: str, reason: str) -> None:

@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models import Base, BigId, utcnow
@@ -52,9 +52,22 @@ NEEDS_ATTENTION = (
 
 
 class TaskState(enum.StrEnum):
-    PENDING = "pending"  # a task must be opened for this event
-    CREATED = "created"
+    """The event's work with CRM tasks: open (or reuse) the manager's task when it ends without
+    an invoice; complete the bridge's open tasks for the deal when it ends invoiced."""
+
+    PENDING = "pending"  # task work is due (the sweeper offers it again after a failure)
+    CREATED = "created"  # the manager's task is open (opened now, or the deal's open one reused)
+    CLOSED = "closed"  # invoiced: the bridge's open tasks for the deal are completed
     FAILED = "failed"  # the CRM refused it every time; ops see it in the retry queue
+
+
+class TaskReason(enum.StrEnum):
+    """Why the bridge asks a manager for something: one open task per deal and reason. Every
+    reason is resolved once the deal is invoiced (and its invoice shown on the deal)."""
+
+    NOT_RAISED = "not_raised"  # no invoice: a refusal, retries exhausted, the deal's own data
+    NEEDS_MAPPING = "needs_mapping"  # no invoice: a product has no ledger mapping
+    WRITE_BACK_REFUSED = "write_back_refused"  # the invoice exists; the CRM would not show it
 
 
 class InboxEvent(Base):
@@ -81,6 +94,7 @@ class InboxEvent(Base):
     task_state: Mapped[str | None] = mapped_column(String(16))
     task_text: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(String(64))
+    task_reason: Mapped[str | None] = mapped_column(String(32))
     task_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Claims of this event by a worker; a job that times out or dies still counts, so an event
     # that always kills its job ends instead of looping.
@@ -88,3 +102,24 @@ class InboxEvent(Base):
     payload: Mapped[dict[str, Any]]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DealTask(Base):
+    """A task the bridge opened in the CRM: which deal, why, its id and text, and when it was
+    completed (by the bridge once the deal is invoiced, or noticed done or gone in the CRM)."""
+
+    __tablename__ = "deal_tasks"
+    __table_args__ = (Index("ix_deal_tasks_deal", "crm", "account_id", "deal_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    task_id: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    # The event that opened it (a reopened or replayed event keeps its id).
+    event_id: Mapped[int] = mapped_column(ForeignKey("inbox_events.id"))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[datetime | None]

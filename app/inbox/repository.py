@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import as_utc, dialect_name
 from app.inbox import lifecycle
-from app.inbox.models import ACTIVE_STATES, REOPENABLE_STATES, EventState, InboxEvent, TaskState
+from app.inbox.models import (
+    ACTIVE_STATES,
+    REOPENABLE_STATES,
+    DealTask,
+    EventState,
+    InboxEvent,
+    TaskState,
+)
 from app.models import utcnow
 
 # Built once: the webhook's hot path spent a quarter of its time rebuilding this (bench/).
@@ -160,6 +167,30 @@ class InboxRepository:
     @property
     def _dialect(self) -> str:
         return dialect_name(self.session)
+
+
+class DealTaskRepository:
+    """The tasks the bridge opened, by deal."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def open_for(
+        self, *, crm: str, account_id: str, deal_id: str, reason: str | None = None
+    ) -> list[DealTask]:
+        """The deal's tasks not known to be completed, oldest first (one reason, or all)."""
+        stmt = select(DealTask).where(
+            DealTask.crm == crm,
+            DealTask.account_id == account_id,
+            DealTask.deal_id == deal_id,
+            DealTask.completed_at.is_(None),
+        )
+        if reason is not None:
+            stmt = stmt.where(DealTask.reason == reason)
+        return list((await self.session.scalars(stmt.order_by(DealTask.id))).all())
+
+    def add(self, task: DealTask) -> None:
+        self.session.add(task)
 
 
 def _workable(now: datetime) -> list[Any]:

@@ -19,9 +19,9 @@ from app import lineage
 from app.bridge import Bridge
 from app.connections.errors import ReauthorizationRequired
 from app.errors import InvoiceBlocked, UpstreamPermanentError, UpstreamTransientError
-from app.inbox import lifecycle
+from app.inbox import lifecycle, tasks
 from app.inbox.lifecycle import Outcome
-from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskState
+from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskReason, TaskState
 from app.inbox.repository import InboxRepository
 from app.invoicing import (
     Invoiced,
@@ -54,7 +54,7 @@ async def process_event(session: AsyncSession, bridge: Bridge, event_id: int) ->
         elif event.state not in TERMINAL_STATES:
             await _run(session, bridge, event)
         if event.task_state == TaskState.PENDING:
-            await _open_task(session, bridge, event)
+            await tasks.work(session, bridge, event)
         return EventState(event.state)
     finally:
         lifecycle.release(event)
@@ -87,6 +87,8 @@ async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None
         return
     lifecycle.finish(event, outcome)
     log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
+    if outcome.state == EventState.INVOICED:
+        await tasks.after_invoice(session, bridge, event)
 
 
 async def _recover(session: AsyncSession, event: InboxEvent) -> None:
@@ -104,12 +106,18 @@ async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> O
     try:
         result = await _invoice(session, bridge, event)
     except UnmappedLines as exc:
-        return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, unmapped_products(exc))
+        needs = TaskReason.NEEDS_MAPPING
+        return Outcome(
+            EventState.NEEDS_MAPPING, str(exc), exc.task_text, needs, unmapped_products(exc)
+        )
     except InvoiceBlocked as exc:
         lineage.note("invoice", "not_raised", detail=exc.detail)
         return Outcome(EventState.FAILED, exc.detail, exc.task_text)
+    except WriteBackRefused as exc:
+        refused = TaskReason.WRITE_BACK_REFUSED
+        return Outcome(EventState.FAILED, exc.detail, _write_back_task_text(exc), refused)
     except UpstreamPermanentError as exc:
-        return Outcome(EventState.FAILED, exc.detail, _permanent_task_text(exc))
+        return Outcome(EventState.FAILED, exc.detail, _refused_task_text(exc))
     if isinstance(result, Skipped):
         return Outcome(EventState.SKIPPED, result.detail)
     return Outcome(EventState.INVOICED, result.detail)
@@ -152,31 +160,15 @@ async def resume_waiting(session: AsyncSession, is_active: ConnectionCheck) -> l
     return resumed
 
 
-async def _open_task(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
-    """Exactly one task per finished event: the state is committed before the CRM call."""
-    lifecycle.task_attempted(event)
-    await session.commit()
-    due = utcnow() + bridge.config.task_deadline
-    try:
-        task_id = await bridge.crm.create_task(
-            deal_id=event.deal_id,
-            responsible_user_id=event.responsible_user_id,
-            text=event.task_text or "",
-            due=due,
-        )
-    except (UpstreamTransientError, UpstreamPermanentError, ReauthorizationRequired) as exc:
-        lifecycle.task_failed(event, getattr(exc, "detail", str(exc)))
-        return
-    lifecycle.task_opened(event, task_id)
+def _write_back_task_text(exc: WriteBackRefused) -> str:
+    return (
+        f"Sage invoice {exc.invoice.number} WAS raised ({exc.invoice.url}), but "
+        f"{exc.upstream.capitalize()} refused to show it on this deal: {exc.detail}. Do not "
+        "raise it again; check the deal's invoice fields, or ask ops to replay the event."
+    )
 
 
-def _permanent_task_text(exc: UpstreamPermanentError) -> str:
-    if isinstance(exc, WriteBackRefused):
-        return (
-            f"Sage invoice {exc.invoice.number} WAS raised ({exc.invoice.url}), but "
-            f"{exc.upstream.capitalize()} refused to show it on this deal: {exc.detail}. Do not "
-            "raise it again; check the deal's invoice fields, or ask ops to replay the event."
-        )
+def _refused_task_text(exc: UpstreamPermanentError) -> str:
     return (
         f"Sage invoice NOT raised: {exc.upstream.capitalize()} refused it: {exc.detail}. "
         "Correct what it names, then move the deal to the invoice stage again."

@@ -6,6 +6,7 @@ keys everywhere. Errors come out as the error classes the worker acts on."""
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import httpx
 import pytest
 import respx
 
+from app.clients.kommo.adapter import KommoConfig, KommoCrm
 from app.clients.kommo.client import KommoClient
 from app.clients.kommo.errors import (
     KommoNotFound,
@@ -23,10 +25,17 @@ from app.clients.kommo.errors import (
     KommoTransientError,
     KommoUnreadable,
 )
-from app.clients.kommo.schemas import CustomFieldUpdate, FieldValueOut, LeadPatch, LeadUpdate
+from app.clients.kommo.schemas import (
+    CustomFieldUpdate,
+    FieldValueOut,
+    LeadPatch,
+    LeadUpdate,
+    TaskPatch,
+)
 from app.clients.kommo.schemas import TaskCreate as Task
 from app.connections.errors import InvalidGrant
 from app.connections.oauth import KommoAccount, KommoOAuth, KommoOAuthConfig
+from app.domain import CrmTask
 from tests.contracts.kommo.shapes import Fixture, all_names, edit, load, variants
 
 BASE = "https://example.amocrm.ru"
@@ -107,6 +116,18 @@ READS: dict[str, Reads] = {
         lambda tasks: [t.id for t in tasks],
         [4745251],
     ),
+    "task_get.json": Reads(
+        lambda c: c.get_task(task_id=56981),
+        lambda task: (task.id, task.is_completed, task.text),
+        (56981, True, "Назначить встречу с клиентом"),
+    ),
+    "tasks_patch.json": Reads(
+        lambda c: c.update_tasks(
+            patches=[TaskPatch(id=4745251, text="New"), TaskPatch(id=4747929, text="New")]
+        ),
+        lambda tasks: [t.id for t in tasks],
+        [4745251, 4747929],
+    ),
     "webhooks_list.json": Reads(
         lambda c: c.list_webhooks(),
         lambda hooks: [(h.destination, h.disabled) for h in hooks],
@@ -155,6 +176,8 @@ ANSWERS_BY_CALL = {
     "update_leads": ["leads_patch.json"],
     "list_webhooks": ["webhooks_list.json"],
     "create_tasks": ["tasks_post.json"],
+    "get_task": ["task_get.json", "empty_204.json"],
+    "update_tasks": ["tasks_patch.json"],
 }
 
 
@@ -207,6 +230,8 @@ async def test_the_bridge_reads_each_documented_answer_and_its_variants(
         ),
         ("catalogs_list.json", "_embedded.catalogs[].id", "Kommo list has no id"),
         ("tasks_post.json", "_embedded.tasks[].id", "Kommo task has no id"),
+        ("task_get.json", "is_completed", "Kommo task 56981 has no is_completed"),
+        ("tasks_patch.json", "_embedded.tasks[].id", "Kommo task has no id"),
     ],
 )
 async def test_what_the_bridge_needs_missing_names_entity_and_field(
@@ -325,3 +350,55 @@ async def test_a_2xx_body_that_is_not_json_is_transient(router: respx.MockRouter
     assert caught.value.detail.startswith(
         "GET /api/v4/leads/3912171 answered 200 with a body that is not JSON"
     )
+
+
+def kommo_crm(http: httpx.AsyncClient) -> KommoCrm:
+    config = KommoConfig(
+        base_url=BASE, account_id="1", invoice_number_field_id=1, invoice_link_field_id=2
+    )
+    return KommoCrm(KommoClient(http), config)
+
+
+async def test_the_bridge_edits_and_completes_tasks_with_the_documented_request_bodies(
+    router: respx.MockRouter,
+) -> None:
+    """Each item the bridge PATCHes has the keys and JSON types of the documented edit and
+    completion examples (plus the id a batch item names its task by)."""
+    fixture = load("tasks_patch.json")
+    documented = fixture.request_bodies
+    route = router.patch(f"{BASE}/api/v4/tasks").mock(
+        return_value=httpx.Response(fixture.status, json=fixture.body)
+    )
+
+    async with httpx.AsyncClient(base_url=BASE) as http:
+        crm = kommo_crm(http)
+        await crm.update_task(task_id="4745251", text="Sage invoice NOT raised: …")
+        await crm.complete_tasks(task_ids=["4745251", "4747929"], result="Invoiced as SI-1")
+
+    edit_body, complete_body = (json.loads(call.request.content) for call in route.calls)
+    assert edit_body == [{"id": 4745251, "text": "Sage invoice NOT raised: …"}]
+    assert complete_body == [
+        {"id": 4745251, "is_completed": True, "result": {"text": "Invoiced as SI-1"}},
+        {"id": 4747929, "is_completed": True, "result": {"text": "Invoiced as SI-1"}},
+    ]
+    edit_shape = {k: type(v) for k, v in documented["edit"][0].items()}
+    assert {k: type(v) for k, v in edit_body[0].items()}.items() <= edit_shape.items()
+    for item in complete_body:
+        assert {k: v for k, v in item.items() if k != "id"}.keys() == documented["complete"].keys()
+        assert type(item["result"]["text"]) is type(documented["complete"]["result"]["text"])
+
+
+async def test_a_task_without_a_result_and_a_task_that_is_gone(router: respx.MockRouter) -> None:
+    """The list example shows `"result": []` for a task with none; a deleted task is 204."""
+    fixture = load("task_get.json")
+    body = {**fixture.body, "is_completed": False, "result": []}
+    router.get(f"{BASE}/api/v4/tasks/56981").mock(return_value=httpx.Response(200, json=body))
+    router.get(f"{BASE}/api/v4/tasks/1").mock(return_value=httpx.Response(204))
+
+    async with httpx.AsyncClient(base_url=BASE) as http:
+        crm = kommo_crm(http)
+        found = await crm.get_task(task_id="56981")
+        gone = await crm.get_task(task_id="1")
+
+    assert found == CrmTask(id="56981", text="Назначить встречу с клиентом", is_completed=False)
+    assert gone is None

@@ -20,8 +20,10 @@ from app.clients.kommo.schemas import (
     LeadPatch,
     LeadUpdate,
     TaskCreate,
+    TaskPatch,
+    TaskResultOut,
 )
-from app.domain import Customer, Deal, DealInStage, InvoiceRef, LineItem
+from app.domain import CrmTask, Customer, Deal, DealInStage, InvoiceRef, LineItem
 from app.errors import InvoiceBlocked
 from app.ports import DealNotFound
 
@@ -154,6 +156,22 @@ class KommoCrm:
         if not created:
             raise KommoRequestError(UPSTREAM, "POST /api/v4/tasks returned no task")
         return str(created[0].id)
+
+    async def get_task(self, *, task_id: str) -> CrmTask | None:
+        try:
+            task = await self._client.get_task(task_id=int(task_id))
+        except KommoNotFound:
+            return None
+        return CrmTask(id=str(task.id), text=task.text, is_completed=task.is_completed)
+
+    async def update_task(self, *, task_id: str, text: str) -> None:
+        await self._client.update_tasks(patches=[TaskPatch(id=int(task_id), text=text)])
+
+    async def complete_tasks(self, *, task_ids: list[str], result: str) -> None:
+        done = TaskResultOut(text=result)
+        patches = [TaskPatch(id=int(i), is_completed=True, result=done) for i in task_ids]
+        for start in range(0, len(patches), BATCH_SIZE):
+            await self._client.update_tasks(patches=patches[start : start + BATCH_SIZE])
 
     async def write_payment_statuses(self, *, updates: list[tuple[str, str]]) -> None:
         """Set the payment status select field on many deals, in batches."""

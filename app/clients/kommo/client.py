@@ -20,14 +20,16 @@ from app.clients.kommo.schemas import (
     CatalogElement,
     CatalogsPage,
     Contact,
-    CreatedTask,
     ElementsPage,
     Lead,
     LeadPatch,
     LeadsPage,
     LeadUpdate,
+    Task,
     TaskCreate,
-    TasksCreated,
+    TaskPatch,
+    TaskRef,
+    TaskRefs,
     Webhook,
     WebhooksPage,
 )
@@ -128,12 +130,25 @@ class KommoClient:
             return []
         return _read(WebhooksPage, data, where=f"GET {path}").embedded.webhooks
 
-    async def create_tasks(self, *, tasks: list[TaskCreate]) -> list[CreatedTask]:
+    async def create_tasks(self, *, tasks: list[TaskCreate]) -> list[TaskRef]:
+        return await self._write_tasks("POST", tasks)
+
+    async def get_task(self, *, task_id: int) -> Task:
+        """The task as Kommo holds it now; KommoNotFound when it no longer exists."""
+        path = f"/api/v4/tasks/{task_id}"
+        return _read(Task, await self._get(path, {}), where=f"GET {path}", entity="task")
+
+    async def update_tasks(self, *, patches: list[TaskPatch]) -> list[TaskRef]:
+        return await self._write_tasks("PATCH", patches)
+
+    async def _write_tasks(
+        self, method: str, items: list[TaskCreate] | list[TaskPatch]
+    ) -> list[TaskRef]:
         path = "/api/v4/tasks"
-        body = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
-        response = await self._request("POST", path, json=body)
-        data = _json(response, f"POST {path}")
-        return _read(TasksCreated, data, where=f"POST {path}").embedded.tasks
+        body = [item.model_dump(mode="json", exclude_none=True) for item in items]
+        response = await self._request(method, path, json=body)
+        data = _json(response, f"{method} {path}")
+        return _read(TaskRefs, data, where=f"{method} {path}").embedded.tasks
 
     async def _get(self, path: str, params: Any) -> Any:
         response = await self._request("GET", path, params=params)

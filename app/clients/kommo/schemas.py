@@ -169,16 +169,27 @@ class WebhooksPage(_Model):
     embedded: WebhooksEmbedded = Field(default_factory=WebhooksEmbedded, alias="_embedded")
 
 
-class CreatedTask(_Model):
+class TaskRef(_Model):
     id: int
 
 
-class TasksEmbedded(_Model):
-    tasks: list[CreatedTask] = Field(default_factory=list)
+class TaskRefsEmbedded(_Model):
+    tasks: list[TaskRef] = Field(default_factory=list)
 
 
-class TasksCreated(_Model):
-    embedded: TasksEmbedded = Field(default_factory=TasksEmbedded, alias="_embedded")
+class TaskRefs(_Model):
+    """The answer to POST and to PATCH /api/v4/tasks: the ids of the tasks created or changed."""
+
+    embedded: TaskRefsEmbedded = Field(default_factory=TaskRefsEmbedded, alias="_embedded")
+
+
+class Task(_Model):
+    """A task as GET /api/v4/tasks/{id} shows it. Its `result` is not read: the docs show an
+    object once there is one and `[]` before."""
+
+    id: int
+    text: str = ""
+    is_completed: bool
 
 
 # --- what the bridge sends --------------------------------------------------------------------
@@ -201,6 +212,19 @@ class LeadUpdate(BaseModel):
 class LeadPatch(BaseModel):
     id: int
     custom_fields_values: list[CustomFieldUpdate]
+
+
+class TaskResultOut(BaseModel):
+    text: str
+
+
+class TaskPatch(BaseModel):
+    """One item of PATCH /api/v4/tasks: a new text, or completion with a result text."""
+
+    id: int
+    text: str | None = None
+    is_completed: bool | None = None
+    result: TaskResultOut | None = None
 
 
 class TaskCreate(BaseModel):

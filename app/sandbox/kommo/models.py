@@ -159,6 +159,9 @@ class Task:
     created_by: int
     created_at: int
     is_completed: bool = False
+    result_text: str | None = None
+    updated_at: int | None = None
+    updated_by: int | None = None
 
 
 @dataclass

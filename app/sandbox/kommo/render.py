@@ -210,9 +210,9 @@ def task(state: KommoState, item: Task, *, site: str) -> Json:
     return {
         "id": item.id,
         "created_by": item.created_by,
-        "updated_by": item.created_by,
+        "updated_by": item.updated_by or item.created_by,
         "created_at": item.created_at,
-        "updated_at": item.created_at,
+        "updated_at": item.updated_at or item.created_at,
         "responsible_user_id": item.responsible_user_id,
         "group_id": 0,
         "entity_id": item.entity_id,
@@ -221,7 +221,8 @@ def task(state: KommoState, item: Task, *, site: str) -> Json:
         "is_completed": item.is_completed,
         "task_type_id": item.task_type_id,
         "text": item.text,
-        "result": [],
+        # Kommo's PHP answers an empty result as [] and a filled one as an object.
+        "result": {"text": item.result_text} if item.result_text is not None else [],
         "complete_till": item.complete_till,
         "account_id": state.account.id,
         "_links": links(site, f"/tasks/{item.id}"),

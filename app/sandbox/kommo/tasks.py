@@ -1,4 +1,5 @@
-"""Validating and creating ``POST /api/v4/tasks`` items (a JSON array, all-or-nothing)."""
+"""Validating and applying ``POST`` and ``PATCH /api/v4/tasks`` items (JSON arrays,
+all-or-nothing)."""
 
 from __future__ import annotations
 
@@ -96,4 +97,55 @@ def _task(state: KommoState, item: dict[str, Any], now: int, user_id: int) -> Ta
         created_at=now,
     )
     state.tasks[task.id] = task
+    return task
+
+
+def update_tasks(
+    state: KommoState, items: Any, *, now: int, user_id: int
+) -> list[tuple[Task, str]]:
+    """Validate every edit (a new text, completion with a result), then apply them all."""
+    if not isinstance(items, list) or not items:
+        error = FieldError("InvalidType", "", "Expected a non-empty array")
+        raise KommoError.validation({"0": [error]})
+    errors = {
+        _request_id(item, index): found
+        for index, item in enumerate(items)
+        if (found := _edit_errors(state, item))
+    }
+    if errors:
+        raise KommoError.validation(errors)
+    return [
+        (_edit(state, item, now, user_id), _request_id(item, i)) for i, item in enumerate(items)
+    ]
+
+
+def _edit_errors(state: KommoState, item: Any) -> list[FieldError]:
+    if not isinstance(item, dict):
+        return [FieldError("InvalidType", "", "Expected an object")]
+    if not _is_int(item.get("id")) or item["id"] not in state.tasks:
+        return [FieldError("NotFound", "id", "Task not found")]
+    errors: list[FieldError] = []
+    if "text" in item and (not isinstance(item["text"], str) or not item["text"].strip()):
+        errors.append(FieldError("NotBlank", "text", BLANK))
+    if "is_completed" in item and not isinstance(item["is_completed"], bool):
+        errors.append(
+            FieldError("InvalidType", "is_completed", "This value should be of type bool.")
+        )
+    result = item.get("result")
+    if result is not None and not (
+        isinstance(result, dict) and isinstance(result.get("text"), str)
+    ):
+        errors.append(
+            FieldError("InvalidType", "result.text", "This value should be of type string.")
+        )
+    return errors
+
+
+def _edit(state: KommoState, item: dict[str, Any], now: int, user_id: int) -> Task:
+    task = state.tasks[item["id"]]
+    task.text = item.get("text", task.text)
+    task.is_completed = item.get("is_completed", task.is_completed)
+    if item.get("result") is not None:
+        task.result_text = item["result"]["text"]
+    task.updated_at, task.updated_by = now, user_id
     return task

@@ -9,6 +9,8 @@ thread, it comes from), `request`, `status`, `body` (or `body_text` when it is n
 - `with_only`: keys the example has only because of a `with=` the bridge does not send.
 - `may_be_absent`: keys an answer may lack: page links (`next` on the last page), and a key
   the example still shows that newer sources replaced (a contact's `enum`, now `enum_code`).
+- `request_bodies`: request bodies the docs show for this call, by name, to compare what the
+  bridge sends with.
 
 A path is dotted, `[]` standing for every item of a list: `_embedded.leads[].status_id`.
 """
@@ -39,6 +41,7 @@ class Fixture:
     documented_not_shown: dict[str, Any] = field(default_factory=dict)
     with_only: tuple[str, ...] = ()
     may_be_absent: tuple[str, ...] = ()
+    request_bodies: dict[str, Any] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -63,6 +66,7 @@ def load(name: str) -> Fixture:
         documented_not_shown=raw.get("documented_not_shown", {}),
         with_only=tuple(raw.get("with_only", ())),
         may_be_absent=tuple(raw.get("may_be_absent", ())),
+        request_bodies=raw.get("request_bodies", {}),
     )
 
 

@@ -1,4 +1,4 @@
-"""``/api/v4/tasks``: create a batch (all-or-nothing) and list with entity filters."""
+"""``/api/v4/tasks``: create or edit a batch (all-or-nothing), read one, list with filters."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request, Response
 
 from app.sandbox.kommo import render
 from app.sandbox.kommo.deps import BodyDep, SandboxDep, SiteDep, UserDep
-from app.sandbox.kommo.errors import HalResponse
+from app.sandbox.kommo.errors import HalResponse, no_content
 from app.sandbox.kommo.models import Task
 from app.sandbox.kommo.query import int_values, optional_int, paged
-from app.sandbox.kommo.tasks import create_tasks
+from app.sandbox.kommo.tasks import create_tasks, update_tasks
 
 router = APIRouter(prefix="/api/v4", tags=["kommo tasks"])
 
@@ -24,6 +24,31 @@ async def post_tasks(body: BodyDep, sandbox: SandboxDep, user: UserDep, site: Si
         for task, request_id in created
     ]
     return HalResponse({"_links": render.links(site, "/tasks"), "_embedded": {"tasks": items}})
+
+
+@router.patch("/tasks", response_model=None)
+async def patch_tasks(body: BodyDep, sandbox: SandboxDep, user: UserDep, site: SiteDep) -> Response:
+    state = sandbox.state
+    with state.lock:
+        changed = update_tasks(state, body, now=state.now(), user_id=user)
+    items = [
+        {
+            "id": task.id,
+            "updated_at": task.updated_at,
+            "request_id": request_id,
+            "_links": render.links(site, f"/tasks/{task.id}"),
+        }
+        for task, request_id in changed
+    ]
+    return HalResponse({"_links": render.links(site, "/tasks"), "_embedded": {"tasks": items}})
+
+
+@router.get("/tasks/{task_id:int}", response_model=None)
+def get_task(task_id: int, sandbox: SandboxDep, _user: UserDep, site: SiteDep) -> Response:
+    state = sandbox.state
+    with state.lock:
+        task = state.tasks.get(task_id)
+        return HalResponse(render.task(state, task, site=site)) if task else no_content()
 
 
 @router.get("/tasks", response_model=None)
