@@ -34,14 +34,25 @@ class LineItem:
 
 @dataclass(frozen=True)
 class Deal:
+    """A deal's header: enough to tell whether it is in the invoice stage and who owns it."""
+
     id: str
     account_id: str
     name: str
     pipeline_id: int
     status_id: int
     responsible_user_id: int | None
+    # What the adapter read, for its own later use (Kommo: the lead, so reading the deal's
+    # contents needs no second read of it). Never compared or shown.
+    source: object = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DealContents:
+    """What an invoice is made of, read only for a deal in the invoice stage."""
+
     customer: Customer | None
-    lines: tuple[LineItem, ...] = field(default_factory=tuple)
+    lines: tuple[LineItem, ...] = ()
     # ISO 4217 code the CRM's amounts are in (Kommo: the account's currency); None = unknown.
     currency: str | None = None
 

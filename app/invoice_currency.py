@@ -20,7 +20,7 @@ import enum
 
 import structlog
 
-from app.domain import BusinessCurrency, Deal
+from app.domain import BusinessCurrency
 from app.errors import InvoiceBlocked
 
 log = structlog.get_logger(__name__)
@@ -37,9 +37,11 @@ class CurrencyMismatch(InvoiceBlocked):
     """No invoice: the currencies differ in a way the policy does not allow."""
 
 
-def invoice_currency(deal: Deal, business: BusinessCurrency, policy: CurrencyPolicy) -> str:
+def invoice_currency(
+    deal_currency: str | None, business: BusinessCurrency, policy: CurrencyPolicy
+) -> str:
     """The ISO 4217 code to invoice in (the base currency unless the policy says otherwise)."""
-    wanted = (deal.currency or "").upper()
+    wanted = (deal_currency or "").upper()
     if not wanted:
         log.warning("invoice.currency_assumed", currency=business.base, reason="the deal has none")
         return business.base

@@ -171,11 +171,11 @@ async def _create_invoice(
     deal: Deal,
     record: DealInvoice | None,
 ) -> InvoiceRef:
-    cfg = bridge.config
-    lines = await _invoice_lines(bridge, deal)
+    contents = await bridge.crm.deal_contents(deal=deal)
+    lines = await _invoice_lines(bridge, contents.lines)
     business = await bridge.accounting.business_currency()
-    currency = invoice_currency(deal, business, cfg.currency_policy)
-    contact = await _resolve_contact(session, bridge, deal, business, currency)
+    currency = invoice_currency(contents.currency, business, bridge.config.currency_policy)
+    contact = await _resolve_contact(session, bridge, contents.customer, business, currency)
     check_customer(contact.id, contact.currency or business.base, currency)
     foreign = None if currency == business.base else currency
     draft = _draft(bridge, deal, contact.id, lines, record, foreign)
@@ -293,11 +293,11 @@ def _describe_line(line: LineItem) -> str:
     return f"'{line.name}' (element {line.element_id}{', ' + extra if extra else ''})"
 
 
-async def _invoice_lines(bridge: Bridge, deal: Deal) -> tuple[InvoiceLine, ...]:
-    if not deal.lines:
+async def _invoice_lines(bridge: Bridge, items: tuple[LineItem, ...]) -> tuple[InvoiceLine, ...]:
+    if not items:
         raise InvoiceBlocked("the deal has no products", f"Add them, {AGAIN}.")
     mapping = await bridge.mapping()
-    mapped = [(line, mapping.resolve(line)) for line in deal.lines]
+    mapped = [(line, mapping.resolve(line)) for line in items]
     unmapped = [line for line, m in mapped if m is None]
     if unmapped:
         raise UnmappedLines(unmapped, bridge.config.mapping_file)
@@ -350,10 +350,13 @@ def _price(line: LineItem, ledger_account_id: str, rate: TaxRate | None) -> Invo
 
 
 async def _resolve_contact(
-    session: AsyncSession, bridge: Bridge, deal: Deal, business: BusinessCurrency, currency: str
+    session: AsyncSession,
+    bridge: Bridge,
+    customer: Customer | None,
+    business: BusinessCurrency,
+    currency: str,
 ) -> CustomerRef:
     """The customer (found by email or created once), with the currency it trades in."""
-    customer = deal.customer
     if customer is None or not customer.email:
         raise InvoiceBlocked(
             "the deal's main contact has no email address",

@@ -16,6 +16,7 @@ from app.domain import (
     Customer,
     CustomerRef,
     Deal,
+    DealContents,
     DealInStage,
     InvoiceDraft,
     InvoiceRef,
@@ -32,10 +33,16 @@ class Crm(Protocol):
     name: str
 
     async def get_deal(self, *, deal_id: str) -> Deal:
-        """The deal as it is now: its customer, its product lines fully described (anything
-        else linked to it is left out and noted in the sync log), and the currency of its
-        amounts when the CRM knows it. A product the deal still links but that is deleted or
-        unpriced raises `InvoiceBlocked` naming it."""
+        """The deal's header as it is now (its stage, its owner), and nothing more: a deal
+        that has left the invoice stage is skipped whatever else is wrong with it. Raises
+        `DealNotFound` when the CRM no longer has it."""
+        ...
+
+    async def deal_contents(self, *, deal: Deal) -> DealContents:
+        """The customer, the product lines fully described (anything else linked to the deal
+        is left out and noted in the sync log), and the currency of its amounts when the CRM
+        knows it. A product the deal still links but that is deleted or unpriced raises
+        `InvoiceBlocked` naming it."""
         ...
 
     async def write_invoice(

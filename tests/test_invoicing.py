@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
 from app.bridge import Bridge
-from app.domain import Deal
+from app.domain import Deal, DealContents
 from app.inbox.models import EventState, TaskState
 from app.invoicing import idempotency_key
 from app.metrics import INVOICE_TOTALS_DIFFER
@@ -423,12 +423,12 @@ async def test_deleted_deal_is_skipped(
 
 def deal_in(bridge: Bridge, currency: str | None) -> None:
     """The CRM reports the deal's amounts in `currency` (Kommo: the account's currency)."""
-    real = bridge.crm.get_deal
+    real = bridge.crm.deal_contents
 
-    async def get_deal(*, deal_id: str) -> Deal:
-        return replace(await real(deal_id=deal_id), currency=currency)
+    async def deal_contents(*, deal: Deal) -> DealContents:
+        return replace(await real(deal=deal), currency=currency)
 
-    bridge.crm.get_deal = get_deal  # type: ignore[method-assign]
+    bridge.crm.deal_contents = deal_contents  # type: ignore[method-assign]
 
 
 @asynccontextmanager

@@ -220,8 +220,8 @@ async def test_currency_is_the_accounts_read_once_and_lists_are_cached(
     deals_with_a_widget(router, 1, 2)
 
     async with bridge_for(settings) as (bridge, _):
-        first = await bridge.crm.get_deal(deal_id="1")
-        second = await bridge.crm.get_deal(deal_id="2")
+        first = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="1"))
+        second = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="2"))
 
     assert (first.currency, second.currency) == ("GBP", "GBP")
     assert calls_to(router, "/api/v4/account") == 1
@@ -235,10 +235,10 @@ async def test_kommo_currency_overrides_and_an_unknown_one_stays_none(
     del kommo.account["currency"]
 
     async with bridge_for(settings.model_copy(update={"kommo_currency": "EUR"})) as (bridge, _):
-        overridden = await bridge.crm.get_deal(deal_id="1")
+        overridden = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="1"))
     assert calls_to(router, "/api/v4/account") == 0
     async with bridge_for(settings) as (bridge, _):
-        unknown = await bridge.crm.get_deal(deal_id="1")
+        unknown = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="1"))
 
     assert (overridden.currency, unknown.currency) == ("EUR", None)
     assert calls_to(router, "/api/v4/account") == 1

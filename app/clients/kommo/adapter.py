@@ -23,7 +23,15 @@ from app.clients.kommo.schemas import (
     TaskPatch,
     TaskResultOut,
 )
-from app.domain import CrmTask, Customer, Deal, DealInStage, InvoiceRef, LineItem
+from app.domain import (
+    CrmTask,
+    Customer,
+    Deal,
+    DealContents,
+    DealInStage,
+    InvoiceRef,
+    LineItem,
+)
 from app.errors import InvoiceBlocked
 from app.ports import DealNotFound
 
@@ -81,13 +89,7 @@ class KommoCrm:
 
     async def get_deal(self, *, deal_id: str) -> Deal:
         with _readable():
-            return await self._deal(deal_id)
-
-    async def _deal(self, deal_id: str) -> Deal:
-        try:
-            lead = await self._client.get_lead(lead_id=int(deal_id))
-        except KommoNotFound as exc:
-            raise DealNotFound(deal_id) from exc
+            lead = await self._lead(deal_id)
         return Deal(
             id=str(lead.id),
             account_id=str(lead.account_id or self._config.account_id),
@@ -95,10 +97,23 @@ class KommoCrm:
             pipeline_id=lead.pipeline_id,
             status_id=lead.status_id,
             responsible_user_id=lead.responsible_user_id,
-            customer=await self._main_customer(lead),
-            lines=tuple(await self._lines.lines(lead.embedded.catalog_elements)),
-            currency=await self._currency(),
+            source=lead,
         )
+
+    async def deal_contents(self, *, deal: Deal) -> DealContents:
+        with _readable():
+            lead = deal.source if isinstance(deal.source, Lead) else await self._lead(deal.id)
+            return DealContents(
+                customer=await self._main_customer(lead),
+                lines=tuple(await self._lines.lines(lead.embedded.catalog_elements)),
+                currency=await self._currency(),
+            )
+
+    async def _lead(self, deal_id: str) -> Lead:
+        try:
+            return await self._client.get_lead(lead_id=int(deal_id))
+        except KommoNotFound as exc:
+            raise DealNotFound(deal_id) from exc
 
     async def _currency(self) -> str | None:
         """KOMMO_CURRENCY if set, else the account's (read once per process), else None."""
