@@ -16,8 +16,9 @@ Schedule = Callable[[int, int, datetime | None], Awaitable[None]]
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    trigger_pipeline_id: int
-    trigger_status_id: int
+    # The invoice stage, as the CRM identifies its pipeline and stage (see `Deal`).
+    trigger_pipeline_id: str
+    trigger_status_id: str
     retry_delays: tuple[timedelta, ...]
     lease: timedelta
     # None: Sage applies the customer's terms; a number overrides them (INVOICE_DUE_DAYS).

@@ -34,14 +34,16 @@ class LineItem:
 
 @dataclass(frozen=True)
 class Deal:
-    """A deal's header: enough to tell whether it is in the invoice stage and who owns it."""
+    """A deal's header: enough to tell whether it is in the invoice stage and who owns it.
+    Pipeline, stage and user are the CRM's own identifiers as text: numbers in Kommo, 19-digit
+    ids or stage names in other CRMs."""
 
     id: str
     account_id: str
     name: str
-    pipeline_id: int
-    status_id: int
-    responsible_user_id: int | None
+    pipeline_id: str
+    status_id: str
+    responsible_user_id: str | None
     # What the adapter read, for its own later use (Kommo: the lead, so reading the deal's
     # contents needs no second read of it). Never compared or shown.
     source: object = field(default=None, compare=False, repr=False)
@@ -152,9 +154,9 @@ class DealInStage:
 
     id: str
     account_id: str
-    pipeline_id: int
-    status_id: int
-    responsible_user_id: int | None
+    pipeline_id: str
+    status_id: str
+    responsible_user_id: str | None
     updated_at: int
 
 

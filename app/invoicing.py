@@ -49,7 +49,7 @@ class InvoiceJob:
     event_id: int
     account_id: str
     deal_id: str
-    responsible_user_id: int | None
+    responsible_user_id: str | None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class Crm(Protocol):
         ...
 
     async def create_task(
-        self, *, deal_id: str, responsible_user_id: int | None, text: str, due: datetime
+        self, *, deal_id: str, responsible_user_id: str | None, text: str, due: datetime
     ) -> str:
         """Open a follow-up for the deal's manager; returns the CRM task id."""
         ...
@@ -74,7 +74,7 @@ class Crm(Protocol):
         ...
 
     async def deals_in_stage(
-        self, *, pipeline_id: int, status_id: int, updated_since: int
+        self, *, pipeline_id: str, status_id: str, updated_since: int
     ) -> list[DealInStage]:
         """Deals now in the stage, changed at or after `updated_since` (unix seconds)."""
         ...

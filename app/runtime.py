@@ -159,10 +159,12 @@ def kommo_config(settings: Settings) -> KommoConfig:
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
-        trigger_pipeline_id=_required(
-            settings.kommo_trigger_pipeline_id, "KOMMO_TRIGGER_PIPELINE_ID"
+        trigger_pipeline_id=str(
+            _required(settings.kommo_trigger_pipeline_id, "KOMMO_TRIGGER_PIPELINE_ID")
         ),
-        trigger_status_id=_required(settings.kommo_trigger_status_id, "KOMMO_TRIGGER_STATUS_ID"),
+        trigger_status_id=str(
+            _required(settings.kommo_trigger_status_id, "KOMMO_TRIGGER_STATUS_ID")
+        ),
         retry_delays=tuple(timedelta(seconds=s) for s in settings.retry_delays_seconds),
         lease=timedelta(seconds=settings.job_timeout_seconds),
         due_days=settings.invoice_due_days,

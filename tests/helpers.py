@@ -97,8 +97,8 @@ async def record_trigger(
     events = kommo_events(
         hook,
         account_id=str(settings.kommo_account_id),
-        trigger_pipeline_id=500,
-        trigger_status_id=503,
+        trigger_pipeline_id="500",
+        trigger_status_id="503",
     )
     async with sessionmaker() as session:
         ids = await InboxRepository(session).record(events)

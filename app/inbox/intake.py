@@ -31,16 +31,16 @@ STORED_ENTITIES = frozenset({"leads"})
 
 
 def kommo_events(
-    hook: KommoWebhook, *, account_id: str, trigger_pipeline_id: int, trigger_status_id: int
+    hook: KommoWebhook, *, account_id: str, trigger_pipeline_id: str, trigger_status_id: str
 ) -> list[NewEvent]:
     """One event per lead entry. Only a status change into the trigger stage is PENDING work."""
     trigger = (trigger_pipeline_id, trigger_status_id)
     return [_event(e, account_id, trigger) for e in hook.entries if e.entity in STORED_ENTITIES]
 
 
-def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> NewEvent:
-    pipeline_id = entry.int_field("pipeline_id")
-    status_id = entry.int_field("status_id")
+def _event(entry: WebhookEntry, account_id: str, trigger: tuple[str, str]) -> NewEvent:
+    pipeline_id = _id(entry, "pipeline_id")
+    status_id = _id(entry, "status_id")
     is_trigger = entry.entity == "leads" and entry.action == "status"
     is_trigger = is_trigger and (pipeline_id, status_id) == trigger
     if is_trigger:
@@ -61,7 +61,7 @@ def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> Ne
         action=f"{entry.entity}.{entry.action}",
         pipeline_id=pipeline_id,
         status_id=status_id,
-        responsible_user_id=entry.int_field("responsible_user_id"),
+        responsible_user_id=_id(entry, "responsible_user_id"),
         changed_at=entry.changed_at,
         state=state,
         payload=asdict(entry),
@@ -69,8 +69,15 @@ def _event(entry: WebhookEntry, account_id: str, trigger: tuple[int, int]) -> Ne
     )
 
 
-def trigger_dedupe_key(account_id: str, deal_id: str, pipeline_id: int, status_id: int) -> str:
+def trigger_dedupe_key(account_id: str, deal_id: str, pipeline_id: str, status_id: str) -> str:
     return f"{SOURCE}:{account_id}:lead:{deal_id}:trigger:{pipeline_id}:{status_id}"
+
+
+def _id(entry: WebhookEntry, name: str) -> str | None:
+    """Kommo's numeric id as text, read as a number first ("0503" is 503): the dedupe keys
+    and the stored values are what they were when these columns held integers."""
+    number = entry.int_field(name)
+    return None if number is None else str(number)
 
 
 def _skip_reason(entry: WebhookEntry) -> str:
@@ -134,7 +141,7 @@ def _sage_event(
 
 
 def recovered_event(
-    deal: DealInStage, *, trigger_pipeline_id: int, trigger_status_id: int
+    deal: DealInStage, *, trigger_pipeline_id: str, trigger_status_id: str
 ) -> NewEvent:
     """A deal reconciliation found in the stage: the trigger's own dedupe key, so a deal whose
     webhook did arrive already has this event."""

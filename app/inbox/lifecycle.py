@@ -163,7 +163,7 @@ def replay(event: InboxEvent, why: str) -> None:
 
 
 def reopened(
-    *, changed_at: int, responsible_user_id: int | None, payload: dict[str, Any]
+    *, changed_at: int, responsible_user_id: str | None, payload: dict[str, Any]
 ) -> dict[str, Any]:
     """A newer move of the deal into the trigger stage starts a finished event over (the
     repository applies these values in one UPDATE, guarded by the state and the lease)."""

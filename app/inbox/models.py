@@ -81,9 +81,10 @@ class InboxEvent(Base):
     account_id: Mapped[str] = mapped_column(String(64))
     deal_id: Mapped[str] = mapped_column(String(64), index=True)
     action: Mapped[str] = mapped_column(String(32))
-    pipeline_id: Mapped[int | None] = mapped_column(BigInteger)
-    status_id: Mapped[int | None] = mapped_column(BigInteger)
-    responsible_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The CRM's own identifiers, as text (see `app.domain.Deal`).
+    pipeline_id: Mapped[str | None] = mapped_column(String(64))
+    status_id: Mapped[str | None] = mapped_column(String(64))
+    responsible_user_id: Mapped[str | None] = mapped_column(String(64))
     # The CRM's change timestamp: a newer move into the stage reopens a finished event.
     changed_at: Mapped[int] = mapped_column(BigInteger, default=0)
     state: Mapped[str] = mapped_column(String(32), index=True)

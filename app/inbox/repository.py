@@ -39,9 +39,9 @@ class NewEvent:
     account_id: str
     deal_id: str
     action: str
-    pipeline_id: int | None
-    status_id: int | None
-    responsible_user_id: int | None
+    pipeline_id: str | None
+    status_id: str | None
+    responsible_user_id: str | None
     changed_at: int
     state: EventState
     payload: dict[str, Any]

@@ -41,8 +41,8 @@ async def kommo_webhook(
     events = kommo_events(
         hook,
         account_id=account_id,
-        trigger_pipeline_id=settings.kommo_trigger_pipeline_id or 0,
-        trigger_status_id=settings.kommo_trigger_status_id or 0,
+        trigger_pipeline_id=str(settings.kommo_trigger_pipeline_id or 0),
+        trigger_status_id=str(settings.kommo_trigger_status_id or 0),
     )
     due = await accept(session, queue, events, retry_hint="Kommo will retry")
     ack = WebhookAck(

@@ -133,7 +133,9 @@ def _check_parsed(hook: KommoWebhook) -> None:
         for name in ("status_id", "pipeline_id", "responsible_user_id", "updated_at"):
             value = entry.int_field(name)
             assert value is None or 0 <= value <= BIGINT_MAX
-    events = kommo_events(hook, account_id="31000001", trigger_pipeline_id=1, trigger_status_id=2)
+    events = kommo_events(
+        hook, account_id="31000001", trigger_pipeline_id="1", trigger_status_id="2"
+    )
     assert len(events) == len(hook.entries)
     assert all(len(e.dedupe_key) <= 255 for e in events)
 

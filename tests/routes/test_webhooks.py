@@ -51,7 +51,7 @@ async def test_every_entry_is_stored_and_only_the_trigger_is_queued(
         ("12", "skipped", "leads.status"),
         ("13", "skipped", "leads.status"),
     ]
-    assert rows[0].responsible_user_id == 42 and rows[0].account_id == "29000001"
+    assert rows[0].responsible_user_id == "42" and rows[0].account_id == "29000001"
     assert rows[1].last_error == "moved to a stage that is not the invoice trigger"
     assert await job_status(queue, f"event:{rows[0].id}:0") == JobStatus.queued
 

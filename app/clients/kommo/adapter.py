@@ -94,9 +94,9 @@ class KommoCrm:
             id=str(lead.id),
             account_id=str(lead.account_id or self._config.account_id),
             name=lead.name,
-            pipeline_id=lead.pipeline_id,
-            status_id=lead.status_id,
-            responsible_user_id=lead.responsible_user_id,
+            pipeline_id=str(lead.pipeline_id),
+            status_id=str(lead.status_id),
+            responsible_user_id=_text_id(lead.responsible_user_id),
             source=lead,
         )
 
@@ -156,14 +156,14 @@ class KommoCrm:
         return CustomFieldUpdate(field_id=field_id, values=[FieldValueOut(enum_id=enum)])
 
     async def create_task(
-        self, *, deal_id: str, responsible_user_id: int | None, text: str, due: datetime
+        self, *, deal_id: str, responsible_user_id: str | None, text: str, due: datetime
     ) -> str:
         task = TaskCreate(
             text=text,
             complete_till=int(due.timestamp()),
             entity_id=int(deal_id),
             entity_type="leads",
-            responsible_user_id=responsible_user_id,
+            responsible_user_id=int(responsible_user_id) if responsible_user_id else None,
             task_type_id=self._config.task_type_id,
             request_id=f"sagebridge-{deal_id}",
         )
@@ -202,13 +202,16 @@ class KommoCrm:
             await self._client.update_leads(patches=patches[start : start + BATCH_SIZE])
 
     async def deals_in_stage(
-        self, *, pipeline_id: int, status_id: int, updated_since: int
+        self, *, pipeline_id: str, status_id: str, updated_since: int
     ) -> list[DealInStage]:
         deals: list[DealInStage] = []
         page = 1
         while True:
             result = await self._client.leads_in_stage(
-                pipeline_id=pipeline_id, status_id=status_id, updated_from=updated_since, page=page
+                pipeline_id=int(pipeline_id),
+                status_id=int(status_id),
+                updated_from=updated_since,
+                page=page,
             )
             deals += [self._in_stage(lead) for lead in result.embedded.leads]
             if result.links.next is None or not result.embedded.leads:
@@ -241,9 +244,9 @@ class KommoCrm:
         return DealInStage(
             id=str(lead.id),
             account_id=str(lead.account_id or self._config.account_id),
-            pipeline_id=lead.pipeline_id,
-            status_id=lead.status_id,
-            responsible_user_id=lead.responsible_user_id,
+            pipeline_id=str(lead.pipeline_id),
+            status_id=str(lead.status_id),
+            responsible_user_id=_text_id(lead.responsible_user_id),
             updated_at=lead.updated_at or 0,
         )
 
@@ -263,6 +266,10 @@ class KommoCrm:
             email=str(email).strip() if email else None,
             phone=as_text(contact.field_value("PHONE")),
         )
+
+
+def _text_id(value: int | None) -> str | None:
+    return None if value is None else str(value)
 
 
 @contextmanager
