@@ -50,10 +50,16 @@ class InvoiceBlocked(Exception):
 
 
 class AppError(Exception):
-    """An expected failure at the HTTP edge, answered as `{"error": ..., "detail": ...}`."""
+    """An expected failure at the HTTP edge, answered as `{"error": ..., "detail": ...}` with
+    the status its class names: `class NotFound(AppError, status=404, error="not_found")`."""
 
     status_code = 400
     error = "bad_request"
+
+    def __init_subclass__(cls, *, status: int = 400, error: str = "bad_request") -> None:
+        super().__init_subclass__()
+        cls.status_code = status
+        cls.error = error
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -61,44 +67,36 @@ class AppError(Exception):
 
 
 class BadRequest(AppError):
-    pass
+    """The request cannot be used as it is; the detail says what to change."""
 
 
-class Unauthorized(AppError):
-    status_code = 401
-    error = "unauthorized"
+class Unauthorized(AppError, status=401, error="unauthorized"):
+    """No, or the wrong, secret or token."""
 
 
-class Forbidden(AppError):
-    status_code = 403
-    error = "forbidden"
+class Forbidden(AppError, status=403, error="forbidden"):
+    """Authenticated, but for another account."""
 
 
-class NotFound(AppError):
-    status_code = 404
-    error = "not_found"
+class NotFound(AppError, status=404, error="not_found"):
+    """No such event, provider or record."""
 
 
-class PayloadTooLarge(AppError):
-    status_code = 413
-    error = "payload_too_large"
+class NotConfiguredError(AppError, status=409, error="not_configured"):
+    """The feature needs settings this install does not have (an OAuth client, keys)."""
 
 
-class NotConfiguredError(AppError):
-    status_code = 409
-    error = "not_configured"
+class PayloadTooLarge(AppError, status=413, error="payload_too_large"):
+    """A body over the limit, refused before it is read whole."""
 
 
-class MappingRefused(AppError):
-    status_code = 422
-    error = "mapping_refused"
+class MappingRefused(AppError, status=422, error="mapping_refused"):
+    """The mapping file was refused; the version in force stays."""
 
 
-class BadGateway(AppError):
-    status_code = 502
-    error = "bad_gateway"
+class BadGateway(AppError, status=502, error="bad_gateway"):
+    """An upstream (Sage, Kommo, an OAuth provider) failed the request ops made."""
 
 
-class ServiceUnavailable(AppError):
-    status_code = 503
-    error = "service_unavailable"
+class ServiceUnavailable(AppError, status=503, error="service_unavailable"):
+    """The database (or Redis) cannot serve it now; try again."""

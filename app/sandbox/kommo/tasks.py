@@ -3,6 +3,7 @@ all-or-nothing)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from app.sandbox.kommo.errors import FieldError, KommoError
@@ -19,19 +20,8 @@ def create_tasks(
     state: KommoState, items: Any, *, now: int, user_id: int
 ) -> list[tuple[Task, str]]:
     """Validate every item, then create them; returns (task, request_id) pairs."""
-    if not isinstance(items, list) or not items:
-        error = FieldError("InvalidType", "", "Expected a non-empty array")
-        raise KommoError.validation({"0": [error]})
-    errors: dict[str, list[FieldError]] = {}
-    for index, item in enumerate(items):
-        found = _item_errors(state, item)
-        if found:
-            errors[_request_id(item, index)] = found
-    if errors:
-        raise KommoError.validation(errors)
-    return [
-        (_task(state, item, now, user_id), _request_id(item, i)) for i, item in enumerate(items)
-    ]
+    batch = _validated(items, lambda item: _item_errors(state, item))
+    return [(_task(state, item, now, user_id), _request_id(item, i)) for i, item in batch]
 
 
 def _request_id(item: Any, index: int) -> str:
@@ -104,19 +94,26 @@ def update_tasks(
     state: KommoState, items: Any, *, now: int, user_id: int
 ) -> list[tuple[Task, str]]:
     """Validate every edit (a new text, completion with a result), then apply them all."""
+    batch = _validated(items, lambda item: _edit_errors(state, item))
+    return [(_edit(state, item, now, user_id), _request_id(item, i)) for i, item in batch]
+
+
+def _validated(
+    items: Any, errors_of: Callable[[Any], list[FieldError]]
+) -> list[tuple[int, dict[str, Any]]]:
+    """A batch is a non-empty array, and nothing of it is applied unless every item is valid:
+    the 400 names each bad item by its request_id."""
     if not isinstance(items, list) or not items:
         error = FieldError("InvalidType", "", "Expected a non-empty array")
         raise KommoError.validation({"0": [error]})
     errors = {
         _request_id(item, index): found
         for index, item in enumerate(items)
-        if (found := _edit_errors(state, item))
+        if (found := errors_of(item))
     }
     if errors:
         raise KommoError.validation(errors)
-    return [
-        (_edit(state, item, now, user_id), _request_id(item, i)) for i, item in enumerate(items)
-    ]
+    return list(enumerate(items))
 
 
 def _edit_errors(state: KommoState, item: Any) -> list[FieldError]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from app.sandbox.kommo import render
@@ -9,36 +12,39 @@ from app.sandbox.kommo.deps import BodyDep, SandboxDep, SiteDep, UserDep
 from app.sandbox.kommo.errors import HalResponse, no_content
 from app.sandbox.kommo.models import Task
 from app.sandbox.kommo.query import int_values, optional_int, paged
+from app.sandbox.kommo.sandbox import KommoSandbox
 from app.sandbox.kommo.tasks import create_tasks, update_tasks
 
 router = APIRouter(prefix="/api/v4", tags=["kommo tasks"])
+Batch = Callable[..., list[tuple[Task, str]]]
 
 
 @router.post("/tasks", response_model=None)
 async def post_tasks(body: BodyDep, sandbox: SandboxDep, user: UserDep, site: SiteDep) -> Response:
-    state = sandbox.state
-    with state.lock:
-        created = create_tasks(state, body, now=state.now(), user_id=user)
-    items = [
-        {"id": task.id, "request_id": request_id, "_links": render.links(site, f"/tasks/{task.id}")}
-        for task, request_id in created
-    ]
-    return HalResponse({"_links": render.links(site, "/tasks"), "_embedded": {"tasks": items}})
+    return _apply(sandbox, site, create_tasks, body, user, updated=False)
 
 
 @router.patch("/tasks", response_model=None)
 async def patch_tasks(body: BodyDep, sandbox: SandboxDep, user: UserDep, site: SiteDep) -> Response:
+    return _apply(sandbox, site, update_tasks, body, user, updated=True)
+
+
+def _apply(
+    sandbox: KommoSandbox, site: str, batch: Batch, body: Any, user: int, *, updated: bool
+) -> Response:
+    """Apply a batch all-or-nothing; answer with each task's id (and updated_at for an edit)
+    and request_id, as POST and PATCH /api/v4/tasks do."""
     state = sandbox.state
     with state.lock:
-        changed = update_tasks(state, body, now=state.now(), user_id=user)
+        tasks = batch(state, body, now=state.now(), user_id=user)
     items = [
         {
             "id": task.id,
-            "updated_at": task.updated_at,
+            **({"updated_at": task.updated_at} if updated else {}),
             "request_id": request_id,
             "_links": render.links(site, f"/tasks/{task.id}"),
         }
-        for task, request_id in changed
+        for task, request_id in tasks
     ]
     return HalResponse({"_links": render.links(site, "/tasks"), "_embedded": {"tasks": items}})
 
