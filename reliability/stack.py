@@ -356,7 +356,7 @@ class Database:
             "WHERE source = 'kommo' AND action = 'leads.status' AND status_id = :status "
             "AND deal_id = ANY(:deals)"
         )
-        params = {"status": STATUS_RAISE_INVOICE, "deals": [str(d) for d in deal_ids]}
+        params = {"status": str(STATUS_RAISE_INVOICE), "deals": [str(d) for d in deal_ids]}
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query, params)).mappings().all()
         out: dict[str, dict[str, Any]] = {}
