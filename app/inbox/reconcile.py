@@ -52,20 +52,17 @@ async def _record_missing(
     by_account: dict[str, list[DealInStage]] = {}
     for deal in deals:
         by_account.setdefault(deal.account_id, []).append(deal)
+    trigger = {
+        "trigger_pipeline_id": bridge.config.trigger_pipeline_id,
+        "trigger_status_id": bridge.config.trigger_status_id,
+    }
     events: list[NewEvent] = []
     for account_id, group in by_account.items():
         invoiced = await InvoiceRepository(session).has_invoice(
             crm=bridge.crm.name, account_id=account_id, deal_ids=[d.id for d in group]
         )
-        events += [_recovered(d, bridge) for d in group if d.id not in invoiced]
+        events += [recovered_event(d, **trigger) for d in group if d.id not in invoiced]
     return await InboxRepository(session).record(events)
-
-
-def _recovered(deal: DealInStage, bridge: Bridge) -> NewEvent:
-    cfg = bridge.config
-    return recovered_event(
-        deal, trigger_pipeline_id=cfg.trigger_pipeline_id, trigger_status_id=cfg.trigger_status_id
-    )
 
 
 async def check_webhook(bridge: Bridge) -> str:

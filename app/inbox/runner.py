@@ -106,16 +106,15 @@ async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> O
     try:
         result = await _invoice(session, bridge, event)
     except UnmappedLines as exc:
-        needs = TaskReason.NEEDS_MAPPING
-        return Outcome(
-            EventState.NEEDS_MAPPING, str(exc), exc.task_text, needs, unmapped_products(exc)
-        )
+        unmapped = unmapped_products(exc)
+        reason = TaskReason.NEEDS_MAPPING
+        return Outcome(EventState.NEEDS_MAPPING, str(exc), exc.task_text, reason, unmapped)
     except InvoiceBlocked as exc:
         lineage.note("invoice", "not_raised", detail=exc.detail)
         return Outcome(EventState.FAILED, exc.detail, exc.task_text)
     except WriteBackRefused as exc:
-        refused = TaskReason.WRITE_BACK_REFUSED
-        return Outcome(EventState.FAILED, exc.detail, _write_back_task_text(exc), refused)
+        reason = TaskReason.WRITE_BACK_REFUSED
+        return Outcome(EventState.FAILED, exc.detail, _write_back_task_text(exc), reason)
     except UpstreamPermanentError as exc:
         return Outcome(EventState.FAILED, exc.detail, _refused_task_text(exc))
     if isinstance(result, Skipped):

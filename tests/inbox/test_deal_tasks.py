@@ -201,3 +201,33 @@ async def test_the_deal_tasks_table_keeps_what_the_bridge_opened_and_closed(
     completed_at = rows[0].completed_at
     assert "Mystery box" in rows[0].text
     assert completed_at is not None and rows[0].opened_at <= completed_at
+
+
+async def test_a_refused_write_back_has_its_own_task_completed_once_it_is_written(
+    client: AsyncClient,
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Scheduled],
+    fakes: Any,
+) -> None:
+    kommo, sage = fakes
+    kommo.add_lead(1, products=[(102, 1)])
+    refusal = {"title": "Bad Request", "status": 400, "detail": "Field 900 is read-only"}
+    kommo.faults.add("patch_lead", httpx.Response(400, json=refusal))
+    event_id = await record_trigger(sessionmaker, settings, 1)
+    assert await run_event(sessionmaker, bridge[0], event_id) == "failed"
+    [task] = kommo.tasks
+    assert task["text"].startswith(
+        "Sage invoice SI-1 WAS raised (https://app.sage.test/invoices/1), but Kommo refused to "
+        "show it on this deal: PATCH /api/v4/leads/1 → 400: Field 900 is read-only. Do not "
+        "raise it again"
+    )
+
+    await client.post(f"/ops/events/{event_id}/replay", headers=AUTH)
+    assert await run_event(sessionmaker, bridge[0], event_id) == "invoiced"
+
+    assert len(sage.invoice_posts) == 1 and len(kommo.patches) == 1
+    assert kommo.task_patches == [[{"id": 8001, "is_completed": True, "result": {"text": DONE}}]]
+    async with sessionmaker() as session:
+        [row] = (await session.scalars(select(DealTask))).all()
+    assert (row.reason, row.completed_at is not None) == ("write_back_refused", True)
