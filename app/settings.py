@@ -2,15 +2,14 @@
 
 Every variable is documented in the README's "Configuration" table. Only `sagebridge run` with no
 Kommo/Sage credentials (or an explicit `--sandbox`) runs against the built-in sandbox upstreams,
-with the values in `SANDBOX_DEFAULTS`; `api` and `worker` never fall back to it. The sandbox flag
-is set by that code path alone, never read from the environment.
+with the sandbox package's `SANDBOX_DEFAULTS`; `api` and `worker` never fall back to it. The
+sandbox flag is set by that code path alone, never read from the environment.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from pydantic import (
     Field,
@@ -23,35 +22,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.invoice_currency import CurrencyPolicy
+from sandbox import KOMMO_PORT, SAGE_PORT, SANDBOX_DEFAULTS
 
-SANDBOX_SAGE_PORT = 8701
-SANDBOX_KOMMO_PORT = 8702
-
-# What the sandbox seed (app/sandbox/seed.py) creates; the bridge is configured to match it.
-SANDBOX_DEFAULTS: dict[str, Any] = {
-    "kommo_base_url": f"http://127.0.0.1:{SANDBOX_KOMMO_PORT}",
-    "kommo_access_token": "sandbox-kommo-token",
-    "kommo_account_id": 31000001,
-    "kommo_subdomain": "sandbox",
-    "kommo_webhook_secret": "sandbox-webhook-secret",
-    "kommo_trigger_pipeline_id": 7000001,
-    "kommo_trigger_status_id": 7100003,
-    "kommo_invoice_number_field_id": 6000001,
-    "kommo_invoice_link_field_id": 6000002,
-    "kommo_payment_status_field_id": 6000003,
-    "kommo_payment_status_enums": {
-        "unpaid": 6000101,
-        "part_paid": 6000102,
-        "paid": 6000103,
-        "overdue": 6000104,
-        "void": 6000105,
-    },
-    "sage_base_url": f"http://127.0.0.1:{SANDBOX_SAGE_PORT}/v3.1",
-    "sage_access_token": "sandbox-sage-token",
-    "sage_business_id": "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001",
-    # Known to anyone who reads this file: fine for a sandbox bound to 127.0.0.1, nowhere else.
-    "ops_api_token": "sandbox-ops-token-for-127.0.0.1-only",
-}
 MIN_OPS_TOKEN_LENGTH = 32
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -180,8 +152,8 @@ class Settings(BaseSettings):
     reconcile_minutes: int = Field(default=10, ge=1, le=60)
 
     # Sandbox (used only when no upstream credentials are configured).
-    sandbox_sage_port: int = SANDBOX_SAGE_PORT
-    sandbox_kommo_port: int = SANDBOX_KOMMO_PORT
+    sandbox_sage_port: int = SAGE_PORT
+    sandbox_kommo_port: int = KOMMO_PORT
     # Set by with_sandbox_defaults() only (never from the environment); `run` then also starts
     # the simulators.
     _sandbox: bool = PrivateAttr(default=False)

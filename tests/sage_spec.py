@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonschema
 
-SPEC = Path(__file__).parent.parent / "app/sandbox/sage/contracts/sage-accounting-v3.1.swagger.json"
+SPEC = Path(__file__).parent.parent / "sandbox/sage/contracts/sage-accounting-v3.1.swagger.json"
 ENTITY = {"postSalesInvoices": "sales_invoice", "postContacts": "contact"}
 
 

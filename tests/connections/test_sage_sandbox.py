@@ -1,4 +1,4 @@
-"""The same guarantees against the Sage simulator in app/sandbox (its /oauth/token and
+"""The same guarantees against the Sage simulator in sandbox (its /oauth/token and
 /v3.1/businesses), so the wire format is checked by a second, independent implementation."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from app.connections.runtime import Connections
 from app.connections.store import ConnectionKey, ConnectionStore
 from tests.connections.conftest import make_config
 
-sandbox_sage = pytest.importorskip("app.sandbox.sage")
-seed = pytest.importorskip("app.sandbox.seed")
+sandbox_sage = pytest.importorskip("sandbox.sage")
+seed = pytest.importorskip("sandbox.seed")
 
 SANDBOX = "http://sage.test"
 

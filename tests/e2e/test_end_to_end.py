@@ -24,8 +24,9 @@ from sqlalchemy import select, text
 from app.cli import migrate_database
 from app.db import create_engine
 from app.models import SyncRecord
-from app.sandbox.runner import RunningSandbox, run_sandbox
-from app.sandbox.seed import (
+from app.settings import Settings
+from sandbox.runner import RunningSandbox, run_sandbox
+from sandbox.seed import (
     CATALOG_INVOICES,
     CATALOG_REGULAR,
     CONTACT_ADA,
@@ -46,7 +47,6 @@ from app.sandbox.seed import (
     STATUS_RAISE_INVOICE,
     register_webhook,
 )
-from app.settings import Settings
 from tests.conftest import TABLES
 from tests.helpers import lead_entry, status_webhook
 

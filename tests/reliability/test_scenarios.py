@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.common import Result, moved, settle
 from reliability.driver import Sender
 from reliability.environment import Servers
@@ -28,6 +27,7 @@ from reliability.scenarios import (
     worker_kill,
 )
 from reliability.stack import Stack
+from sandbox.seed import STATUS_RAISE_INVOICE
 
 # Real processes, about 90 s in all; marked so `make reliability-small` can run just these and
 # CI's second pass (same PostgreSQL server) can leave them out.

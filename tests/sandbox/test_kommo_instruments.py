@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from app.sandbox.common import RateLimit
-from app.sandbox.kommo import KommoSandbox
-from app.sandbox.seed import LEAD_SAMPLE
+from sandbox.common import RateLimit
+from sandbox.kommo import KommoSandbox
+from sandbox.seed import LEAD_SAMPLE
 
 LEAD_PATH = "/api/v4/leads/{id}"
 

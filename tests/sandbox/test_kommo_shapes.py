@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.sandbox.kommo import KommoSandbox
-from app.sandbox.seed import (
+from sandbox.kommo import KommoSandbox
+from sandbox.seed import (
     CATALOG_INVOICES,
     CATALOG_PRODUCTS,
     CATALOG_REGULAR,

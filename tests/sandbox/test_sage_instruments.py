@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.sandbox.common import RateLimit
-from app.sandbox.sage import SageSandbox, build_sage
-from app.sandbox.sage.models import Business
-from app.sandbox.seed import SAGE_TOKEN, demo_sage_config, demo_sage_state
+from sandbox.common import RateLimit
+from sandbox.sage import SageSandbox, build_sage
+from sandbox.sage.models import Business
+from sandbox.seed import SAGE_TOKEN, demo_sage_config, demo_sage_state
 from tests.sandbox.helpers import START, invoice_body, sage_errors
 
 INVOICES = "/v3.1/sales_invoices"

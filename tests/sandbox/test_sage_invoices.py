@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from app.sandbox.sage import SageSandbox
-from app.sandbox.seed import (
+from sandbox.sage import SageSandbox
+from sandbox.seed import (
     LEDGER_BANK_CHARGES,
     LEDGER_SUBSCRIPTIONS,
     SAGE_BANK_ACCOUNT,

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from app.sandbox.sage import SageSandbox
+from sandbox.sage import SageSandbox
 from tests.sandbox.helpers import FakeClock
 
 CLIENT = {"client_id": "sandbox-sage-client", "client_secret": "sandbox-sage-secret"}

@@ -1,0 +1,99 @@
+"""Validating and creating ``POST /api/v4/tasks`` items (a JSON array, all-or-nothing)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeGuard
+
+from sandbox.kommo.errors import FieldError, KommoError
+from sandbox.kommo.models import Task
+from sandbox.kommo.state import KommoState
+
+ENTITY_TYPES = frozenset({"leads", "contacts", "companies", "customers"})
+# Built-in task types: 1 = Follow-up, 2 = Meeting.
+TASK_TYPES = frozenset({1, 2})
+BLANK = "This value should not be blank."
+
+
+def create_tasks(
+    state: KommoState, items: Any, *, now: int, user_id: int
+) -> list[tuple[Task, str]]:
+    """Validate every item, then create them; returns (task, request_id) pairs."""
+    if not isinstance(items, list) or not items:
+        error = FieldError("InvalidType", "", "Expected a non-empty array")
+        raise KommoError.validation({"0": [error]})
+    errors: dict[str, list[FieldError]] = {}
+    for index, item in enumerate(items):
+        found = _item_errors(state, item)
+        if found:
+            errors[_request_id(item, index)] = found
+    if errors:
+        raise KommoError.validation(errors)
+    return [
+        (_task(state, item, now, user_id), _request_id(item, i)) for i, item in enumerate(items)
+    ]
+
+
+def _request_id(item: Any, index: int) -> str:
+    given = item.get("request_id") if isinstance(item, dict) else None
+    return str(given) if given is not None else str(index)
+
+
+def _item_errors(state: KommoState, item: Any) -> list[FieldError]:
+    if not isinstance(item, dict):
+        return [FieldError("InvalidType", "", "Expected an object")]
+    errors: list[FieldError] = []
+    if not isinstance(item.get("text"), str) or not item["text"].strip():
+        errors.append(FieldError("NotBlank", "text", BLANK))
+    if "complete_till" not in item:
+        errors.append(FieldError("NotBlank", "complete_till", BLANK))
+    elif not _is_int(item["complete_till"]):
+        errors.append(
+            FieldError("InvalidType", "complete_till", "This value should be of type int.")
+        )
+    errors += _link_errors(state, item)
+    if "task_type_id" in item and item["task_type_id"] not in TASK_TYPES:
+        errors.append(FieldError("NotSupportedChoice", "task_type_id", "Unknown task type."))
+    if "responsible_user_id" in item and item["responsible_user_id"] not in state.users:
+        errors.append(FieldError("NotSupportedChoice", "responsible_user_id", "Unknown user."))
+    return errors
+
+
+def _link_errors(state: KommoState, item: dict[str, Any]) -> list[FieldError]:
+    entity_type, entity_id = item.get("entity_type"), item.get("entity_id")
+    if entity_type is None and entity_id is None:
+        return []
+    if entity_type not in ENTITY_TYPES:
+        return [FieldError("NotSupportedChoice", "entity_type", "Unknown entity type.")]
+    if not _is_int(entity_id) or not _entity_exists(state, str(entity_type), entity_id):
+        return [FieldError("NotFound", "entity_id", "Entity not found")]
+    return []
+
+
+def _entity_exists(state: KommoState, entity_type: str, entity_id: int) -> bool:
+    """Leads and contacts are simulated; companies and customers are taken on trust."""
+    if entity_type == "leads":
+        return entity_id in state.leads
+    if entity_type == "contacts":
+        return entity_id in state.contacts
+    return True
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _task(state: KommoState, item: dict[str, Any], now: int, user_id: int) -> Task:
+    task = Task(
+        id=state.next_task_id(),
+        text=item["text"],
+        complete_till=item["complete_till"],
+        entity_id=item.get("entity_id"),
+        entity_type=item.get("entity_type"),
+        responsible_user_id=item.get("responsible_user_id", user_id),
+        task_type_id=item.get("task_type_id", 1),
+        duration=int(item.get("duration", 0)),
+        created_by=user_id,
+        created_at=now,
+    )
+    state.tasks[task.id] = task
+    return task
