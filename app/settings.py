@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.connections.config import ConnectionSettings
 from app.invoice_currency import CurrencyPolicy
 from sandbox import KOMMO_PORT, SAGE_PORT, SANDBOX_DEFAULTS
 
@@ -44,7 +45,11 @@ class ConfigError(Exception):
     """The configuration is refused; the message names each problem, never a value."""
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, ConnectionSettings):
+    """Every group's settings; the connections' group (OAuth grants, or a Kommo long-lived token,
+    kept in the database and used when the upstream's static *_ACCESS_TOKEN is unset) is declared
+    in app/connections/config.py."""
+
     # hide_input_in_errors: a validation error would otherwise quote the raw input, tokens and
     # client secrets included, in the start-up error.
     model_config = SettingsConfigDict(
@@ -111,31 +116,6 @@ class Settings(BaseSettings):
     currency_policy: CurrencyPolicy = CurrencyPolicy.TASK
     # Standard Webhooks secrets ("whsec_<base64>") for POST /webhooks/sage; several for rotation.
     sage_callback_secrets: list[SecretStr] = Field(default_factory=list)
-
-    # Connections: OAuth 2.0 grants (or a Kommo long-lived token) kept in the database, used when
-    # the upstream's static *_ACCESS_TOKEN is unset. See app/connections/config.py.
-    # Comma-separated Fernet keys, newest first: the first encrypts, all decrypt.
-    connection_encryption_keys: SecretStr | None = None
-    # Where a browser reaches the bridge; redirect URIs: {this}/ops/connections/{provider}/callback
-    public_base_url: str | None = None
-    oauth_state_ttl_seconds: int = 600
-    token_refresh_margin_seconds: int = 60
-    token_refresh_lock_seconds: float = 30.0
-    keep_alive_days: int = 7
-    sage_oauth_client_id: str | None = None
-    sage_oauth_client_secret: SecretStr | None = None
-    sage_oauth_authorize_url: str = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
-    sage_oauth_token_url: str = "https://oauth.accounting.sage.com/token"  # noqa: S105 - a URL
-    sage_oauth_scope: str = "full_access"
-    kommo_oauth_client_id: str | None = None
-    kommo_oauth_client_secret: SecretStr | None = None
-    kommo_oauth_authorize_url: str = "https://www.kommo.com/oauth"
-    kommo_oauth_mode: str = "post_message"
-    kommo_oauth_token_path: str = "/oauth2/access_token"  # noqa: S105 - a path
-    kommo_oauth_scheme: str = "https"
-    kommo_oauth_allowed_domains: list[str] = Field(
-        default_factory=lambda: ["kommo.com", "amocrm.ru", "amocrm.com"]
-    )
 
     # Processing.
     ledger_mappings_path: Path = Path("config/ledger_mappings.yaml")

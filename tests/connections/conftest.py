@@ -49,6 +49,9 @@ def make_config(**overrides: Any) -> ConnectionsConfig:
         "kommo_oauth_client_secret": CLIENT_SECRET,
         "token_refresh_lock_seconds": 20.0,
         "http_timeout_seconds": 5.0,
+        "api_host": "127.0.0.1",
+        "api_port": 8000,
+        "sage_business_id": None,
     }
     values.update(overrides)
     return ConnectionsConfig.model_validate(values)
