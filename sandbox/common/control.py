@@ -58,16 +58,25 @@ def _fault_routes(router: APIRouter, instruments: Instruments) -> None:
     @router.get("/faults")
     async def list_faults() -> dict[str, Any]:
         armed = faults.active()
-        return {"faults": [{**s.model_dump(mode="json"), "remaining": n} for s, n in armed]}
+        return {"faults": [{**_shown(spec), "remaining": n} for spec, n in armed]}
 
     @router.post("/faults", status_code=status.HTTP_201_CREATED)
     async def arm_fault(spec: FaultSpec) -> dict[str, Any]:
         faults.add(spec)
-        return {"armed": spec.model_dump(mode="json")}
+        return {"armed": _shown(spec)}
 
     @router.delete("/faults")
     async def clear_faults(method: str | None = None, path: str | None = None) -> dict[str, int]:
         return {"cleared": faults.clear(method, path)}
+
+
+def _shown(spec: FaultSpec) -> dict[str, Any]:
+    """A fault as armed; a refusal's code and message only where they apply."""
+    shown = spec.model_dump(mode="json")
+    for name in ("code", "message"):
+        if shown[name] is None:
+            del shown[name]
+    return shown
 
 
 def _request_log_routes(router: APIRouter, instruments: Instruments) -> None:

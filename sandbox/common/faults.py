@@ -5,7 +5,11 @@ consulted by ``SandboxMiddleware`` on every API request. Kinds:
 
 * ``latency``: sleep ``delay`` seconds before handling (``count`` calls, or until cleared);
 * ``fail``: answer the next ``count`` calls with ``status`` (5xx) without running the handler;
+* ``refuse``: answer the next ``count`` calls with ``status`` (4xx) in the upstream's own error
+  form, carrying ``code`` and ``message``, without running the handler;
 * ``rate_limit``: answer the next ``count`` calls with 429 and ``Retry-After: retry_after``;
+* ``disconnect``: drop the next ``count`` connections without an answer (a network error for
+  the client) and without running the handler;
 * ``timeout_after_commit``: run the handler (so the write is committed) and then hold the
   response for ``delay`` seconds, long enough for the client's timeout to fire.
 """
@@ -27,8 +31,14 @@ log = structlog.get_logger(__name__)
 class FaultKind(StrEnum):
     LATENCY = "latency"
     FAIL = "fail"
+    REFUSE = "refuse"
     RATE_LIMIT = "rate_limit"
+    DISCONNECT = "disconnect"
     TIMEOUT_AFTER_COMMIT = "timeout_after_commit"
+
+
+# The kinds that answer in place of the handler.
+REJECTING = (FaultKind.FAIL, FaultKind.REFUSE, FaultKind.RATE_LIMIT, FaultKind.DISCONNECT)
 
 
 class FaultSpec(BaseModel):
@@ -42,7 +52,9 @@ class FaultSpec(BaseModel):
     count: int | None = Field(
         default=None, ge=1, description="Calls affected; default 1 (latency: unlimited)"
     )
-    status: int = Field(default=500, ge=500, le=599)
+    status: int = Field(default=500, ge=400, le=599, description="fail: 5xx; refuse: 4xx")
+    code: str | None = Field(default=None, description="refuse: the error code, e.g. RecordInvalid")
+    message: str | None = Field(default=None, description="refuse: the error message")
     retry_after: int = Field(default=1, ge=0)
     delay: float = Field(default=0.0, ge=0.0)
 
@@ -51,6 +63,14 @@ class FaultSpec(BaseModel):
         delayed = self.kind in (FaultKind.LATENCY, FaultKind.TIMEOUT_AFTER_COMMIT)
         if delayed and self.delay <= 0:
             raise ValueError(f"kind {self.kind.value!r} needs a positive delay")
+        return self
+
+    @model_validator(mode="after")
+    def _status_fits_the_kind(self) -> Self:
+        if self.kind is FaultKind.FAIL and self.status < 500:
+            raise ValueError("kind 'fail' needs a 5xx status (use 'refuse' for a 4xx)")
+        if self.kind is FaultKind.REFUSE and self.status >= 500:
+            raise ValueError("kind 'refuse' needs a 4xx status (use 'fail' for a 5xx)")
         return self
 
     def effective_count(self) -> int | None:
@@ -114,6 +134,32 @@ class FaultRegistry:
         kind = FaultKind.FAIL
         self.add(FaultSpec(method=method, path=path, kind=kind, count=count, status=status))
 
+    def refuse_next(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int,
+        message: str | None = None,
+        code: str | None = None,
+        count: int = 1,
+    ) -> None:
+        kind = FaultKind.REFUSE
+        self.add(
+            FaultSpec(
+                method=method,
+                path=path,
+                kind=kind,
+                count=count,
+                status=status,
+                code=code,
+                message=message,
+            )
+        )
+
+    def disconnect_next(self, method: str, path: str, *, count: int = 1) -> None:
+        self.add(FaultSpec(method=method, path=path, kind=FaultKind.DISCONNECT, count=count))
+
     def rate_limit_next(
         self, method: str, path: str, *, count: int = 1, retry_after: int = 1
     ) -> None:
@@ -143,7 +189,7 @@ class FaultRegistry:
         with self._lock:
             matching = [a for a in self._armed if a.matches(method, path)]
             latency = self._take_latency(matching)
-            reject = self._take_first(matching, (FaultKind.FAIL, FaultKind.RATE_LIMIT))
+            reject = self._take_first(matching, REJECTING)
             hold = None if reject else self._take_first(matching, (FaultKind.TIMEOUT_AFTER_COMMIT,))
             self._armed = [a for a in self._armed if not a.spent]
         return FaultPlan(

@@ -1,8 +1,8 @@
 """ASGI middleware that gives every sandbox API request its log entry, rate limit and faults.
 
 Order per request: record the body → rate limit (as a gateway would, before anything else) →
-faults (latency, injected 5xx/429, or hold the response after the handler committed) → handler.
-Control routes (``/sandbox/...``) and docs are not instrumented.
+faults (latency, injected 5xx/4xx/429, a dropped connection, or hold the response after the
+handler committed) → handler. Control routes (``/sandbox/...``) and docs are not instrumented.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ class ErrorRenderer(Protocol):
     def server_error(self, status: int) -> Response: ...
 
     def rate_limited(self, retry_after: str | None) -> Response: ...
+
+    def client_error(self, status: int, code: str | None, message: str | None) -> Response: ...
+
+
+class ConnectionDropped(Exception):
+    """A ``disconnect`` fault: raised after a response start that never gets its body, so a
+    server (uvicorn) closes the connection and the in-process transport raises the network
+    error a client would see (sandbox/transport.py)."""
 
 
 @dataclass
@@ -90,6 +98,9 @@ class SandboxMiddleware:
         started, at = time.perf_counter(), datetime.now(UTC)
         try:
             await self._dispatch(scope, _replaying(body, receive), status)
+        except ConnectionDropped:
+            status.code = 0  # nobody got an answer
+            raise
         except Exception:
             # An unhandled error becomes Starlette's 500 further out; log it as such.
             status.code = status.code or 500
@@ -108,10 +119,12 @@ class SandboxMiddleware:
         plan = self.instruments.faults.plan(scope["method"], scope["path"])
         if plan.latency:
             await asyncio.sleep(plan.latency)
-        if plan.reject is not None:
+        if plan.reject is not None and plan.reject.kind is FaultKind.DISCONNECT:
+            await _drop(scope, send)
+        elif plan.reject is not None:
             await self._reject(plan.reject)(scope, receive, send)
         elif plan.hold_after:
-            status.code = await _run_then_hold(self.app, scope, receive, send, plan.hold_after)
+            await _run_then_hold(self.app, scope, receive, status, plan.hold_after)
         else:
             await self.app(scope, receive, send)
 
@@ -121,9 +134,12 @@ class SandboxMiddleware:
 
     def _reject(self, spec: FaultSpec) -> Response:
         log.info("sandbox.fault.injected", kind=spec.kind.value, path=spec.path, status=spec.status)
+        renderer = self.instruments.renderer
         if spec.kind is FaultKind.RATE_LIMIT:
-            return self.instruments.renderer.rate_limited(str(spec.retry_after))
-        return self.instruments.renderer.server_error(spec.status)
+            return renderer.rate_limited(str(spec.retry_after))
+        if spec.kind is FaultKind.REFUSE:
+            return renderer.client_error(spec.status, spec.code, spec.message)
+        return renderer.server_error(spec.status)
 
     def _record(self, scope: Scope, body: bytes, code: int, at: datetime, elapsed: float) -> None:
         headers = Headers(scope=scope)
@@ -179,12 +195,19 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+async def _drop(scope: Scope, send: Send) -> None:
+    log.info("sandbox.fault.injected", kind=FaultKind.DISCONNECT.value, path=scope["path"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise ConnectionDropped(scope["path"])
+
+
 async def _run_then_hold(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, hold: float
-) -> int:
+    app: ASGIApp, scope: Scope, receive: Receive, status: _StatusCapture, hold: float
+) -> None:
     """Let the handler commit, then sit on its answer until the client gives up (or ``hold``).
 
-    Returns the handler's status, which is what the log records even if nobody received it.
+    The handler's status is what the log records, even if nobody received it (a client that
+    gave up, or an in-process caller cancelled by its timeout).
     """
     buffered: list[Message] = []
 
@@ -192,14 +215,15 @@ async def _run_then_hold(
         buffered.append(message)
 
     await app(scope, receive, buffer)
-    code = next((int(m["status"]) for m in buffered if m["type"] == "http.response.start"), 0)
-    log.info("sandbox.fault.response_held", path=scope["path"], status=code, hold_s=hold)
+    status.code = next(
+        (int(m["status"]) for m in buffered if m["type"] == "http.response.start"), 0
+    )
+    log.info("sandbox.fault.response_held", path=scope["path"], status=status.code, hold_s=hold)
     if await _client_left_within(receive, hold):
         log.info("sandbox.fault.client_gave_up", path=scope["path"])
-        return code
+        return
     for message in buffered:
-        await send(message)
-    return code
+        await status.send(message)
 
 
 async def _client_left_within(receive: Receive, seconds: float) -> bool:

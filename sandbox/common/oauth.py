@@ -74,6 +74,7 @@ class OAuthStore:
         self._codes: dict[str, _Code] = {}
         self._refresh: dict[str, _Refresh] = {}
         self._access: dict[str, datetime] = {}
+        self._issued: list[IssuedTokens] = []
         self._lock = threading.Lock()
 
     @property
@@ -113,6 +114,19 @@ class OAuthStore:
             if grant is None or grant.used:
                 return False
             grant.used = True
+        return True
+
+    def issued(self) -> list[IssuedTokens]:
+        """Every pair handed out, oldest first (the Python API only: never served over HTTP)."""
+        with self._lock:
+            return list(self._issued)
+
+    def expire_access_token(self, token: str) -> bool:
+        """Make one issued access token expire now, as a provider revoking it early would."""
+        with self._lock:
+            if token not in self._access:
+                return False
+            self._access[token] = min(self._access[token], self._clock())
         return True
 
     def expire_access_tokens(self) -> int:
@@ -163,9 +177,11 @@ class OAuthStore:
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         self._access[access] = now + self._policy.access_ttl
         self._refresh[refresh] = _Refresh(client_id, now + self._policy.refresh_ttl)
-        return IssuedTokens(
+        tokens = IssuedTokens(
             access_token=access,
             refresh_token=refresh,
             expires_in=int(self._policy.access_ttl.total_seconds()),
             refresh_token_expires_in=int(self._policy.refresh_ttl.total_seconds()),
         )
+        self._issued.append(tokens)
+        return tokens

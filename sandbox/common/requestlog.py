@@ -17,6 +17,7 @@ RECORDED_HEADERS = frozenset(
         "accept",
         "authorization",
         "content-type",
+        "host",
         "if-modified-since",
         "user-agent",
         "x-business",

@@ -124,3 +124,7 @@ class KommoErrorRenderer:
         if retry_after is not None:
             response.headers["Retry-After"] = retry_after
         return response
+
+    def client_error(self, status: int, code: str | None, message: str | None) -> Response:
+        """problem+json; ``code`` has no place in it (Kommo's codes live in validation-errors)."""
+        return problem(status, message or TITLES.get(status, "Error"))

@@ -109,3 +109,16 @@ class SageErrorRenderer:
         if retry_after is not None:
             response.headers["Retry-After"] = retry_after
         return response
+
+    def client_error(self, status: int, code: str | None, message: str | None) -> Response:
+        default_code, default_message = _CLIENT_ERRORS.get(status, ("RecordInvalid", "Invalid."))
+        return error_response(status, code or default_code, message or default_message)
+
+
+_CLIENT_ERRORS = {
+    400: ("InvalidParameter", "Invalid parameter."),
+    401: ("AuthorizationFailure", "Unauthorized."),
+    403: ("AccessDenied", "You do not have access to this business."),
+    404: ("RecordNotFound", NOT_FOUND_MESSAGE),
+    422: ("RecordInvalid", "Validation failed."),
+}

@@ -74,6 +74,7 @@ def create_invoice(
         status=status,
         created_at=now,
         updated_at=now,
+        total_adjustment=book.total_adjustment,
     )
     book.invoices[invoice.id] = invoice
     return invoice

@@ -175,6 +175,8 @@ class SalesInvoice:
     void_reason: str | None = None
     deleted_at: datetime | None = None
     allocations: list[Allocation] = field(default_factory=list)
+    # Added to the total only (see Book.total_adjustment).
+    total_adjustment: Decimal = ZERO
 
     @property
     def net_amount(self) -> Decimal:
@@ -186,7 +188,7 @@ class SalesInvoice:
 
     @property
     def total_amount(self) -> Decimal:
-        return self.net_amount + self.tax_amount
+        return self.net_amount + self.tax_amount + self.total_adjustment
 
     @property
     def total_paid(self) -> Decimal:
@@ -233,6 +235,9 @@ class Book:
     invoice_sequence: int = 0
     # (entity, idempotency_id) -> (status, body) of the first successful POST.
     idempotent: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    # A test instrument, 0 unless set: added to each new invoice's total (not its lines), for a
+    # client that must notice totals differing from the lines it sent, and record, not refuse.
+    total_adjustment: Decimal = ZERO
 
     def next_invoice_number(self) -> str:
         self.invoice_sequence += 1

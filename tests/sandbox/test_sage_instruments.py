@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -214,3 +215,60 @@ async def test_request_log_python_accessor(
     assert [(e.path, e.status, e.headers["authorization"]) for e in entries] == [
         ("/v3.1/tax_rates", 200, "REDACTED")
     ]
+
+
+async def test_refuse_fault_answers_a_4xx_in_sages_error_form(
+    sage: SageSandbox, sage_client: httpx.AsyncClient, sage_anonymous: httpx.AsyncClient
+) -> None:
+    fault = {
+        "method": "POST",
+        "path": INVOICES,
+        "kind": "refuse",
+        "status": 422,
+        "code": "RecordInvalid",
+        "message": "Ledger account is archived",
+    }
+    armed = await sage_anonymous.post("/sandbox/faults", json=fault)
+    sage.faults.refuse_next("GET", "/v3.1/tax_rates", status=401)
+
+    refused = await sage_client.post("/sales_invoices", json=invoice_body())
+    unauthorized = await sage_client.get("/tax_rates")
+    then = await sage_client.post("/sales_invoices", json=invoice_body())
+
+    assert armed.json()["armed"]["message"] == "Ledger account is archived"
+    assert refused.status_code == 422
+    assert refused.json() == [
+        {
+            "$severity": "error",
+            "$dataCode": "RecordInvalid",
+            "$message": "Ledger account is archived",
+            "$source": "",
+        }
+    ]
+    assert (unauthorized.status_code, sage_errors(unauthorized)) == (
+        401,
+        [("AuthorizationFailure", "")],
+    )
+    assert then.status_code == 201
+    assert len(sage.state.books[next(iter(sage.state.books))].invoices) == 1
+
+
+async def test_refuse_needs_a_4xx_and_fail_a_5xx(sage_anonymous: httpx.AsyncClient) -> None:
+    refuse_500 = {"method": "GET", "path": INVOICES, "kind": "refuse", "status": 500}
+    refuse_422 = {"method": "GET", "path": INVOICES, "kind": "refuse", "status": 422}
+
+    assert (await sage_anonymous.post("/sandbox/faults", json=refuse_500)).status_code == 422
+    assert (await sage_anonymous.post("/sandbox/faults", json=refuse_422)).status_code == 201
+
+
+async def test_total_adjustment_moves_the_total_not_the_lines(
+    sage: SageSandbox, sage_client: httpx.AsyncClient
+) -> None:
+    book = sage.state.books[next(iter(sage.state.books))]
+    book.total_adjustment = Decimal("0.01")
+
+    created = (await sage_client.post("/sales_invoices", json=invoice_body())).json()
+
+    # 2.5 × 120.00 + 3 × 19.99 = 359.97 net, 71.99 tax (60.00 + 11.99)
+    assert (created["net_amount"], created["tax_amount"]) == ("359.97", "71.99")
+    assert (created["total_amount"], created["outstanding_amount"]) == ("431.97", "431.97")
