@@ -31,6 +31,9 @@ CHECKED_DEFINITIONS = ("postContacts", "postSalesInvoices", "postContactPayments
 
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
 _DECIMAL_STRING = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}
+# "a random 32 character hyphenless GUID" (https://developer.sage.com/accounting/guides/concepts/
+# idempotency).
+_IDEMPOTENCY_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
 
 
 def _is_date(value: object) -> bool:
@@ -77,7 +80,7 @@ def _strict_document(swagger_path: Path) -> dict[str, Any]:
         strict = copy.deepcopy(definitions[name])
         _close_objects(strict)
         for namespace in strict["properties"].values():
-            namespace["properties"]["idempotency_id"] = {"type": "string"}
+            namespace["properties"]["idempotency_id"] = _IDEMPOTENCY_ID
         definitions[name] = strict
     return document
 

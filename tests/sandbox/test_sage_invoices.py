@@ -106,6 +106,21 @@ async def test_schema_checks_types_and_dates(sage_client: httpx.AsyncClient) -> 
     ]
 
 
+async def test_idempotency_id_is_a_32_character_hyphenless_guid(
+    sage_client: httpx.AsyncClient,
+) -> None:
+    hyphens = await sage_client.post(
+        "/sales_invoices", json=invoice_body(idempotency_id="9c3e1f0a-2b4d-4c6e-8f1a-3b5c7d9e0f12")
+    )
+    plain = await sage_client.post("/sales_invoices", json=invoice_body(idempotency_id="9C" * 16))
+
+    assert (hyphens.status_code, sage_errors(hyphens)) == (
+        422,
+        [("RecordInvalid", "idempotency_id")],
+    )
+    assert plain.status_code == 201
+
+
 async def test_namespace_is_required(sage_client: httpx.AsyncClient) -> None:
     response = await sage_client.post("/sales_invoices", json=invoice_body()["sales_invoice"])
     assert sage_errors(response) == [
