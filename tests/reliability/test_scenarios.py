@@ -85,13 +85,16 @@ async def test_worker_survives_a_redis_restart(stack: Stack) -> None:
     await sender.aclose()
     # No supervisor here: either the worker dies, or it invoices the deal (bounded wait).
     deadline = time.monotonic() + 60
+    state = None
     while worker.proc.poll() is None and time.monotonic() < deadline:
-        if (await stack.db.events([deal])).get(str(deal), {}).get("state") == "invoiced":
+        state = (await stack.db.events([deal])).get(str(deal), {}).get("state")
+        if state == "invoiced":
             break
         await asyncio.sleep(0.25)
     alive = worker.proc.poll() is None
     stack.bridge.supervise()  # leave a running worker for the tests after this one
     assert alive, "the worker process exited when Redis restarted"
+    assert state == "invoiced", f"the worker lived on but left the deal {state} for 60 s"
 
 
 async def test_database_down_answers_5xx_and_loses_nothing_acknowledged(

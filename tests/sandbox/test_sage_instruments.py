@@ -195,7 +195,7 @@ async def test_request_log_records_api_calls_with_secrets_redacted(
     assert invoice_call["headers"]["authorization"] == "REDACTED"
     assert invoice_call["headers"]["x-business"] == "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001"
     assert invoice_call["body"] == invoice_body()
-    assert invoice_call["duration_ms"] >= 0
+    assert 0 < invoice_call["duration_ms"] < 10_000
     assert everything["requests"][1]["query"] == {"email": ["grace@example.com"]}
     assert everything["requests"][2]["body"] == {
         "grant_type": "refresh_token",
