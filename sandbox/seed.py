@@ -14,7 +14,6 @@ from sandbox.kommo.models import (
     Account,
     Catalog,
     CatalogElement,
-    ContactLink,
     CustomField,
     ElementLink,
     EnumOption,
@@ -350,21 +349,10 @@ def _seed_leads(state: KommoState, now: int) -> None:
             ],
         ),
     )
+    stage = (PIPELINE_SALES, STATUS_NEGOTIATION)
     for key, name, price, contact_id, elements in deals:
-        state.leads[key] = Lead(
-            id=key,
-            name=name,
-            price=price,
-            responsible_user_id=KOMMO_USER_ID,
-            status_id=STATUS_NEGOTIATION,
-            pipeline_id=PIPELINE_SALES,
-            created_by=KOMMO_USER_ID,
-            updated_by=KOMMO_USER_ID,
-            created_at=now,
-            updated_at=now,
-            contacts=[ContactLink(contact_id, is_main=True)],
-            elements=elements,
-        )
+        lead = Lead.created(key, name, by=KOMMO_USER_ID, at=now, stage=stage, price=price)
+        state.leads[key] = lead.link(contact_id, elements)
 
 
 def register_webhook(

@@ -18,17 +18,17 @@ from app.models import DealInvoice, InboxEvent, utcnow
 from app.repositories import InboxRepository
 from app.settings import Settings
 from tests.helpers import Scheduled, load_event, record_trigger, run_event
-from tests.upstreams import Kommo, Sage
+from tests.upstreams import Kommo, Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def kommo(kommo: Kommo) -> Kommo:
+def upstreams(upstreams: Upstreams) -> Upstreams:
     """Deal 1 (a Widget, mapped) and deal 2 (a Mystery box, unmapped)."""
-    kommo.add_lead(1, products=[(102, 1)])
-    kommo.add_lead(2, products=[(104, 1)])
-    return kommo
+    upstreams.kommo.add_lead(1, products=[(102, 1)])
+    upstreams.kommo.add_lead(2, products=[(104, 1)])
+    return upstreams
 
 
 async def set_event(sessionmaker: Maker, event_id: int, **values: Any) -> None:
@@ -38,11 +38,7 @@ async def set_event(sessionmaker: Maker, event_id: int, **values: Any) -> None:
 
 
 async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    monkeypatch: pytest.MonkeyPatch,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
     built, scheduled = bridge
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -50,9 +46,10 @@ async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
     async def hang(*, deal_id: str) -> Deal:
         raise asyncio.CancelledError  # what arq's job timeout delivers
 
-    monkeypatch.setattr(built.crm, "get_deal", hang)
-    with pytest.raises(asyncio.CancelledError):
-        await run_event(sessionmaker, built, event_id)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(built.crm, "get_deal", hang)
+        with pytest.raises(asyncio.CancelledError):
+            await run_event(sessionmaker, built, event_id)
 
     event = await load_event(sessionmaker, event_id)
     assert (event.state, event.attempts, event.lease_until) == ("retrying", 1, None)
@@ -61,12 +58,9 @@ async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
 
 
 async def test_an_event_that_keeps_killing_its_job_ends_failed_with_a_task(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     runs = len(settings.retry_delays_seconds) + MAX_CRASHES
     await set_event(sessionmaker, event_id, runs=runs)  # claimed that often, never finished
@@ -79,13 +73,9 @@ async def test_an_event_that_keeps_killing_its_job_ends_failed_with_a_task(
 
 
 async def test_losing_the_race_for_the_deal_marker_is_a_retry_not_a_crash(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
-    monkeypatch: pytest.MonkeyPatch,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     real_get_deal = bridge[0].crm.get_deal
 
@@ -106,9 +96,9 @@ async def test_losing_the_race_for_the_deal_marker_is_a_retry_not_a_crash(
             await other.commit()
         return deal
 
-    monkeypatch.setattr(bridge[0].crm, "get_deal", another_worker_gets_there_first)
-
-    assert await run_event(sessionmaker, bridge[0], event_id) == "retrying"
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(bridge[0].crm, "get_deal", another_worker_gets_there_first)
+        assert await run_event(sessionmaker, bridge[0], event_id) == "retrying"
     event = await load_event(sessionmaker, event_id)
     assert "another attempt is raising this deal's invoice" in (event.last_error or "")
     assert event.lease_until is None and sage.invoice_posts == []

@@ -20,7 +20,7 @@ from tests.helpers import (
     record_trigger,
     run_event,
 )
-from tests.upstreams import Kommo, Sage
+from tests.upstreams import Kommo, Sage, Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -33,10 +33,10 @@ INVOICES = "/v3.1/sales_invoices"
 
 
 @pytest.fixture
-def kommo(kommo: Kommo) -> Kommo:
+def upstreams(upstreams: Upstreams) -> Upstreams:
     """Deal 1, two Widgets, in the invoice stage."""
-    kommo.add_lead(1, products=[(102, 2)])
-    return kommo
+    upstreams.kommo.add_lead(1, products=[(102, 2)])
+    return upstreams
 
 
 async def invoice_records(sessionmaker: Maker) -> list[DealInvoice]:
@@ -45,12 +45,9 @@ async def invoice_records(sessionmaker: Maker) -> list[DealInvoice]:
 
 
 async def test_five_concurrent_jobs_for_one_event_raise_one_invoice(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     results = await asyncio.gather(
@@ -64,13 +61,9 @@ async def test_five_concurrent_jobs_for_one_event_raise_one_invoice(
 
 
 async def test_worker_killed_between_sage_post_and_local_commit(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
-    monkeypatch: pytest.MonkeyPatch,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     real_create = bridge[0].accounting.create_invoice
 
@@ -78,7 +71,7 @@ async def test_worker_killed_between_sage_post_and_local_commit(
         await real_create(draft=draft)
         raise WorkerKilled
 
-    with monkeypatch.context() as patched:
+    with pytest.MonkeyPatch.context() as patched:
         patched.setattr(bridge[0].accounting, "create_invoice", create_then_die)
         with pytest.raises(WorkerKilled):
             await run_event(sessionmaker, bridge[0], event_id)
@@ -113,19 +106,15 @@ async def test_post_that_created_the_invoice_but_timed_out_is_not_repeated(
 
 
 async def test_a_post_that_never_reached_sage_is_sent_again_with_the_same_key(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
-    monkeypatch: pytest.MonkeyPatch,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     async def die_before_post(*, draft: InvoiceDraft) -> InvoiceRef:
         raise WorkerKilled
 
-    with monkeypatch.context() as patched:
+    with pytest.MonkeyPatch.context() as patched:
         patched.setattr(bridge[0].accounting, "create_invoice", die_before_post)
         with pytest.raises(WorkerKilled):
             await run_event(sessionmaker, bridge[0], event_id)
@@ -136,12 +125,9 @@ async def test_a_post_that_never_reached_sage_is_sent_again_with_the_same_key(
 
 
 async def test_write_back_failure_retries_without_a_second_invoice(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     kommo.faults.fail_next("PATCH", "/api/v4/leads/{id}", status=504)
     event_id = await record_trigger(sessionmaker, settings, 1)
 
@@ -153,12 +139,9 @@ async def test_write_back_failure_retries_without_a_second_invoice(
 
 
 async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     await run_event(sessionmaker, bridge[0], event_id)
     async with sessionmaker() as session:
@@ -172,15 +155,10 @@ async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
 
 
 async def test_a_refused_post_closes_its_key_and_the_fixed_deal_gets_one_invoice(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    sage.faults.refuse_next(
-        "POST", INVOICES, status=422, code="RecordInvalid", message="Ledger account is archived"
-    )
+    kommo, sage = upstreams
+    sage.faults.refuse_next("POST", INVOICES, status=422, message="Ledger account is archived")
     event_id = await record_trigger(sessionmaker, settings, 1)
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
     (record,) = await invoice_records(sessionmaker)

@@ -11,32 +11,28 @@ from app.events import process_event, resume_waiting
 from app.invoicing import Bridge
 from app.settings import Settings
 from tests.helpers import Scheduled, load_event, record_trigger
-from tests.upstreams import Kommo, Sage
+from tests.upstreams import Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def kommo(kommo: Kommo) -> Kommo:
-    kommo.add_lead(1, products=[(102, 1)])
-    return kommo
+def upstreams(upstreams: Upstreams) -> Upstreams:
+    upstreams.kommo.add_lead(1, products=[(102, 1)])
+    return upstreams
 
 
 async def test_a_dead_grant_parks_the_event_and_reconnecting_resumes_it(
-    sessionmaker: Maker,
-    settings: Settings,
-    bridge: tuple[Bridge, Scheduled],
-    kommo: Kommo,
-    sage: Sage,
-    monkeypatch: pytest.MonkeyPatch,
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
+    kommo, sage = upstreams
     built, scheduled = bridge
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     async def revoked(*, deal_id: str) -> Deal:
         raise ReauthorizationRequired("sage", "b" * 32, "invalid_grant from the token endpoint")
 
-    with monkeypatch.context() as patched:
+    with pytest.MonkeyPatch.context() as patched:
         patched.setattr(built.crm, "get_deal", revoked)
         async with sessionmaker() as session:
             assert await process_event(session, built, event_id) == "waiting_connection"

@@ -30,13 +30,10 @@ from sandbox.common.ids import Clock, utc_now
 from sandbox.common.middleware import Instrumented
 from sandbox.kommo import KommoConfig, KommoSandbox, KommoState, build_kommo
 from sandbox.kommo.models import (
-    LOST_STATUS_ID,
-    WON_STATUS_ID,
     Account,
     Catalog,
     CatalogElement,
     Contact,
-    ContactLink,
     CustomField,
     ElementLink,
     EnumOption,
@@ -61,6 +58,7 @@ from sandbox.sage.models import (
 from sandbox.sage.models import Contact as SageContact
 from sandbox.sage.models import Status as InvoiceStatus
 from sandbox.sage.payments import record_payment
+from sandbox.seed import STATUS_LOST, STATUS_WON
 from sandbox.transport import SandboxTransport
 
 KOMMO_HOST = "testco.kommo.com"
@@ -173,22 +171,13 @@ class Kommo:
         updated_at: int = CREATED,
     ) -> Lead:
         """`products`: (element id, quantity) or (element id, quantity, price_id) per link."""
-        contacts = [ContactLink(contact_id, is_main=True)] if contact_id is not None else []
-        lead = Lead(
-            id=lead_id,
-            name=f"Deal {lead_id}",
-            price=0,
-            responsible_user_id=responsible_user_id,
-            status_id=status_id,
-            pipeline_id=pipeline_id,
-            created_by=responsible_user_id,
-            updated_by=responsible_user_id,
-            created_at=CREATED,
-            updated_at=updated_at,
-            contacts=contacts,
-            elements=[self._link(*product) for product in products or []],
+        stage = (pipeline_id, status_id)
+        lead = Lead.created(
+            lead_id, f"Deal {lead_id}", by=responsible_user_id, at=CREATED, stage=stage
         )
-        self.state.leads[lead_id] = lead
+        lead.updated_at = updated_at
+        links = [self._link(*product) for product in products or []]
+        self.state.leads[lead_id] = lead.link(contact_id, links)
         return lead
 
     def _link(self, element_id: int, quantity: Any, price_id: int | None = None) -> ElementLink:
@@ -236,26 +225,13 @@ class Sage:
         self.book: Book = sandbox.state.books[BUSINESS_ID]
         self.faults = sandbox.faults
 
-    def add_customer(
-        self,
-        contact_id: str,
-        email: str,
-        *,
-        currency: str | None = None,
-        credit_days: int | None = None,
-    ) -> None:
+    def add_customer(self, contact_id: str, email: str, **terms: Any) -> None:
+        """A customer whose main contact has `email`; `terms`: currency_id, credit_days."""
         now = self.sandbox.state.now()
         person = ContactPerson(id=contact_id[::-1], name=email, email=email)
+        reference = email.split("@")[0].upper()[:8]
         self.book.contacts[contact_id] = SageContact(
-            id=contact_id,
-            name=email,
-            reference=email.split("@")[0].upper()[:8],
-            contact_type_ids=["CUSTOMER"],
-            main_contact_person=person,
-            created_at=now,
-            updated_at=now,
-            currency_id=currency,
-            credit_days=credit_days,
+            contact_id, email, reference, ["CUSTOMER"], person, now, now, **terms
         )
 
     def add_invoice(
@@ -356,7 +332,13 @@ def kommo_sandbox(
     _seed_pipeline(state)
     _seed_lead_fields(state)
     state.contact_fields[EMAIL_FIELD] = CustomField(
-        EMAIL_FIELD, "Email", "multitext", "EMAIL", 4, "contacts", [EnumOption(3, "WORK", 2)]
+        EMAIL_FIELD,
+        "Email",
+        "multitext",
+        "EMAIL",
+        4,
+        "contacts",
+        [EnumOption(3, "WORK", 2)],
     )
     config = config or KommoConfig(long_lived_tokens=[KOMMO_TOKEN], rate_limit=None)
     kommo = Kommo(build_kommo(config, state))
@@ -370,7 +352,10 @@ def kommo_sandbox(
 
 def _seed_pipeline(state: KommoState) -> None:
     names = ((501, "New lead"), (502, "Negotiation"), (503, "Raise Invoice"))
-    closed = ((WON_STATUS_ID, "Closed - won"), (LOST_STATUS_ID, "Closed - lost"))
+    closed = (
+        (STATUS_WON, "Closed - won"),
+        (STATUS_LOST, "Closed - lost"),
+    )
     statuses = [
         Status(status_id, name, 10 * (i + 1), "#99ccff", PIPELINE)
         for i, (status_id, name) in enumerate((*names, *closed))

@@ -135,27 +135,14 @@ class FaultRegistry:
         self.add(FaultSpec(method=method, path=path, kind=kind, count=count, status=status))
 
     def refuse_next(
-        self,
-        method: str,
-        path: str,
-        *,
-        status: int,
-        message: str | None = None,
-        code: str | None = None,
-        count: int = 1,
+        self, method: str, path: str, *, status: int, message: str | None = None, count: int = 1
     ) -> None:
+        """The upstream's own error code for `status`; a FaultSpec can name another."""
         kind = FaultKind.REFUSE
-        self.add(
-            FaultSpec(
-                method=method,
-                path=path,
-                kind=kind,
-                count=count,
-                status=status,
-                code=code,
-                message=message,
-            )
+        spec = FaultSpec(
+            method=method, path=path, kind=kind, count=count, status=status, message=message
         )
+        self.add(spec)
 
     def disconnect_next(self, method: str, path: str, *, count: int = 1) -> None:
         self.add(FaultSpec(method=method, path=path, kind=FaultKind.DISCONNECT, count=count))

@@ -145,6 +145,20 @@ class Lead:
     contacts: list[ContactLink] = field(default_factory=list)
     elements: list[ElementLink] = field(default_factory=list)
 
+    @classmethod
+    def created(
+        cls, lead_id: int, name: str, *, by: int, at: int, stage: tuple[int, int], price: int = 0
+    ) -> Lead:
+        """A lead as user `by` creates it at `at`: theirs, in `stage` (pipeline id, status id)."""
+        pipeline_id, status_id = stage
+        return cls(lead_id, name, price, by, status_id, pipeline_id, by, by, at, at)
+
+    def link(self, contact_id: int | None, elements: list[ElementLink]) -> Lead:
+        """The main contact (if any) and the list elements linked to the lead."""
+        self.contacts = [ContactLink(contact_id, is_main=True)] if contact_id is not None else []
+        self.elements = elements
+        return self
+
 
 @dataclass
 class Task:

@@ -24,7 +24,7 @@ from app.cli import migrate_database
 from app.db import create_engine
 from app.models import EventState, InboxEvent, SyncRecord
 from app.settings import Settings
-from sandbox.kommo.models import ContactLink, ElementLink, Lead
+from sandbox.kommo.models import ElementLink, Lead
 from sandbox.runner import RunningSandbox, run_sandbox
 from sandbox.seed import (
     CATALOG_INVOICES,
@@ -221,21 +221,12 @@ def add_lead(stack: Stack, lead_id: int, element_id: int = ELEMENT_WIDGET) -> No
     """A deal of the test's own in Negotiation: Ada's, one product from the products list."""
     state = stack.sandbox.kommo.state
     with state.lock:
-        now = state.now()
-        state.leads[lead_id] = Lead(
-            id=lead_id,
-            name=f"Deal {lead_id}",
-            price=20,
-            responsible_user_id=KOMMO_USER_ID,
-            status_id=STATUS_NEGOTIATION,
-            pipeline_id=PIPELINE_SALES,
-            created_by=KOMMO_USER_ID,
-            updated_by=KOMMO_USER_ID,
-            created_at=now,
-            updated_at=now,
-            contacts=[ContactLink(CONTACT_ADA, is_main=True)],
-            elements=[ElementLink(element_id, CATALOG_PRODUCTS, Decimal(1))],
+        stage = (PIPELINE_SALES, STATUS_NEGOTIATION)
+        lead = Lead.created(
+            lead_id, f"Deal {lead_id}", by=KOMMO_USER_ID, at=state.now(), stage=stage
         )
+        product = ElementLink(element_id, CATALOG_PRODUCTS, Decimal(1))
+        state.leads[lead_id] = lead.link(CONTACT_ADA, [product])
 
 
 def invoice_posts(stack: Stack, lead_id: int) -> list[int]:
