@@ -16,6 +16,7 @@ COPY requirements/runtime.txt ./requirements/runtime.txt
 RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
+COPY sandbox ./sandbox
 COPY migrations ./migrations
 COPY config ./config
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \

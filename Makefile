@@ -35,7 +35,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy app tests bench reliability
+	$(BIN)/mypy app sandbox tests bench reliability
 
 reliability: $(STAMP)
 	$(BIN)/python -m reliability.run --json reliability/results/latest.json

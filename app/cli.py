@@ -45,7 +45,7 @@ SandboxOption = Annotated[
     bool,
     typer.Option(
         "--sandbox",
-        help="Use the built-in sandbox upstreams (python -m app.sandbox); refused when Kommo or "
+        help="Use the built-in sandbox upstreams (python -m sandbox); refused when Kommo or "
         "Sage credentials are configured.",
     ),
 ]

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 
 import structlog
 
-from app.sandbox.runner import RunningSandbox, run_sandbox
-from app.sandbox.seed import register_webhook
 from app.settings import Settings
+from sandbox.runner import RunningSandbox, run_sandbox
+from sandbox.seed import register_webhook
 
 log = structlog.get_logger(__name__)
 

@@ -2,15 +2,14 @@
 
 Every variable is documented in the README's "Configuration" table. Only `sagebridge run` with no
 Kommo/Sage credentials (or an explicit `--sandbox`) runs against the built-in sandbox upstreams,
-with the values in `SANDBOX_DEFAULTS`; `api` and `worker` never fall back to it. The sandbox flag
-is set by that code path alone, never read from the environment.
+with the sandbox package's `SANDBOX_DEFAULTS`; `api` and `worker` never fall back to it. The
+sandbox flag is set by that code path alone, never read from the environment.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from pydantic import (
     Field,
@@ -22,36 +21,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.connections.config import ConnectionSettings
 from app.invoice_currency import CurrencyPolicy
+from sandbox import KOMMO_PORT, SAGE_PORT, SANDBOX_DEFAULTS
 
-SANDBOX_SAGE_PORT = 8701
-SANDBOX_KOMMO_PORT = 8702
-
-# What the sandbox seed (app/sandbox/seed.py) creates; the bridge is configured to match it.
-SANDBOX_DEFAULTS: dict[str, Any] = {
-    "kommo_base_url": f"http://127.0.0.1:{SANDBOX_KOMMO_PORT}",
-    "kommo_access_token": "sandbox-kommo-token",
-    "kommo_account_id": 31000001,
-    "kommo_subdomain": "sandbox",
-    "kommo_webhook_secret": "sandbox-webhook-secret",
-    "kommo_trigger_pipeline_id": 7000001,
-    "kommo_trigger_status_id": 7100003,
-    "kommo_invoice_number_field_id": 6000001,
-    "kommo_invoice_link_field_id": 6000002,
-    "kommo_payment_status_field_id": 6000003,
-    "kommo_payment_status_enums": {
-        "unpaid": 6000101,
-        "part_paid": 6000102,
-        "paid": 6000103,
-        "overdue": 6000104,
-        "void": 6000105,
-    },
-    "sage_base_url": f"http://127.0.0.1:{SANDBOX_SAGE_PORT}/v3.1",
-    "sage_access_token": "sandbox-sage-token",
-    "sage_business_id": "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001",
-    # Known to anyone who reads this file: fine for a sandbox bound to 127.0.0.1, nowhere else.
-    "ops_api_token": "sandbox-ops-token-for-127.0.0.1-only",
-}
 MIN_OPS_TOKEN_LENGTH = 32
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -72,7 +45,11 @@ class ConfigError(Exception):
     """The configuration is refused; the message names each problem, never a value."""
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, ConnectionSettings):
+    """Every group's settings; the connections' group (OAuth grants, or a Kommo long-lived token,
+    kept in the database and used when the upstream's static *_ACCESS_TOKEN is unset) is declared
+    in app/connections/config.py."""
+
     # hide_input_in_errors: a validation error would otherwise quote the raw input, tokens and
     # client secrets included, in the start-up error.
     model_config = SettingsConfigDict(
@@ -140,31 +117,6 @@ class Settings(BaseSettings):
     # Standard Webhooks secrets ("whsec_<base64>") for POST /webhooks/sage; several for rotation.
     sage_callback_secrets: list[SecretStr] = Field(default_factory=list)
 
-    # Connections: OAuth 2.0 grants (or a Kommo long-lived token) kept in the database, used when
-    # the upstream's static *_ACCESS_TOKEN is unset. See app/connections/config.py.
-    # Comma-separated Fernet keys, newest first: the first encrypts, all decrypt.
-    connection_encryption_keys: SecretStr | None = None
-    # Where a browser reaches the bridge; redirect URIs: {this}/ops/connections/{provider}/callback
-    public_base_url: str | None = None
-    oauth_state_ttl_seconds: int = 600
-    token_refresh_margin_seconds: int = 60
-    token_refresh_lock_seconds: float = 30.0
-    keep_alive_days: int = 7
-    sage_oauth_client_id: str | None = None
-    sage_oauth_client_secret: SecretStr | None = None
-    sage_oauth_authorize_url: str = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
-    sage_oauth_token_url: str = "https://oauth.accounting.sage.com/token"  # noqa: S105 - a URL
-    sage_oauth_scope: str = "full_access"
-    kommo_oauth_client_id: str | None = None
-    kommo_oauth_client_secret: SecretStr | None = None
-    kommo_oauth_authorize_url: str = "https://www.kommo.com/oauth"
-    kommo_oauth_mode: str = "post_message"
-    kommo_oauth_token_path: str = "/oauth2/access_token"  # noqa: S105 - a path
-    kommo_oauth_scheme: str = "https"
-    kommo_oauth_allowed_domains: list[str] = Field(
-        default_factory=lambda: ["kommo.com", "amocrm.ru", "amocrm.com"]
-    )
-
     # Processing.
     ledger_mappings_path: Path = Path("config/ledger_mappings.yaml")
     # Check every ledger account and tax rate id in the mapping against Sage at start-up.
@@ -180,8 +132,8 @@ class Settings(BaseSettings):
     reconcile_minutes: int = Field(default=10, ge=1, le=60)
 
     # Sandbox (used only when no upstream credentials are configured).
-    sandbox_sage_port: int = SANDBOX_SAGE_PORT
-    sandbox_kommo_port: int = SANDBOX_KOMMO_PORT
+    sandbox_sage_port: int = SAGE_PORT
+    sandbox_kommo_port: int = KOMMO_PORT
     # Set by with_sandbox_defaults() only (never from the environment); `run` then also starts
     # the simulators.
     _sandbox: bool = PrivateAttr(default=False)

@@ -15,15 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.sandbox.common.ratelimit import RateLimit
-from app.sandbox.common.requestlog import RecordedRequest
-from app.sandbox.runner import RunningSandbox, run_sandbox
-from app.sandbox.seed import (
-    FIELD_INVOICE_NUMBER,
-    SAGE_BUSINESS_ID,
-    demo_kommo_state,
-    register_webhook,
-)
 from bench.infra import Infra
 from bench.kommo import add_deals, move_to_invoice_stage
 from bench.procs import (
@@ -37,6 +28,15 @@ from bench.procs import (
     stopping,
 )
 from bench.stats import Latency
+from sandbox.common.ratelimit import RateLimit
+from sandbox.common.requestlog import RecordedRequest
+from sandbox.runner import RunningSandbox, run_sandbox
+from sandbox.seed import (
+    FIELD_INVOICE_NUMBER,
+    SAGE_BUSINESS_ID,
+    demo_kommo_state,
+    register_webhook,
+)
 
 # The upstream routes the bridge calls (invoicing, tasks, reconciliation, status polling);
 # `latency` faults are armed on exactly these.

@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.sandbox.runner import RunningSandbox, run_sandbox
-from app.sandbox.seed import STATUS_RAISE_INVOICE, demo_kommo_state
 from bench.infra import Infra
 from bench.kommo import FIRST_DEAL_ID, add_deals, status_hook_bodies
 from bench.loadgen import Target, run_open_loop
@@ -30,6 +28,8 @@ from bench.procs import (
     start_worker,
     stopping,
 )
+from sandbox.runner import RunningSandbox, run_sandbox
+from sandbox.seed import STATUS_RAISE_INVOICE, demo_kommo_state
 
 SAMPLE_EVERY_S = 0.2
 

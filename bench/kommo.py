@@ -7,11 +7,11 @@ import copy
 import math
 from urllib.parse import urlencode
 
-from app.sandbox.kommo.models import ContactLink
-from app.sandbox.kommo.sandbox import KommoSandbox
-from app.sandbox.kommo.state import KommoState
-from app.sandbox.kommo.webhooks import StatusChange, status_form
-from app.sandbox.seed import (
+from sandbox.kommo.models import ContactLink
+from sandbox.kommo.sandbox import KommoSandbox
+from sandbox.kommo.state import KommoState
+from sandbox.kommo.webhooks import StatusChange, status_form
+from sandbox.seed import (
     CONTACT_ADA,
     FIELD_CONTACT_EMAIL,
     LEAD_SAMPLE,

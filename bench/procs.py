@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from app.sandbox.seed import (
+from sandbox.seed import (
     FIELD_INVOICE_LINK,
     FIELD_INVOICE_NUMBER,
     KOMMO_ACCOUNT_ID,

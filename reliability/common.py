@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.driver import Hook
 from reliability.stack import Stack
+from sandbox.seed import STATUS_RAISE_INVOICE
 
 TERMINAL = ("invoiced", "skipped", "needs_mapping", "failed", "applied", "discarded")
 

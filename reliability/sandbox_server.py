@@ -3,7 +3,7 @@
     python -m reliability.sandbox_server --kommo-token T --sage-token T
 
 prints one JSON line ``{"sage_url", "kommo_url", "harness_url"}`` once all three listen on
-127.0.0.1. The simulators are the project's own (app/sandbox), with their documented control
+127.0.0.1. The simulators are the project's own (sandbox), with their documented control
 routes (faults, request log); rate limits are off because the bridge's limits are proven in
 tests/clients/test_ratelimit.py and would otherwise set the pace of every scenario here.
 
@@ -30,13 +30,13 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from app.logging import configure_logging
-from app.sandbox.kommo import KommoSandbox, build_kommo
-from app.sandbox.kommo.models import Contact, ContactLink, ElementLink, Lead
-from app.sandbox.kommo.patching import apply_patches, validate_patches
-from app.sandbox.kommo.webhooks import status_form
-from app.sandbox.runner import serve_app
-from app.sandbox.sage import SageSandbox, build_sage
-from app.sandbox.seed import (
+from sandbox.kommo import KommoSandbox, build_kommo
+from sandbox.kommo.models import Contact, ElementLink, Lead
+from sandbox.kommo.patching import apply_patches, validate_patches
+from sandbox.kommo.webhooks import status_form
+from sandbox.runner import serve_app
+from sandbox.sage import SageSandbox, build_sage
+from sandbox.seed import (
     CATALOG_PRODUCTS,
     ELEMENT_CONSULTING,
     ELEMENT_MYSTERY,
@@ -163,20 +163,10 @@ def _lead(lead_id: int, contact_id: int, body: NewLeads, now: int) -> Lead:
     ]
     if body.unmapped:
         elements.append(ElementLink(ELEMENT_MYSTERY, CATALOG_PRODUCTS, Decimal(1)))
-    return Lead(
-        id=lead_id,
-        name=f"Reliability deal {lead_id}",
-        price=200,
-        responsible_user_id=KOMMO_USER_ID,
-        status_id=body.status_id,
-        pipeline_id=PIPELINE_SALES,
-        created_by=KOMMO_USER_ID,
-        updated_by=KOMMO_USER_ID,
-        created_at=now,
-        updated_at=now,
-        contacts=[ContactLink(contact_id, is_main=True)],
-        elements=elements,
-    )
+    stage = (PIPELINE_SALES, body.status_id)
+    name = f"Reliability deal {lead_id}"
+    lead = Lead.created(lead_id, name, by=KOMMO_USER_ID, at=now, stage=stage, price=200)
+    return lead.link(contact_id, elements)
 
 
 def _summary(kommo: KommoSandbox, sage: SageSandbox, lead_ids: range) -> dict[str, Any]:

@@ -27,7 +27,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.sandbox.seed import (
+from reliability.infra import free_port, stop_process
+from sandbox.seed import (
     FIELD_INVOICE_LINK,
     FIELD_INVOICE_NUMBER,
     KOMMO_ACCOUNT_ID,
@@ -36,7 +37,6 @@ from app.sandbox.seed import (
     SAGE_BUSINESS_ID,
     STATUS_RAISE_INVOICE,
 )
-from reliability.infra import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 

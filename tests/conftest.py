@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -29,13 +29,26 @@ from app.logging import configure_logging
 from app.main import create_app
 from app.queue import open_pool
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    from tests.helpers import Scheduled
+from tests import upstreams as sandboxes
+from tests.helpers import Scheduled, bridge_for
+from tests.upstreams import (
+    ACCOUNT_ID,
+    BUSINESS_ID,
+    KOMMO_HOST,
+    KOMMO_TOKEN,
+    PAYMENT_ENUMS,
+    PIPELINE,
+    SAGE_HOST,
+    SAGE_TOKEN,
+    TRIGGER_STATUS,
+    Kommo,
+    Sage,
+    Upstreams,
+)
 
 DATA = Path(__file__).parent / "data"
-KOMMO_URL = "https://testco.kommo.com"
-SAGE_URL = "https://api.accounting.sage.com/v3.1"
+KOMMO_URL = f"https://{KOMMO_HOST}"
+SAGE_URL = f"https://{SAGE_HOST}/v3.1"
 WEBHOOK_SECRET = "s3cret-webhook-path-token"
 OPS_TOKEN = "ops-token-for-tests-0123456789abcdef"
 # Standard Webhooks secrets: the current key and the one being rotated out.
@@ -135,27 +148,21 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "kommo_base_url": KOMMO_URL,
-        "kommo_access_token": "kommo-token-xyz",
-        "kommo_account_id": 29000001,
+        "kommo_access_token": KOMMO_TOKEN,
+        "kommo_account_id": ACCOUNT_ID,
         "kommo_subdomain": "testco",
         "kommo_webhook_secret": WEBHOOK_SECRET,
-        "kommo_trigger_pipeline_id": 500,
-        "kommo_trigger_status_id": 503,
+        "kommo_trigger_pipeline_id": PIPELINE,
+        "kommo_trigger_status_id": TRIGGER_STATUS,
         "kommo_invoice_number_field_id": 900,
         "kommo_invoice_link_field_id": 901,
         "sage_base_url": SAGE_URL,
-        "sage_access_token": "sage-token-abc",
-        "sage_business_id": "b" * 32,
+        "sage_access_token": SAGE_TOKEN,
+        "sage_business_id": BUSINESS_ID,
         "ops_api_token": OPS_TOKEN,
         "sage_callback_secrets": CALLBACK_SECRETS,
         "kommo_payment_status_field_id": 950,
-        "kommo_payment_status_enums": {
-            "unpaid": 11,
-            "part_paid": 12,
-            "paid": 13,
-            "overdue": 14,
-            "void": 15,
-        },
+        "kommo_payment_status_enums": PAYMENT_ENUMS,
         "ledger_mappings_path": DATA / "ledger_mappings.yaml",
         "retry_delays_seconds": [60, 300, 900],
         "invoice_due_days": 14,
@@ -198,11 +205,26 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
 
 
 @pytest.fixture
-async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
-    """The job pipeline on real clients (respx fakes underneath) and a record of what it
-    scheduled instead of enqueueing."""
-    # Imported here: tests.helpers imports the fakes, which import this module's constants.
-    from tests.helpers import bridge_for
+async def upstreams() -> AsyncIterator[Upstreams]:
+    """The sandbox Kommo and Sage (tests/upstreams.py), in-process, answering the hosts the
+    settings name."""
+    async with sandboxes.upstreams() as both:
+        yield both
 
+
+@pytest.fixture
+def kommo(upstreams: Upstreams) -> Kommo:
+    return upstreams.kommo
+
+
+@pytest.fixture
+def sage(upstreams: Upstreams) -> Sage:
+    return upstreams.sage
+
+
+@pytest.fixture
+async def bridge(settings: Settings) -> AsyncIterator[tuple[Bridge, Scheduled]]:
+    """The job pipeline on real clients (the sandbox upstreams underneath, when the test asks
+    for them) and a record of what it scheduled instead of enqueueing."""
     async with bridge_for(settings) as built:
         yield built

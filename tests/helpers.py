@@ -1,15 +1,15 @@
-"""Building blocks for job tests: a Bridge on real clients (respx underneath) and inbox events."""
+"""Building blocks for job tests: a Bridge on real clients (the sandbox upstreams underneath)
+and inbox events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import respx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,7 +23,6 @@ from app.mapping_store import start_mappings
 from app.models import utcnow
 from app.runtime import Database, Upstreams, pipeline_config
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -112,21 +111,6 @@ async def load_event(sessionmaker: async_sessionmaker[AsyncSession], event_id: i
         event = await session.get(InboxEvent, event_id)
         assert event is not None
         return event
-
-
-@contextmanager
-def fake_upstreams(*, pass_through: str | None = None) -> Iterator[tuple[FakeKommo, FakeSage]]:
-    """Kommo and Sage fakes (respx) holding what most job tests share: the contact Ada, the
-    Widget (102, mapped in tests/data) and the Mystery box (104, unmapped). `pass_through`
-    names a host (the bridge's own test client) that reaches the app instead of a fake."""
-    with respx.mock(assert_all_mocked=pass_through is None, assert_all_called=False) as router:
-        if pass_through:
-            router.route(host=pass_through).pass_through()
-        kommo, sage = FakeKommo(router), FakeSage(router)
-        kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
-        kommo.add_element(102, "Widget", "19.99", sku="WID-01")
-        kommo.add_element(104, "Mystery box", "10", sku="MYST-1")
-        yield kommo, sage
 
 
 async def run_event(sessionmaker: Maker, bridge: Bridge, event_id: int) -> EventState | None:

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.inbox.models import InboxEvent
 from app.mapping import parse_mapping
 from app.models import MappingRefusal, MappingVersion
-from app.sandbox.runner import run_sandbox
-from app.sandbox.seed import SAGE_BUSINESS_ID
 from app.settings import Settings
+from sandbox.runner import run_sandbox
+from sandbox.seed import SAGE_BUSINESS_ID
 from tests.helpers import record_trigger
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,11 +4,9 @@ won't take a task, and ops ending one by hand."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,24 +18,18 @@ from app.inbox.models import InboxEvent
 from app.inbox.repository import InboxRepository
 from app.models import DealInvoice, utcnow
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import (
-    Scheduled,
-    fake_upstreams,
-    load_event,
-    record_trigger,
-    run_event,
-)
+from tests.helpers import Scheduled, load_event, record_trigger, run_event
+from tests.upstreams import Kommo, Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams() as (kommo, sage):
-        kommo.add_lead(1, products=[(102, 1)])
-        kommo.add_lead(2, products=[(104, 1)])
-        yield kommo, sage
+def upstreams(upstreams: Upstreams) -> Upstreams:
+    """Deal 1 (a Widget, mapped) and deal 2 (a Mystery box, unmapped)."""
+    upstreams.kommo.add_lead(1, products=[(102, 1)])
+    upstreams.kommo.add_lead(2, products=[(104, 1)])
+    return upstreams
 
 
 async def set_event(sessionmaker: Maker, event_id: int, **values: Any) -> None:
@@ -47,7 +39,7 @@ async def set_event(sessionmaker: Maker, event_id: int, **values: Any) -> None:
 
 
 async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
     built, scheduled = bridge
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -55,9 +47,10 @@ async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
     async def hang(*, deal_id: str) -> Deal:
         raise asyncio.CancelledError  # what arq's job timeout delivers
 
-    built.crm.get_deal = hang  # type: ignore[method-assign]
-    with pytest.raises(asyncio.CancelledError):
-        await run_event(sessionmaker, built, event_id)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(built.crm, "get_deal", hang)
+        with pytest.raises(asyncio.CancelledError):
+            await run_event(sessionmaker, built, event_id)
 
     event = await load_event(sessionmaker, event_id)
     assert (event.state, event.attempts, event.lease_until) == ("retrying", 1, None)
@@ -66,9 +59,9 @@ async def test_a_job_timeout_counts_as_an_attempt_on_the_ladder(
 
 
 async def test_an_event_that_keeps_killing_its_job_ends_failed_with_a_task(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     runs = len(settings.retry_delays_seconds) + MAX_CRASHES
     await set_event(sessionmaker, event_id, runs=runs)  # claimed that often, never finished
@@ -81,9 +74,9 @@ async def test_an_event_that_keeps_killing_its_job_ends_failed_with_a_task(
 
 
 async def test_losing_the_race_for_the_deal_marker_is_a_retry_not_a_crash(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     real_get_deal = bridge[0].crm.get_deal
 
@@ -104,9 +97,9 @@ async def test_losing_the_race_for_the_deal_marker_is_a_retry_not_a_crash(
             await other.commit()
         return deal
 
-    bridge[0].crm.get_deal = another_worker_gets_there_first  # type: ignore[method-assign]
-
-    assert await run_event(sessionmaker, bridge[0], event_id) == "retrying"
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(bridge[0].crm, "get_deal", another_worker_gets_there_first)
+        assert await run_event(sessionmaker, bridge[0], event_id) == "retrying"
     event = await load_event(sessionmaker, event_id)
     assert "another attempt is raising this deal's invoice" in (event.last_error or "")
     assert event.lease_until is None and sage.invoice_posts == []
@@ -165,10 +158,9 @@ async def test_a_discarded_event_stays_discarded_when_the_deal_moves_again(
 
 
 async def test_a_task_the_crm_refuses_waits_between_tries_and_is_given_up_in_the_end(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], kommo: Kommo
 ) -> None:
-    kommo, _ = fakes
-    kommo.faults.add("tasks", *[httpx.Response(400, json={"title": "Bad"})] * MAX_TASK_ATTEMPTS)
+    kommo.faults.refuse_next("POST", "/api/v4/tasks", status=400, count=MAX_TASK_ATTEMPTS)
     event_id = await record_trigger(sessionmaker, settings, 2)
 
     assert await run_event(sessionmaker, bridge[0], event_id) == "needs_mapping"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -16,15 +14,15 @@ from app.inbox.models import EventState, InboxEvent
 from app.invoicing import idempotency_key
 from app.models import DealInvoice
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage, sage_error
 from tests.helpers import (
     Scheduled,
-    fake_upstreams,
+    bridge_for,
     load_event,
     make_due,
     record_trigger,
     run_event,
 )
+from tests.upstreams import Kommo, Sage, Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -33,11 +31,14 @@ class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing after it in the job runs, and `except Exception` can't see it."""
 
 
+INVOICES = "/v3.1/sales_invoices"
+
+
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams() as (kommo, sage):
-        kommo.add_lead(1, products=[(102, 2)])
-        yield kommo, sage
+def upstreams(upstreams: Upstreams) -> Upstreams:
+    """Deal 1, two Widgets, in the invoice stage."""
+    upstreams.kommo.add_lead(1, products=[(102, 2)])
+    return upstreams
 
 
 async def invoice_records(sessionmaker: Maker) -> list[DealInvoice]:
@@ -46,9 +47,9 @@ async def invoice_records(sessionmaker: Maker) -> list[DealInvoice]:
 
 
 async def test_five_concurrent_jobs_for_one_event_raise_one_invoice(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     results = await asyncio.gather(
@@ -62,9 +63,9 @@ async def test_five_concurrent_jobs_for_one_event_raise_one_invoice(
 
 
 async def test_worker_killed_between_sage_post_and_local_commit(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     real_create = bridge[0].accounting.create_invoice
 
@@ -72,10 +73,10 @@ async def test_worker_killed_between_sage_post_and_local_commit(
         await real_create(draft=draft)
         raise WorkerKilled
 
-    bridge[0].accounting.create_invoice = create_then_die  # type: ignore[method-assign]
-    with pytest.raises(WorkerKilled):
-        await run_event(sessionmaker, bridge[0], event_id)
-    bridge[0].accounting.create_invoice = real_create  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(bridge[0].accounting, "create_invoice", create_then_die)
+        with pytest.raises(WorkerKilled):
+            await run_event(sessionmaker, bridge[0], event_id)
     (record,) = await invoice_records(sessionmaker)
     assert (record.state, record.invoice_id) == ("posting", None)
 
@@ -89,16 +90,17 @@ async def test_worker_killed_between_sage_post_and_local_commit(
 
 
 async def test_post_that_created_the_invoice_but_timed_out_is_not_repeated(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
-    sage.timeout_after_create = 1
+    sage.faults.timeout_after_commit("POST", INVOICES, delay=60)
     event_id = await record_trigger(sessionmaker, settings, 1)
+    impatient = settings.model_copy(update={"http_timeout_seconds": 2.0})
 
-    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.RETRYING
-    assert "timed out" in ((await load_event(sessionmaker, event_id)).last_error or "")
-    await make_due(sessionmaker, event_id)
-    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    async with bridge_for(impatient) as (built, _):
+        assert await run_event(sessionmaker, built, event_id) == EventState.RETRYING
+        assert "timed out" in ((await load_event(sessionmaker, event_id)).last_error or "")
+        await make_due(sessionmaker, event_id)
+        assert await run_event(sessionmaker, built, event_id) == EventState.INVOICED
 
     assert len(sage.invoices) == 1
     assert len(sage.invoice_posts) == 1  # the retry looked it up by reference instead
@@ -106,19 +108,18 @@ async def test_post_that_created_the_invoice_but_timed_out_is_not_repeated(
 
 
 async def test_a_post_that_never_reached_sage_is_sent_again_with_the_same_key(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
-    real_create = bridge[0].accounting.create_invoice
 
     async def die_before_post(*, draft: InvoiceDraft) -> InvoiceRef:
         raise WorkerKilled
 
-    bridge[0].accounting.create_invoice = die_before_post  # type: ignore[method-assign]
-    with pytest.raises(WorkerKilled):
-        await run_event(sessionmaker, bridge[0], event_id)
-    bridge[0].accounting.create_invoice = real_create  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(bridge[0].accounting, "create_invoice", die_before_post)
+        with pytest.raises(WorkerKilled):
+            await run_event(sessionmaker, bridge[0], event_id)
 
     await make_due(sessionmaker, event_id)
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
@@ -126,12 +127,10 @@ async def test_a_post_that_never_reached_sage_is_sent_again_with_the_same_key(
 
 
 async def test_write_back_failure_retries_without_a_second_invoice(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    import httpx
-
-    kommo, sage = fakes
-    kommo.faults.add("patch_lead", httpx.Response(504, text="Gateway timeout"))
+    kommo, sage = upstreams
+    kommo.faults.fail_next("PATCH", "/api/v4/leads/{id}", status=504)
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.RETRYING
@@ -142,9 +141,9 @@ async def test_write_back_failure_retries_without_a_second_invoice(
 
 
 async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     await run_event(sessionmaker, bridge[0], event_id)
     async with sessionmaker() as session:
@@ -158,10 +157,10 @@ async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
 
 
 async def test_a_refused_post_closes_its_key_and_the_fixed_deal_gets_one_invoice(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
-    sage.faults.add("post_invoice", sage_error(422, "RecordInvalid", "Ledger account is archived"))
+    kommo, sage = upstreams
+    sage.faults.refuse_next("POST", INVOICES, status=422, message="Ledger account is archived")
     event_id = await record_trigger(sessionmaker, settings, 1)
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
     (record,) = await invoice_records(sessionmaker)

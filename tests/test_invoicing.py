@@ -1,29 +1,24 @@
-"""The invoice job end to end against respx-mocked Kommo and Sage, on a real database."""
+"""The invoice job end to end against the sandbox Kommo and Sage, on a real database."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-import respx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
 from app.bridge import Bridge
-from app.domain import Deal, DealContents
 from app.inbox.models import EventState, TaskState
 from app.invoicing import idempotency_key
 from app.metrics import INVOICE_TOTALS_DIFFER
 from app.models import ContactLink, DealInvoice, SyncRecord, utcnow
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage, sage_error
 from tests.helpers import (
     Scheduled,
     bridge_for,
@@ -32,39 +27,20 @@ from tests.helpers import (
     record_trigger,
     run_event,
 )
+from tests.upstreams import Kommo, Sage
 
 Maker = async_sessionmaker[AsyncSession]
 
 
-@pytest.fixture
-def upstream() -> Any:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def kommo(upstream: respx.MockRouter) -> FakeKommo:
-    fake = FakeKommo(upstream)
-    fake.add_contact(7001, "Ada Lovelace", "ada@example.com")
-    fake.add_element(101, "Consulting hour", "120.00", sku="CONS-HR", product_type="service")
-    fake.add_element(102, "Widget", 19.99, sku="WID-01", product_type="goods")
-    fake.add_element(103, "Support plan", "499", sku="SUP-12", product_type="subscription")
-    fake.add_element(104, "Mystery box", "10", sku="MYST-1", product_type="other")
-    fake.add_element(105, "Handbook", "12.50", sku="BOOK-1", product_type="goods")
-    return fake
-
-
-@pytest.fixture
-def sage(upstream: respx.MockRouter) -> FakeSage:
-    return FakeSage(upstream)
+INVOICES = "/v3.1/sales_invoices"
 
 
 async def test_happy_path_creates_customer_invoice_and_writes_back(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(101, 2.5), (102, 3), (103, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -89,7 +65,7 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
     assert sage.invoice_posts == [
         {
             "sales_invoice": {
-                "contact_id": sage.contacts[0]["id"],
+                "contact_id": sage.contacts[0].id,
                 "date": today.isoformat(),
                 "due_date": (today + timedelta(days=14)).isoformat(),
                 "reference": "KOMMO-1",
@@ -130,7 +106,7 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
             {
                 "custom_fields_values": [
                     {"field_id": 900, "values": [{"value": "SI-1"}]},
-                    {"field_id": 901, "values": [{"value": "https://app.sage.test/invoices/1"}]},
+                    {"field_id": 901, "values": [{"value": invoice_link(sage)}]},
                     {"field_id": 950, "values": [{"enum_id": 11}]},  # payment status: unpaid
                 ]
             },
@@ -145,15 +121,15 @@ async def test_happy_path_creates_customer_invoice_and_writes_back(
         "SI-1",
         "KOMMO-1",
     )
-    assert (link.email, link.accounting_contact_id) == ("ada@example.com", sage.contacts[0]["id"])
+    assert (link.email, link.accounting_contact_id) == ("ada@example.com", sage.contacts[0].id)
 
 
 async def test_existing_customer_is_reused_not_duplicated(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     sage.add_customer("f" * 32, "ADA@example.com")
     kommo.add_lead(1, products=[(102, 1)])
@@ -169,9 +145,8 @@ async def test_remembered_contact_link_saves_the_lookup(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
-    upstream: respx.MockRouter,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
     kommo.add_lead(2, products=[(105, 2)])
@@ -180,15 +155,11 @@ async def test_remembered_contact_link_saves_the_lookup(
 
     assert await run_event(sessionmaker, bridge[0], second) == EventState.INVOICED
 
-    contact_gets = [
-        c
-        for c in upstream.calls
-        if c.request.url.path.endswith("/contacts") and c.request.method == "GET"
-    ]
+    contact_gets = sage.queries("/v3.1/contacts")
     assert len(contact_gets) == 1
     assert len(sage.contact_posts) == 1
     assert [p["sales_invoice"]["contact_id"] for p in sage.invoice_posts] == [
-        sage.contacts[0]["id"]
+        sage.contacts[0].id
     ] * 2
 
 
@@ -205,8 +176,8 @@ async def test_each_mapping_kind_picks_the_ledger_account(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
     element_id: int,
     ledger: str,
     tax_rate: str,
@@ -229,8 +200,8 @@ async def test_tax_is_rounded_per_line_half_up(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     # 0.125 × 3 = 0.375 net → 0.38; 20 % of 0.38 = 0.076 → 0.08
     kommo.add_element(106, "Screw", "0.125", sku="WID-01")
@@ -250,8 +221,8 @@ async def test_unmapped_line_raises_no_invoice_and_opens_one_task(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1), (104, 2)], responsible_user_id=77)
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -267,7 +238,7 @@ async def test_unmapped_line_raises_no_invoice_and_opens_one_task(
     assert "tests/data/ledger_mappings.yaml" in task["text"]
     assert task["complete_till"] > utcnow().timestamp()
     event = await load_event(sessionmaker, event_id)
-    assert (event.task_state, event.task_id) == (TaskState.CREATED, "8001")
+    assert (event.task_state, event.task_id) == (TaskState.CREATED, "8000001")
     assert "Mystery box" in (event.last_error or "")
 
 
@@ -275,8 +246,8 @@ async def test_deal_no_longer_in_stage_is_skipped(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, status_id=502, products=[(102, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
@@ -291,17 +262,14 @@ async def test_transient_failures_retry_at_the_configured_delays_then_one_task(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
-    sage.faults.add(
-        "post_invoice",
-        sage_error(503, "ServiceUnavailable", "down"),
-        httpx.ConnectError("connection refused"),
-        httpx.Response(429, headers={"Retry-After": "600"}, json=[]),
-        sage_error(500, "UnexpectedError", "still down"),
-    )
+    sage.faults.fail_next("POST", INVOICES, status=503)
+    sage.faults.disconnect_next("POST", INVOICES)
+    sage.faults.rate_limit_next("POST", INVOICES, retry_after=600)
+    sage.faults.fail_next("POST", INVOICES, status=500)
     event_id = await record_trigger(sessionmaker, settings, 1)
     built, scheduled = bridge
 
@@ -320,7 +288,8 @@ async def test_transient_failures_retry_at_the_configured_delays_then_one_task(
     assert [(c[0], c[1]) for c in scheduled.calls] == [(event_id, 1), (event_id, 2), (event_id, 3)]
     assert len(sage.invoice_posts) == 0  # every POST failed before Sage stored anything
     assert len(kommo.tasks) == 1
-    assert "after 4 attempts" in kommo.tasks[0]["text"] and "still down" in kommo.tasks[0]["text"]
+    still_down = "UnexpectedError: An unexpected error has occurred."
+    assert "after 4 attempts" in kommo.tasks[0]["text"] and still_down in kommo.tasks[0]["text"]
     assert f"/ops/events/{event_id}/replay" in kommo.tasks[0]["text"]
     # Nothing more happens for a finished event.
     assert await run_event(sessionmaker, built, event_id) is None
@@ -331,13 +300,11 @@ async def test_retry_after_longer_than_the_rung_is_honoured(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
-    kommo.faults.add(
-        "get_lead", httpx.Response(429, headers={"Retry-After": "120"}, text="Too Many")
-    )
+    kommo.faults.rate_limit_next("GET", "/api/v4/leads/{id}", retry_after=120)
     event_id = await record_trigger(sessionmaker, settings, 1)
     before = utcnow()
 
@@ -352,12 +319,12 @@ async def test_permanent_sage_error_opens_a_task_at_once_quoting_sage(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
-    sage.faults.add(
-        "post_invoice", sage_error(422, "RecordInvalid", "Ledger account is not valid for sales")
+    sage.faults.refuse_next(
+        "POST", INVOICES, status=422, message="Ledger account is not valid for sales"
     )
     event_id = await record_trigger(sessionmaker, settings, 1)
 
@@ -374,11 +341,11 @@ async def test_task_creation_failure_is_retried_later_not_lost(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(104, 1)])
-    kommo.faults.add("tasks", httpx.Response(502, text="Bad gateway"))
+    kommo.faults.fail_next("POST", "/api/v4/tasks", status=502)
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.NEEDS_MAPPING
@@ -395,8 +362,8 @@ async def test_contact_without_email_fails_with_a_task_saying_so(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_contact(7002, "No Mail", None)
     kommo.add_lead(1, contact_id=7002, products=[(102, 1)])
@@ -412,8 +379,8 @@ async def test_deleted_deal_is_skipped(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     event_id = await record_trigger(sessionmaker, settings, 404)
 
@@ -421,14 +388,14 @@ async def test_deleted_deal_is_skipped(
     assert kommo.tasks == []
 
 
-def deal_in(bridge: Bridge, currency: str | None) -> None:
+def deal_in(kommo: Kommo, currency: str | None) -> None:
     """The CRM reports the deal's amounts in `currency` (Kommo: the account's currency)."""
-    real = bridge.crm.deal_contents
+    kommo.state.account.currency = currency
 
-    async def deal_contents(*, deal: Deal) -> DealContents:
-        return replace(await real(deal=deal), currency=currency)
 
-    bridge.crm.deal_contents = deal_contents  # type: ignore[method-assign]
+def invoice_link(sage: Sage) -> str:
+    """Where the sandbox Sage's `alternate` link for its (only) invoice points."""
+    return f"https://api.accounting.sage.com/sandbox/ui/sales_invoices/{sage.invoices[0].id}"
 
 
 @asynccontextmanager
@@ -447,7 +414,7 @@ async def sync_log(sessionmaker: Maker, action: str) -> list[dict[str, Any]]:
 
 
 async def test_due_date_is_left_to_sage_and_taken_from_its_answer(
-    sessionmaker: Maker, settings: Settings, kommo: FakeKommo, sage: FakeSage
+    sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
     sage.add_customer("f" * 32, "ada@example.com", credit_days=15)
     kommo.add_lead(1, products=[(102, 1)])
@@ -466,11 +433,11 @@ async def test_deal_in_another_currency_gets_a_task_and_no_invoice_by_default(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
-    deal_in(bridge[0], "EUR")
+    deal_in(kommo, "EUR")
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
@@ -489,12 +456,12 @@ async def test_existing_customer_trading_in_another_currency_gets_a_task(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
-    sage.add_customer("f" * 32, "ada@example.com", currency="USD")
+    sage.add_customer("f" * 32, "ada@example.com", currency_id="USD")
     kommo.add_lead(1, products=[(102, 1)])
-    deal_in(bridge[0], "GBP")
+    deal_in(kommo, "GBP")
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.FAILED
@@ -507,20 +474,21 @@ async def test_existing_customer_trading_in_another_currency_gets_a_task(
 
 
 async def test_deal_currency_policy_invoices_a_new_customer_in_the_deals_currency(
-    sessionmaker: Maker, settings: Settings, kommo: FakeKommo, sage: FakeSage
+    sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
-    sage.multi_currency = True
+    sage.book.business.multi_currency_enabled = True
+    sage.book.business.exchange_rates["EUR"] = Decimal("1.17")
     kommo.add_lead(1, products=[(102, 2)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     async with bridge_with(settings, currency_policy="deal_currency") as built:
-        deal_in(built, "EUR")
+        deal_in(kommo, "EUR")
         assert await run_event(sessionmaker, built, event_id) == EventState.INVOICED
 
     assert sage.contact_posts[0]["contact"]["currency_id"] == "EUR"
     posted = sage.invoice_posts[0]["sales_invoice"]
     assert posted["currency_id"] == "EUR" and "exchange_rate" not in posted
-    assert sage.invoices[0]["currency"]["id"] == "EUR"
+    assert sage.invoices[0].currency_id == "EUR"
     async with sessionmaker() as session:
         link = (await session.scalars(select(ContactLink))).one()
     assert link.currency == "EUR"
@@ -545,20 +513,20 @@ async def test_deal_currency_policy_invoices_a_new_customer_in_the_deals_currenc
 async def test_deal_currency_policy_still_refuses_what_sage_cannot_book(
     sessionmaker: Maker,
     settings: Settings,
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
     multi_currency: bool,
     customer_currency: str | None,
     expected: str,
 ) -> None:
-    sage.multi_currency = multi_currency
+    sage.book.business.multi_currency_enabled = multi_currency
     if customer_currency:
-        sage.add_customer("f" * 32, "ada@example.com", currency=customer_currency)
+        sage.add_customer("f" * 32, "ada@example.com", currency_id=customer_currency)
     kommo.add_lead(1, products=[(102, 1)])
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     async with bridge_with(settings, currency_policy="deal_currency") as built:
-        deal_in(built, "EUR")
+        deal_in(kommo, "EUR")
         assert await run_event(sessionmaker, built, event_id) == EventState.FAILED
 
     assert sage.invoice_attempts == [] and sage.contact_posts == []
@@ -569,11 +537,11 @@ async def test_deal_without_a_currency_is_invoiced_in_the_business_currency(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
     kommo.add_lead(1, products=[(102, 1)])
-    deal_in(bridge[0], None)
+    deal_in(kommo, None)
     event_id = await record_trigger(sessionmaker, settings, 1)
 
     with capture_logs() as logs:
@@ -590,10 +558,10 @@ async def test_sage_totals_that_differ_from_ours_are_recorded_not_refused(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    kommo: FakeKommo,
-    sage: FakeSage,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
-    sage.total_skew = Decimal("0.01")
+    sage.book.total_adjustment = Decimal("0.01")
     kommo.add_lead(1, products=[(102, 3)])
     event_id = await record_trigger(sessionmaker, settings, 1)
     before = INVOICE_TOTALS_DIFFER._value.get()
@@ -602,5 +570,5 @@ async def test_sage_totals_that_differ_from_ours_are_recorded_not_refused(
 
     assert INVOICE_TOTALS_DIFFER._value.get() == before + 1
     assert await sync_log(sessionmaker, "totals_differ") == [
-        {"invoice_id": sage.invoices[0]["id"], "total_ours": "71.96", "total_theirs": "71.97"}
+        {"invoice_id": sage.invoices[0].id, "total_ours": "71.96", "total_theirs": "71.97"}
     ]

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import shutil
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from app.runtime import Database, Upstreams
 from app.settings import Settings
 from app.workers.main import WorkerContext, process_event_job, shutdown, startup
 from tests.conftest import DATA, OPS_TOKEN, make_settings
-from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import fake_upstreams, record_trigger
+from tests.helpers import record_trigger
+from tests.upstreams import Kommo, Sage
 
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 Maker = async_sessionmaker[AsyncSession]
@@ -54,15 +54,15 @@ def mapped_settings(database_url: str, redis_url: str, mapping_file: Path) -> Se
 
 
 @pytest.fixture
-def upstreams() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams(pass_through="bridge.test") as (kommo, sage):
-        kommo.add_lead(1, products=[(102, 1), (104, 2)])
-        yield kommo, sage
+def kommo(kommo: Kommo) -> Kommo:
+    """Deal 1: a Widget (mapped) and two Mystery boxes (not in tests/data's mapping)."""
+    kommo.add_lead(1, products=[(102, 1), (104, 2)])
+    return kommo
 
 
 @pytest.fixture
 async def ops(
-    mapped_settings: Settings, queue: ArqRedis, upstreams: Any
+    mapped_settings: Settings, queue: ArqRedis, kommo: Kommo
 ) -> AsyncIterator[AsyncClient]:
     app: FastAPI = create_app(mapped_settings)
     async with app.router.lifespan_context(app):
@@ -73,7 +73,7 @@ async def ops(
 
 @pytest.fixture
 async def worker(
-    mapped_settings: Settings, queue: ArqRedis, upstreams: Any, ops: AsyncClient
+    mapped_settings: Settings, queue: ArqRedis, kommo: Kommo, ops: AsyncClient
 ) -> AsyncIterator[WorkerContext]:
     """The worker process's context, as arq builds it (start-up after the API's)."""
     ctx = WorkerContext(settings=mapped_settings, redis=queue)
@@ -85,12 +85,12 @@ async def worker(
 async def test_a_replay_right_after_a_reload_invoices_with_the_new_mapping(
     ops: AsyncClient,
     worker: WorkerContext,
-    upstreams: tuple[FakeKommo, FakeSage],
+    kommo: Kommo,
+    sage: Sage,
     mapping_file: Path,
     sessionmaker: Maker,
     mapped_settings: Settings,
 ) -> None:
-    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, mapped_settings, 1)
     assert await process_event_job(worker, event_id) == "needs_mapping"
     assert len(kommo.tasks) == 1 and sage.invoice_posts == []
@@ -181,13 +181,12 @@ async def test_processes_storing_the_same_edit_at_once_make_one_version(
 async def test_a_job_asks_the_database_once_for_the_version_and_never_reads_the_file(
     ops: AsyncClient,
     worker: WorkerContext,
-    upstreams: tuple[FakeKommo, FakeSage],
+    kommo: Kommo,
     mapping_file: Path,
     sessionmaker: Maker,
     mapped_settings: Settings,
     tmp_path: Path,
 ) -> None:
-    kommo, _sage = upstreams
     for lead_id in (2, 3, 4):
         kommo.add_lead(lead_id, products=[(102, 1)])
     events = [await record_trigger(sessionmaker, mapped_settings, i) for i in (2, 3, 4)]

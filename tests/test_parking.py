@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -13,38 +10,32 @@ from app.connections.errors import ReauthorizationRequired
 from app.domain import Deal
 from app.inbox.runner import process_event, resume_waiting
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import (
-    Scheduled,
-    fake_upstreams,
-    load_event,
-    record_trigger,
-)
+from tests.helpers import Scheduled, load_event, record_trigger
+from tests.upstreams import Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams() as (kommo, sage):
-        kommo.add_lead(1, products=[(102, 1)])
-        yield kommo, sage
+def upstreams(upstreams: Upstreams) -> Upstreams:
+    upstreams.kommo.add_lead(1, products=[(102, 1)])
+    return upstreams
 
 
 async def test_a_dead_grant_parks_the_event_and_reconnecting_resumes_it(
-    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Scheduled], upstreams: Upstreams
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     built, scheduled = bridge
     event_id = await record_trigger(sessionmaker, settings, 1)
-    real_get_deal = built.crm.get_deal
 
     async def revoked(*, deal_id: str) -> Deal:
         raise ReauthorizationRequired("sage", "b" * 32, "invalid_grant from the token endpoint")
 
-    built.crm.get_deal = revoked  # type: ignore[method-assign]
-    async with sessionmaker() as session:
-        assert await process_event(session, built, event_id) == "waiting_connection"
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(built.crm, "get_deal", revoked)
+        async with sessionmaker() as session:
+            assert await process_event(session, built, event_id) == "waiting_connection"
     event = await load_event(sessionmaker, event_id)
     assert (event.attempts, event.task_state, scheduled.calls, kommo.tasks) == (0, None, [], [])
     assert "POST /ops/connections/sage/start" in (event.last_error or "")
@@ -60,7 +51,6 @@ async def test_a_dead_grant_parks_the_event_and_reconnecting_resumes_it(
     async with sessionmaker() as session:
         assert await resume_waiting(session, is_active) == [event_id]
 
-    built.crm.get_deal = real_get_deal  # type: ignore[method-assign]
     async with sessionmaker() as session:
         assert await process_event(session, built, event_id) == "invoiced"
     assert len(sage.invoices) == 1

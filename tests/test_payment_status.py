@@ -7,9 +7,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-import respx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,8 +19,8 @@ from app.models import DealInvoice, SyncCursor
 from app.payment_status import CURSOR, apply_statuses, poll_statuses, shown_status
 from app.settings import Settings
 from tests.conftest import make_settings
-from tests.fakes import FakeKommo, FakeSage
 from tests.helpers import bridge_for
+from tests.upstreams import Kommo, Sage
 
 Maker = async_sessionmaker[AsyncSession]
 ENUMS = {"unpaid": 11, "part_paid": 12, "paid": 13, "overdue": 14, "void": 15}
@@ -67,9 +65,15 @@ def test_each_sage_status_maps_to_what_the_deal_shows(
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
-        yield FakeKommo(router), FakeSage(router)
+def kommo(kommo: Kommo) -> Kommo:
+    """Deals 1-3, whose invoices the bridge raised earlier (add_invoices)."""
+    for lead_id in (1, 2, 3):
+        kommo.add_lead(lead_id, status_id=142)
+    return kommo
+
+
+def at(hour: int, minute: int = 0, *, day: int = 22) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -132,7 +136,7 @@ async def watermark(sessionmaker: Maker) -> datetime | None:
         return cursor.value if cursor else None
 
 
-def patched(kommo: FakeKommo) -> list[tuple[int, int]]:
+def patched(kommo: Kommo) -> list[tuple[int, int]]:
     return [
         (item["id"], item["custom_fields_values"][0]["values"][0]["enum_id"])
         for batch in kommo.batch_patches
@@ -141,14 +145,14 @@ def patched(kommo: FakeKommo) -> list[tuple[int, int]]:
 
 
 async def test_poll_writes_changed_statuses_in_one_batch_and_moves_the_watermark(
-    sessionmaker: Maker, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
-    await add_invoices(sessionmaker, ("1", "a" * 32), ("2", "b" * 32), ("3", "c" * 32))
-    sage.set_status("a" * 32, "PAID", "2026-11-22T10:00:00+00:00", outstanding=0)
-    sage.set_status("b" * 32, "PART_PAID", "2026-11-22T10:05:00+00:00", outstanding=5)
-    sage.set_status("f" * 32, "PAID", "2026-11-22T10:06:00+00:00")  # not ours: ignored
-    sage.deleted.append({"id": "c" * 32, "deleted_at": "2026-11-22T10:07:00+00:00"})
+    paid, part_paid, not_ours = (sage.add_invoice(at(9, day=20)) for _ in range(3))
+    sage.pay(paid, "10.00", at(10))
+    sage.pay(part_paid, "5.00", at(10, 5))
+    sage.pay(not_ours, "10.00", at(10, 6))  # not ours: ignored
+    deleted = sage.delete_draft(at(10, 7))
+    await add_invoices(sessionmaker, ("1", paid), ("2", part_paid), ("3", deleted))
 
     async with sessionmaker() as session:
         written = await poll_statuses(session, bridge.crm, bridge.accounting, now=NOW)
@@ -159,33 +163,35 @@ async def test_poll_writes_changed_statuses_in_one_batch_and_moves_the_watermark
     assert kommo.batch_patches[0][0]["custom_fields_values"][0]["field_id"] == 950
     assert await shown(sessionmaker) == {"1": "paid", "2": "part_paid", "3": "void"}
     # First run starts from the oldest invoice the bridge raised; then from the newest change.
-    assert sage.poll_queries[0]["updated_or_created_since"] == "2026-11-01T00:00:00+00:00"
-    assert sage.poll_queries[0]["attributes"] == "all"
+    polls = sage.queries("/v3.1/sales_invoices")
+    assert polls[0]["updated_or_created_since"] == "2026-11-01T00:00:00+00:00"
+    assert polls[0]["attributes"] == "all"
     assert await watermark(sessionmaker) == datetime(2026, 11, 22, 10, 6, tzinfo=UTC)
 
 
 async def test_the_same_change_seen_twice_at_the_inclusive_boundary_is_applied_once(
-    sessionmaker: Maker, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
-    await add_invoices(sessionmaker, ("1", "a" * 32))
-    sage.set_status("a" * 32, "PAID", "2026-11-22T10:00:00+00:00", outstanding=0)
+    invoice = sage.add_invoice(at(9, day=20))
+    sage.pay(invoice, "10.00", at(10))
+    await add_invoices(sessionmaker, ("1", invoice))
 
     for _ in range(2):
         async with sessionmaker() as session:
             await poll_statuses(session, bridge.crm, bridge.accounting, now=NOW)
 
-    assert sage.poll_queries[2]["updated_or_created_since"] == "2026-11-22T10:00:00+00:00"
+    polls = sage.queries("/v3.1/sales_invoices")
+    assert polls[2]["updated_or_created_since"] == "2026-11-22T10:00:00+00:00"
     assert patched(kommo) == [(1, 13)]
 
 
 async def test_watermark_stays_put_when_the_crm_write_fails_and_the_next_poll_resumes(
-    sessionmaker: Maker, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
-    await add_invoices(sessionmaker, ("1", "a" * 32))
-    sage.set_status("a" * 32, "PAID", "2026-11-22T10:00:00+00:00", outstanding=0)
-    kommo.faults.add("batch_patch", httpx.Response(503, text="unavailable"))
+    invoice = sage.add_invoice(at(9, day=20))
+    sage.pay(invoice, "10.00", at(10))
+    await add_invoices(sessionmaker, ("1", invoice))
+    kommo.faults.fail_next("PATCH", "/api/v4/leads", status=503)
 
     async with sessionmaker() as session:
         with pytest.raises(UpstreamTransientError):
@@ -200,9 +206,8 @@ async def test_watermark_stays_put_when_the_crm_write_fails_and_the_next_poll_re
 
 
 async def test_an_older_status_never_overwrites_a_newer_one(
-    sessionmaker: Maker, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo
 ) -> None:
-    kommo, _ = fakes
     await add_invoices(sessionmaker, ("1", "inv"))
     newer = status("PAID", outstanding="0", updated_at=datetime(2026, 11, 22, 11, tzinfo=UTC))
     older = status("PART_PAID", updated_at=datetime(2026, 11, 22, 9, tzinfo=UTC))
@@ -217,11 +222,10 @@ async def test_an_older_status_never_overwrites_a_newer_one(
 
 
 async def test_an_invoice_becomes_overdue_when_its_due_date_passes_without_a_sage_change(
-    sessionmaker: Maker, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
-    await add_invoices(sessionmaker, ("1", "a" * 32))
-    sage.set_status("a" * 32, "UNPAID", "2026-11-20T10:00:00+00:00", due_date="2026-11-25")
+    invoice = sage.add_invoice(at(10, day=20), due=date(2026, 11, 25))
+    await add_invoices(sessionmaker, ("1", invoice))
     async with sessionmaker() as session:
         await poll_statuses(session, bridge.crm, bridge.accounting, now=NOW)
     assert await shown(sessionmaker) == {"1": "unpaid"}

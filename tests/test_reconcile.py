@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,18 +19,12 @@ from app.inbox.runner import process_event
 from app.queue import Queue
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
-from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import bridge_for, fake_upstreams, record_trigger
+from tests.helpers import bridge_for, record_trigger
 from tests.test_payment_status import add_invoices
+from tests.upstreams import Kommo, Sage
 
 Maker = async_sessionmaker[AsyncSession]
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams(pass_through="bridge.test") as (kommo, sage):
-        yield kommo, sage
 
 
 @pytest.fixture
@@ -46,14 +40,12 @@ async def trigger_events(sessionmaker: Maker) -> dict[str, InboxEvent]:
 
 
 async def test_a_lead_whose_webhook_was_lost_gets_exactly_one_event_and_its_invoice(
-    sessionmaker: Maker, settings: Settings, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, settings: Settings, bridge: Bridge, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     recent = int(NOW.timestamp()) - 60
     for lead_id in (1, 2, 3):  # 1: hook lost; 2: hook arrived; 3: already invoiced
-        kommo.add_lead(lead_id, products=[(102, 1)])
-        kommo.leads[lead_id]["updated_at"] = recent
-    kommo.add_lead(4, status_id=502, products=[(102, 1)])  # another stage: not listed
+        kommo.add_lead(lead_id, products=[(102, 1)], updated_at=recent)
+    kommo.add_lead(4, status_id=502, products=[(102, 1)], updated_at=recent)  # not listed
     await record_trigger(sessionmaker, settings, 2, updated_at=recent)
     await add_invoices(sessionmaker, ("3", "c" * 32))
 
@@ -68,19 +60,16 @@ async def test_a_lead_whose_webhook_was_lost_gets_exactly_one_event_and_its_invo
     assert events["1"].payload["recovered_by"] == "reconciliation"
     async with sessionmaker() as session:
         assert await process_event(session, bridge, first[0]) == "invoiced"
-    assert [i["reference"] for i in sage.invoices] == ["KOMMO-1"]
+    assert [i.reference for i in sage.invoices] == ["KOMMO-1"]
 
 
 async def test_only_leads_changed_since_the_last_run_are_listed(
-    sessionmaker: Maker, bridge: Bridge, fakes: Any
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo
 ) -> None:
-    kommo, _ = fakes
-    kommo.add_lead(1, products=[(102, 1)])
-    kommo.leads[1]["updated_at"] = int(NOW.timestamp()) - 3600
+    kommo.add_lead(1, products=[(102, 1)], updated_at=int(NOW.timestamp()) - 3600)
     async with sessionmaker() as session:
         await reconcile_trigger_stage(session, bridge, now=NOW)
-    kommo.add_lead(5, products=[(102, 1)])
-    kommo.leads[5]["updated_at"] = int(NOW.timestamp()) - 10
+    kommo.add_lead(5, products=[(102, 1)], updated_at=int(NOW.timestamp()) - 10)
 
     async with sessionmaker() as session:
         due = await reconcile_trigger_stage(session, bridge, now=NOW)
@@ -99,10 +88,10 @@ async def test_only_leads_changed_since_the_last_run_are_listed(
     ],
 )
 async def test_a_disabled_hook_is_noticed(
-    bridge: Bridge, fakes: Any, hooks: list[dict[str, Any]], state: str
+    bridge: Bridge, kommo: Kommo, hooks: list[dict[str, Any]], state: str
 ) -> None:
-    kommo, _ = fakes
-    kommo.webhooks = hooks
+    for hook in hooks:
+        kommo.add_webhook(hook["destination"], disabled=hook["disabled"])
     assert await check_webhook(bridge) == state
 
 

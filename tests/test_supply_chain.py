@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-OWN = {"app", "tests", "reliability", "bench", "migrations"}
+OWN = {"app", "sandbox", "tests", "reliability", "bench", "migrations"}
 
 
 def _name(requirement: str) -> str:
@@ -49,6 +49,11 @@ def _undeclared(folder: str, declared: set[str]) -> list[str]:
 
 def test_every_import_of_the_app_is_a_declared_dependency() -> None:
     assert _undeclared("app", RUNTIME) == []
+
+
+def test_every_import_of_the_sandbox_is_a_declared_dependency() -> None:
+    """The image ships the sandbox too (`sagebridge run` serves it)."""
+    assert _undeclared("sandbox", RUNTIME) == []
 
 
 @pytest.mark.parametrize("folder", ["tests", "reliability", "bench"])

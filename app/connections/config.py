@@ -1,12 +1,11 @@
-"""Connection settings. `ConnectionsConfig.from_settings` reads the application's Settings by
-attribute name, so every field here is also a Settings field with the same name and default
-(see the README's Configuration table)."""
+"""Connection settings: the group Settings is composed of, and the connections' view of Settings
+(`ConnectionsConfig.from_settings` reads it by attribute name)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from app.connections.crypto import TokenCipher
 from app.connections.models import Provider
@@ -16,36 +15,46 @@ from app.connections.tokens import RefreshPolicy
 CALLBACK_PATH = "/ops/connections/{provider}/callback"
 
 
-class ConnectionsConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, from_attributes=True)
+class ConnectionSettings(BaseModel):
+    """The connection settings, declared once: `Settings` is composed of this group, so each
+    field is the environment variable of the same name (see the README's Configuration)."""
 
     # Comma-separated Fernet keys, newest first: the first encrypts, all decrypt.
     connection_encryption_keys: SecretStr | None = None
-    # Where a browser reaches the bridge; the OAuth redirect URIs hang off it.
+    # Where a browser reaches the bridge; redirect URIs: {this}/ops/connections/{provider}/callback
     public_base_url: str | None = None
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    http_timeout_seconds: float = 10.0
     oauth_state_ttl_seconds: int = 600
     token_refresh_margin_seconds: int = 60
     token_refresh_lock_seconds: float = 30.0
     keep_alive_days: int = 7
-
     sage_oauth_client_id: str | None = None
     sage_oauth_client_secret: SecretStr | None = None
     sage_oauth_authorize_url: str = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
     sage_oauth_token_url: str = "https://oauth.accounting.sage.com/token"  # noqa: S105 - a URL
     sage_oauth_scope: str = "full_access"
-    sage_base_url: str = "https://api.accounting.sage.com/v3.1"
-    sage_business_id: str | None = None
-
     kommo_oauth_client_id: str | None = None
     kommo_oauth_client_secret: SecretStr | None = None
     kommo_oauth_authorize_url: str = "https://www.kommo.com/oauth"
     kommo_oauth_mode: str = "post_message"
     kommo_oauth_token_path: str = "/oauth2/access_token"  # noqa: S105 - a path
     kommo_oauth_scheme: str = "https"
-    kommo_oauth_allowed_domains: list[str] = ["kommo.com", "amocrm.ru", "amocrm.com"]
+    kommo_oauth_allowed_domains: list[str] = Field(
+        default_factory=lambda: ["kommo.com", "amocrm.ru", "amocrm.com"]
+    )
+
+
+class ConnectionsConfig(ConnectionSettings):
+    """What the connections run with: their own group, and what they read from Settings' other
+    groups (where callbacks go, how long a token request may take, which Sage API and business),
+    whose defaults live there alone."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    api_host: str
+    api_port: int
+    http_timeout_seconds: float
+    sage_base_url: str
+    sage_business_id: str | None
 
     @model_validator(mode="after")
     def _lock_outlives_a_token_request(self) -> ConnectionsConfig:

@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app.sandbox.seed import KOMMO_ACCOUNT_ID, KOMMO_SUBDOMAIN, STATUS_RAISE_INVOICE
-from app.settings import SANDBOX_DEFAULTS
 from reliability.common import Result
 from reliability.scenarios import hostile_config
 from reliability.stack import Stack
+from sandbox import SANDBOX_DEFAULTS
+from sandbox.seed import KOMMO_ACCOUNT_ID, KOMMO_SUBDOMAIN, STATUS_RAISE_INVOICE
 
 FORM = "application/x-www-form-urlencoded"
 NO_5XX = "no 5xx"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 import time
 
-from app.sandbox.seed import STATUS_LOST, STATUS_NEW_LEAD, STATUS_RAISE_INVOICE
 from reliability.common import Result, merge_forms, moved, quiet, settle, verdict
 from reliability.driver import Hook, Sender, percentile
 from reliability.stack import Stack
+from sandbox.seed import STATUS_LOST, STATUS_NEW_LEAD, STATUS_RAISE_INVOICE
 
 COPIES = 3
 

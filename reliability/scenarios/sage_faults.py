@@ -20,10 +20,10 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.common import Result, moved, quiet, settle, verdict
 from reliability.driver import Sender
 from reliability.stack import Stack
+from sandbox.seed import STATUS_RAISE_INVOICE
 
 ROUTE = "/v3.1/sales_invoices"
 # app/clients/http.py absorbs a 429 asking for at most this long in the request itself

@@ -21,10 +21,10 @@ import httpx
 import redis.asyncio as aioredis
 from standardwebhooks.webhooks import Webhook
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.common import Result, moved, settle
 from reliability.driver import Sender
 from reliability.stack import Stack
+from sandbox.seed import STATUS_RAISE_INVOICE
 
 
 def _forms(secret: str) -> set[bytes]:

@@ -22,10 +22,10 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.common import Result, moved, quiet, settle, verdict
 from reliability.driver import Sender
 from reliability.stack import Stack
+from sandbox.seed import STATUS_RAISE_INVOICE
 
 SAGE_CLIENT = ("sandbox-sage-client", "sandbox-sage-secret")
 WAITING = "waiting_connection"

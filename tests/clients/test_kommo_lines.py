@@ -1,14 +1,13 @@
 """Which of a deal's linked list elements become invoice lines, at which price, and what stops
-an invoice: job calls against Kommo as its docs show it (tests/fakes.FakeKommo)."""
+an invoice: job calls against Kommo as its docs show it (the sandbox Kommo)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import respx
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,8 +15,8 @@ from app.clients.kommo.lines import parse_price
 from app.inbox.models import EventState, TaskState
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN
-from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import bridge_for, fake_upstreams, load_event, record_trigger, run_event
+from tests.helpers import bridge_for, load_event, record_trigger, run_event
+from tests.upstreams import Kommo, Sage
 
 Maker = async_sessionmaker[AsyncSession]
 WHOLESALE = 5  # a second price-type field of the Widget, without a code (a user-made one)
@@ -25,13 +24,13 @@ AGAIN = "then move the deal to the invoice stage again"
 
 
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams(pass_through="bridge.test") as (kommo, sage):
-        kommo.add_catalog(79, "Delivery options", "regular")
-        kommo.add_element(110, "Widget", "19.99", sku="WID-01", other_prices={WHOLESALE: "15.50"})
-        kommo.add_element(120, "Invoice 12", "40", catalog_id=78, price_code="BILL_PRICE")
-        kommo.add_element(130, "Express delivery", 25, sku="WID-01", catalog_id=79)
-        yield kommo, sage
+def kommo(kommo: Kommo) -> Kommo:
+    """A Widget with a second price, an invoice in the invoices list, and a regular list."""
+    kommo.add_catalog(79, "Delivery options", "regular")
+    kommo.add_element(110, "Widget", "19.99", sku="WID-01", other_prices={WHOLESALE: "15.50"})
+    kommo.add_element(120, "Invoice 12", "40", catalog_id=78, price_code="BILL_PRICE")
+    kommo.add_element(130, "Express delivery", 25, sku="WID-01", catalog_id=79)
+    return kommo
 
 
 async def invoice_deal(sessionmaker: Maker, settings: Settings, lead_id: int) -> EventState:
@@ -42,7 +41,7 @@ async def invoice_deal(sessionmaker: Maker, settings: Settings, lead_id: int) ->
     return state
 
 
-def lines_posted(sage: FakeSage) -> list[tuple[str, Decimal, Decimal]]:
+def lines_posted(sage: Sage) -> list[tuple[str, Decimal, Decimal]]:
     lines = sage.invoice_posts[0]["sales_invoice"]["invoice_lines"]
     return [
         (ln["description"], Decimal(str(ln["quantity"])), Decimal(str(ln["unit_price"])))
@@ -51,14 +50,13 @@ def lines_posted(sage: FakeSage) -> list[tuple[str, Decimal, Decimal]]:
 
 
 async def test_price_id_picks_the_price_and_an_invoice_element_is_left_out_and_noted(
-    client: AsyncClient, sessionmaker: Maker, settings: Settings, fakes: Any
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     kommo.add_lead(1, products=[(110, 2, WHOLESALE), (120, 1)])
 
     assert await invoice_deal(sessionmaker, settings, 1) == EventState.INVOICED
 
-    assert kommo.elements[110]["is_deleted"] is None
+    assert kommo.element(110).is_deleted is None
     assert lines_posted(sage) == [("Widget", Decimal(2), Decimal("15.50"))]
     log = await client.get(
         "/ops/sync-log",
@@ -80,9 +78,8 @@ async def test_price_id_picks_the_price_and_an_invoice_element_is_left_out_and_n
 
 
 async def test_without_price_id_the_price_field_code_applies(
-    sessionmaker: Maker, settings: Settings, fakes: Any
+    sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     kommo.add_lead(1, products=[(110, "1.5")])
 
     assert await invoice_deal(sessionmaker, settings, 1) == EventState.INVOICED
@@ -91,9 +88,8 @@ async def test_without_price_id_the_price_field_code_applies(
 
 
 async def test_a_regular_list_named_in_product_list_ids_gives_lines(
-    sessionmaker: Maker, settings: Settings, fakes: Any
+    sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     kommo.add_lead(1, products=[(130, 1), (110, 1)])
     with_list = settings.model_copy(update={"kommo_product_list_ids": [79]})
 
@@ -106,13 +102,12 @@ async def test_a_regular_list_named_in_product_list_ids_gives_lines(
 
 
 async def test_a_deleted_or_vanished_product_stops_the_invoice_with_a_task_naming_it(
-    sessionmaker: Maker, settings: Settings, fakes: Any
+    sessionmaker: Maker, settings: Settings, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     kommo.add_element(111, "Gadget", "5", sku="WID-01")
     kommo.add_lead(1, products=[(110, 1), (111, 1)])
-    kommo.elements[110]["is_deleted"] = True
-    del kommo.elements[111]
+    kommo.element(110).is_deleted = True
+    del kommo.state.catalogs[77].elements[111]
 
     assert await invoice_deal(sessionmaker, settings, 1) == EventState.FAILED
 
@@ -147,11 +142,11 @@ async def test_a_deleted_or_vanished_product_stops_the_invoice_with_a_task_namin
 async def test_a_price_or_product_the_deal_lacks_fails_at_once(
     sessionmaker: Maker,
     settings: Settings,
-    fakes: Any,
+    kommo: Kommo,
+    sage: Sage,
     links: list[tuple[int, ...]],
     detail: str,
 ) -> None:
-    kommo, sage = fakes
     kommo.add_lead(1, products=links)
 
     assert await invoice_deal(sessionmaker, settings, 1) == EventState.FAILED
@@ -165,26 +160,30 @@ async def test_a_price_or_product_the_deal_lacks_fails_at_once(
     ("break_lead", "detail"),
     [
         (
-            lambda lead: lead.update(status_id=None),
+            lambda lead: setattr(lead, "status_id", None),
             "Kommo lead 1 has no status_id (GET /api/v4/leads/1)",
         ),
         (
-            lambda lead: lead["_embedded"]["catalog_elements"][0]["metadata"].pop("catalog_id"),
+            lambda lead: lead.elements.__setitem__(0, replace(lead.elements[0], catalog_id=None)),
             "Kommo lead 1, linked element 110 has no metadata.catalog_id (GET /api/v4/leads/1)",
         ),
         (
-            lambda lead: lead.update(pipeline_id="main"),
+            lambda lead: setattr(lead, "pipeline_id", "main"),
             "Kommo lead 1 has an unreadable pipeline_id: input should be a valid integer, "
             "unable to parse string as an integer (GET /api/v4/leads/1)",
         ),
     ],
 )
 async def test_an_unreadable_answer_names_the_entity_and_field_in_error_and_task(
-    sessionmaker: Maker, settings: Settings, fakes: Any, break_lead: Any, detail: str
+    sessionmaker: Maker,
+    settings: Settings,
+    kommo: Kommo,
+    sage: Sage,
+    break_lead: Any,
+    detail: str,
 ) -> None:
-    kommo, sage = fakes
-    kommo.add_lead(1, products=[(110, 1)])
-    break_lead(kommo.leads[1])
+    # The sandbox renders its state as stored: a value Kommo would never hold, to answer with.
+    break_lead(kommo.add_lead(1, products=[(110, 1)]))
 
     assert await invoice_deal(sessionmaker, settings, 1) == EventState.FAILED
 
@@ -195,53 +194,40 @@ async def test_an_unreadable_answer_names_the_entity_and_field_in_error_and_task
     assert sage.invoice_posts == []
 
 
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
-        yield mock
-
-
-def deals_with_a_widget(router: respx.MockRouter, *lead_ids: int) -> FakeKommo:
-    kommo = FakeKommo(router)
-    kommo.add_contact(7001, "Ada Lovelace", "ada@example.com")
+def deals_with_a_widget(kommo: Kommo, *lead_ids: int) -> None:
     kommo.add_element(110, "Widget", "19.99")
     for lead_id in lead_ids:
         kommo.add_lead(lead_id, products=[(110, lead_id)])
-    return kommo
-
-
-def calls_to(router: respx.MockRouter, path: str) -> int:
-    return sum(1 for call in router.calls if call.request.url.path == path)
 
 
 async def test_currency_is_the_accounts_read_once_and_lists_are_cached(
-    router: respx.MockRouter, settings: Settings
+    kommo: Kommo, settings: Settings
 ) -> None:
-    deals_with_a_widget(router, 1, 2)
+    deals_with_a_widget(kommo, 1, 2)
 
     async with bridge_for(settings) as (bridge, _):
         first = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="1"))
         second = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="2"))
 
     assert (first.currency, second.currency) == ("GBP", "GBP")
-    assert calls_to(router, "/api/v4/account") == 1
-    assert calls_to(router, "/api/v4/catalogs") == 1
+    assert kommo.calls("/api/v4/account") == 1
+    assert kommo.calls("/api/v4/catalogs") == 1
 
 
 async def test_kommo_currency_overrides_and_an_unknown_one_stays_none(
-    router: respx.MockRouter, settings: Settings
+    kommo: Kommo, settings: Settings
 ) -> None:
-    kommo = deals_with_a_widget(router, 1)
-    del kommo.account["currency"]
+    deals_with_a_widget(kommo, 1)
+    kommo.state.account.currency = None
 
     async with bridge_for(settings.model_copy(update={"kommo_currency": "EUR"})) as (bridge, _):
         overridden = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="1"))
-    assert calls_to(router, "/api/v4/account") == 0
+    assert kommo.calls("/api/v4/account") == 0
     async with bridge_for(settings) as (bridge, _):
         unknown = await bridge.crm.deal_contents(deal=await bridge.crm.get_deal(deal_id="1"))
 
     assert (overridden.currency, unknown.currency) == ("EUR", None)
-    assert calls_to(router, "/api/v4/account") == 1
+    assert kommo.calls("/api/v4/account") == 1
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
-import respx
 from arq.connections import ArqRedis
 
 from app.clients.http import build_http_client
 from app.clients.ratelimit import SharedRateLimit
+from tests.conftest import SAGE_URL
+from tests.upstreams import BUSINESS_ID, SAGE_TOKEN, Sage
 
 
 async def test_the_budget_is_shared_by_every_limiter_on_the_same_key(
@@ -26,16 +26,18 @@ async def test_the_budget_is_shared_by_every_limiter_on_the_same_key(
     assert await other.try_acquire() is True
 
 
-async def test_every_request_through_the_client_is_counted(redis_url: str, queue: ArqRedis) -> None:
+async def test_every_request_through_the_client_is_counted(
+    redis_url: str, queue: ArqRedis, sage: Sage
+) -> None:
     key = f"sage:{uuid.uuid4()}"
     limit = SharedRateLimit(redis_url, rate="3/minute", key=key)
     probe = SharedRateLimit(redis_url, rate="3/minute", key=key)
-    with respx.mock() as router:
-        router.get("https://sage.test/ping").mock(return_value=httpx.Response(200))
-        async with build_http_client(
-            "https://sage.test", headers={}, timeout=5, before_request=limit.on_request
-        ) as http:
-            for _ in range(3):
-                assert (await http.get("/ping")).status_code == 200
+    headers = {"Authorization": f"Bearer {SAGE_TOKEN}", "X-Business": BUSINESS_ID}
+    async with build_http_client(
+        SAGE_URL, headers=headers, timeout=5, before_request=limit.on_request
+    ) as http:
+        for _ in range(3):
+            assert (await http.get("tax_rates")).status_code == 200
 
+    assert len(sage.queries("/v3.1/tax_rates")) == 3
     assert await probe.try_acquire() is False  # the three calls used the minute's budget

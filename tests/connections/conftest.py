@@ -1,13 +1,17 @@
-"""Connections against the in-test OAuth server (tests/connections/fakes.py), with the real
-database and Redis of tests/conftest.py. Each `Connections` stands for one process."""
+"""Connections against the sandbox Sage and Kommo as OAuth providers (their token endpoints,
+consent codes, Sage's /businesses, Kommo's /api/v4/account), with the real database and Redis of
+tests/conftest.py. Each `Connections` stands for one process."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import respx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import delete
@@ -22,16 +26,26 @@ from app.connections.store import ConnectionInfo, ConnectionKey
 from app.main import create_app
 from app.routes import connections as connection_routes
 from app.settings import Settings
+from sandbox.common.requestlog import RecordedRequest
+from sandbox.kommo import KommoConfig, KommoSandbox
+from sandbox.sage import SageConfig, SageSandbox
 from tests.conftest import OPS_TOKEN
-from tests.connections.fakes import (
+from tests.upstreams import (
     BUSINESS_ID,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    KOMMO_ACCOUNT_ID,
-    FakeClock,
-    FakeOAuthServer,
+    KOMMO_HOST,
+    SAGE_HOST,
+    SAGE_OAUTH_HOST,
+    kommo_sandbox,
+    route,
+    sage_sandbox,
 )
 
+CLIENT_ID = "bridge-client"
+CLIENT_SECRET = "bridge-client-secret-9f8e7d"
+BUSINESS_NAME = "Test Trading Ltd"
+KOMMO_ACCOUNT_ID = 31000001
+# Any Sage API call needs the bearer; this one is not part of connecting.
+PROTECTED = "/v3.1/financial_settings"
 SAGE_KEY = ConnectionKey(Provider.SAGE, BUSINESS_ID)
 KOMMO_KEY = ConnectionKey(Provider.KOMMO, str(KOMMO_ACCOUNT_ID))
 KEY_A = generate_key()
@@ -49,9 +63,80 @@ def make_config(**overrides: Any) -> ConnectionsConfig:
         "kommo_oauth_client_secret": CLIENT_SECRET,
         "token_refresh_lock_seconds": 20.0,
         "http_timeout_seconds": 5.0,
+        "api_host": "127.0.0.1",
+        "api_port": 8000,
+        "sage_business_id": None,
     }
     values.update(overrides)
     return ConnectionsConfig.model_validate(values)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class OAuthProvider:
+    """One sandbox as the OAuth provider it simulates: consent, what it issued, what the bridge
+    asked of its token endpoint (the request log keeps codes and secrets REDACTED: that the
+    sandbox accepted them is what shows they were right)."""
+
+    provider: Provider
+    sandbox: SageSandbox | KommoSandbox
+    token_path: str
+
+    def issue_code(self, redirect_uri: str) -> str:
+        """What the consent screen hands to the redirect URI."""
+        return self.sandbox.oauth.issue_code(client_id=CLIENT_ID, redirect_uri=redirect_uri)
+
+    @property
+    def issued(self) -> list[tuple[str, str]]:
+        return [(t.access_token, t.refresh_token) for t in self.sandbox.oauth.issued()]
+
+    @property
+    def latest(self) -> tuple[str, str]:
+        return self.issued[-1]
+
+    def revoke(self, refresh_token: str) -> None:
+        assert self.sandbox.oauth.revoke_refresh_token(refresh_token)
+
+    def invalidate(self, access_token: str) -> None:
+        """Revoked early: the bridge's clock still calls it fresh."""
+        assert self.sandbox.oauth.expire_access_token(access_token)
+
+    @property
+    def token_requests(self) -> list[RecordedRequest]:
+        return self.sandbox.requests.entries(method="POST", path_prefix=self.token_path)
+
+    @property
+    def token_bodies(self) -> list[Any]:
+        return [entry.body for entry in self.token_requests]
+
+    @property
+    def token_hosts(self) -> list[str | None]:
+        return [entry.headers.get("host") for entry in self.token_requests]
+
+    @property
+    def refresh_requests(self) -> int:
+        return len(self._refreshes())
+
+    @property
+    def invalid_grants(self) -> int:
+        return sum(1 for entry in self._refreshes() if entry.status in (400, 401))
+
+    def _refreshes(self) -> list[RecordedRequest]:
+        return [e for e in self.token_requests if e.body.get("grant_type") == "refresh_token"]
+
+    def calls(self, path: str = PROTECTED) -> list[int]:
+        """The status of each GET `path`."""
+        return [e.status for e in self.sandbox.requests.entries(method="GET") if e.path == path]
 
 
 @pytest.fixture
@@ -60,8 +145,33 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def upstream(clock: FakeClock) -> FakeOAuthServer:
-    return FakeOAuthServer(clock)
+async def providers(clock: FakeClock) -> AsyncIterator[tuple[OAuthProvider, OAuthProvider]]:
+    """The sandbox Sage (API and token hosts) and Kommo (testco.kommo.com), on the test's clock;
+    every other outbound request fails the test."""
+    clients = {"clients": {CLIENT_ID: CLIENT_SECRET}, "rate_limit": None}
+    sage = sage_sandbox(config=SageConfig.model_validate(clients), clock=clock)
+    # Access tokens live 5 minutes at both, so one clock step expires either.
+    kommo_config = KommoConfig.model_validate({**clients, "access_token_ttl_seconds": 300})
+    kommo = kommo_sandbox(config=kommo_config, clock=clock, account_id=KOMMO_ACCOUNT_ID)
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        for host, app in ((SAGE_HOST, sage.app), (SAGE_OAUTH_HOST, sage.app)):
+            route(router, host, app)
+        route(router, KOMMO_HOST, kommo.app)
+        yield (
+            OAuthProvider(Provider.SAGE, sage, "/oauth/token"),
+            OAuthProvider(Provider.KOMMO, kommo, "/oauth2/access_token"),
+        )
+    await kommo.webhooks.aclose()
+
+
+@pytest.fixture
+def sage_oauth(providers: tuple[OAuthProvider, OAuthProvider]) -> OAuthProvider:
+    return providers[0]
+
+
+@pytest.fixture
+def kommo_oauth(providers: tuple[OAuthProvider, OAuthProvider]) -> OAuthProvider:
+    return providers[1]
 
 
 @pytest.fixture
@@ -85,8 +195,10 @@ async def db(
 
 
 @pytest.fixture
-async def http(upstream: FakeOAuthServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=upstream.transport()) as client:
+async def http(
+    providers: tuple[OAuthProvider, OAuthProvider],
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
         yield client
 
 
@@ -111,13 +223,12 @@ def another_process(connections: Connections, **config: Any) -> Connections:
     )
 
 
-async def connect(
-    connections: Connections, upstream: FakeOAuthServer, provider: Provider = Provider.SAGE
-) -> ConnectionInfo:
-    """Start, open the link in a browser, consent (the fake hands out a code), callback."""
+async def connect(connections: Connections, oauth: OAuthProvider) -> ConnectionInfo:
+    """Start, open the link in a browser, consent (the provider hands out a code), callback."""
+    provider = oauth.provider
     authorization = await flow.start(connections, provider)
     browser = await flow.bind_browser(connections, provider, authorization.state)
-    code = upstream.issue_code(connections.config.redirect_uri(provider))
+    code = oauth.issue_code(connections.config.redirect_uri(provider))
     referer = "testco.kommo.com" if provider is Provider.KOMMO else None
     return await flow.complete(
         connections,
@@ -133,7 +244,7 @@ async def connect(
 async def bridge(
     settings: Settings, queue: object, connections: Connections
 ) -> AsyncIterator[FastAPI]:
-    """The bridge's HTTP app with the connections router, talking to the in-test upstream."""
+    """The bridge's HTTP app with the connections router, talking to the sandbox providers."""
     app = create_app(settings)
     if not any(getattr(r, "path", "").startswith("/ops/connections") for r in app.routes):
         app.include_router(connection_routes.router)

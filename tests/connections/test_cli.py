@@ -20,12 +20,14 @@ from app.runtime import Upstreams
 from app.settings import Settings
 from tests.connections.conftest import (
     KEY_A,
+    PROTECTED,
     SAGE_KEY,
+    OAuthProvider,
     another_process,
     connect,
     make_config,
 )
-from tests.connections.fakes import BUSINESS_ID, FakeOAuthServer
+from tests.upstreams import BUSINESS_ID
 
 
 def test_generate_key_prints_a_fernet_key() -> None:
@@ -36,27 +38,27 @@ def test_generate_key_prints_a_fernet_key() -> None:
 
 
 async def test_rotate_keys_and_list(
-    connections: Connections, upstream: FakeOAuthServer, database_url: str
+    connections: Connections, sage_oauth: OAuthProvider, database_url: str
 ) -> None:
-    await connect(connections, upstream)
+    await connect(connections, sage_oauth)
     key_b = generate_key()
 
     assert await rotate_keys(database_url, TokenCipher([key_b, KEY_A])) == 1
 
     only_b = another_process(connections, connection_encryption_keys=key_b)
-    assert await only_b.tokens(SAGE_KEY).access_token() == upstream.latest[0]
+    assert await only_b.tokens(SAGE_KEY).access_token() == sage_oauth.latest[0]
     listed = await list_connections(database_url)
     assert [(c["provider"], c["account"], c["state"]) for c in listed] == [
         ("sage", SAGE_KEY.account, "active")
     ]
-    assert upstream.latest[0] not in str(listed)
+    assert sage_oauth.latest[0] not in str(listed)
 
 
 async def test_import_spends_the_refresh_token_once_and_stores_the_new_pair(
-    connections: Connections, upstream: FakeOAuthServer, http: httpx.AsyncClient
+    connections: Connections, sage_oauth: OAuthProvider, http: httpx.AsyncClient
 ) -> None:
-    await connect(connections, upstream)  # stands for the grant made elsewhere, e.g. a laptop
-    handed_over = upstream.latest[1]
+    await connect(connections, sage_oauth)  # stands for the grant made elsewhere, e.g. a laptop
+    handed_over = sage_oauth.latest[1]
     async with connections.sessionmaker() as session:
         await session.execute(delete(Connection))
         await session.commit()
@@ -71,34 +73,34 @@ async def test_import_spends_the_refresh_token_once_and_stores_the_new_pair(
         "oauth",
         "active",
     )
-    assert upstream.refresh_requests == 1
+    assert sage_oauth.refresh_requests == 1
     # The stored pair is the new one, and it is what the bridge now sends.
-    assert await connections.tokens(SAGE_KEY).access_token() == upstream.latest[0]
-    assert upstream.latest[1] != handed_over
+    assert await connections.tokens(SAGE_KEY).access_token() == sage_oauth.latest[0]
+    assert sage_oauth.latest[1] != handed_over
 
 
 async def test_import_needs_the_oauth_app_and_says_so(
-    db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, upstream: FakeOAuthServer
+    db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, sage_oauth: OAuthProvider
 ) -> None:
     config = make_config(sage_oauth_client_id=None)
 
     with pytest.raises(NotConfigured, match="SAGE_OAUTH_CLIENT_ID and SAGE_OAUTH_CLIENT_SECRET"):
         await import_sage(config, db, http, refresh_token="anything")
 
-    assert upstream.refresh_requests == 0
+    assert sage_oauth.refresh_requests == 0
 
 
 async def test_import_of_a_business_the_user_did_not_grant_is_refused(
-    connections: Connections, upstream: FakeOAuthServer, http: httpx.AsyncClient
+    connections: Connections, sage_oauth: OAuthProvider, http: httpx.AsyncClient
 ) -> None:
-    await connect(connections, upstream)
+    await connect(connections, sage_oauth)
 
     with pytest.raises(OAuthRequestError, match="is not among those this user granted"):
         await import_sage(
             connections.config,
             connections.sessionmaker,
             http,
-            refresh_token=upstream.latest[1],
+            refresh_token=sage_oauth.latest[1],
             business_id="f" * 32,
         )
 
@@ -110,17 +112,17 @@ def test_import_command_refuses_kommo() -> None:
 
 
 async def test_a_stored_grant_wins_over_a_leftover_static_token(
-    connections: Connections, upstream: FakeOAuthServer
+    connections: Connections, sage_oauth: OAuthProvider
 ) -> None:
     auth = connections.bearer(SAGE_KEY, fallback="static-token-from-env")
-    async with httpx.AsyncClient(transport=upstream.transport(), auth=auth) as client:
-        before = await client.get("https://api.accounting.sage.com/v3.1/protected")
-        await connect(connections, upstream)
-        after = await client.get("https://api.accounting.sage.com/v3.1/protected")
+    async with httpx.AsyncClient(base_url="https://api.accounting.sage.com", auth=auth) as client:
+        before = await client.get(PROTECTED)
+        await connect(connections, sage_oauth)
+        after = await client.get(PROTECTED)
 
     assert before.status_code == 401  # nothing stored yet: the static token was sent
-    assert after.status_code == 200
-    assert upstream.protected_calls[-1] == upstream.latest[0]
+    assert after.status_code == 200  # the stored grant's, the only token Sage issued
+    assert (len(sage_oauth.issued), sage_oauth.calls()) == (1, [401, 200])
 
 
 async def test_a_static_sage_token_outside_the_sandbox_warns_that_it_dies_in_minutes(

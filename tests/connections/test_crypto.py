@@ -10,8 +10,7 @@ from app.connections.errors import TokenDecryptionError
 from app.connections.models import Connection
 from app.connections.runtime import Connections
 from app.connections.store import ConnectionStore, rotate
-from tests.connections.conftest import KEY_A, SAGE_KEY, another_process, connect
-from tests.connections.fakes import FakeOAuthServer
+from tests.connections.conftest import KEY_A, SAGE_KEY, OAuthProvider, another_process, connect
 
 
 def test_round_trip_with_a_fresh_ciphertext_each_time() -> None:
@@ -30,10 +29,10 @@ def test_a_bad_key_is_refused_without_echoing_it() -> None:
 
 
 async def test_rows_hold_only_ciphertext(
-    connections: Connections, upstream: FakeOAuthServer
+    connections: Connections, sage_oauth: OAuthProvider
 ) -> None:
-    await connect(connections, upstream)
-    access, refresh = upstream.latest
+    await connect(connections, sage_oauth)
+    access, refresh = sage_oauth.latest
 
     async with connections.sessionmaker() as session:
         row = (await session.scalars(select(Connection))).one()
@@ -45,10 +44,10 @@ async def test_rows_hold_only_ciphertext(
 
 
 async def test_key_rotation_old_key_decrypts_rotate_moves_rows_then_old_key_can_go(
-    connections: Connections, upstream: FakeOAuthServer
+    connections: Connections, sage_oauth: OAuthProvider
 ) -> None:
-    await connect(connections, upstream)
-    access = upstream.latest[0]
+    await connect(connections, sage_oauth)
+    access = sage_oauth.latest[0]
     key_b = generate_key()
 
     both = another_process(connections, connection_encryption_keys=f"{key_b},{KEY_A}")

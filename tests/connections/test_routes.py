@@ -3,6 +3,7 @@ callback (same browser) → stored connection."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -12,15 +13,18 @@ from fastapi import FastAPI
 from app.connections import flow
 from app.connections.models import Provider
 from app.connections.runtime import Connections
-from tests.connections.conftest import another_process, make_config, ops
-from tests.connections.fakes import (
-    BUSINESS_ID,
+from sandbox.sage import SageSandbox
+from sandbox.sage.models import Business
+from tests.connections.conftest import (
     BUSINESS_NAME,
     CLIENT_ID,
-    CLIENT_SECRET,
     KOMMO_ACCOUNT_ID,
-    FakeOAuthServer,
+    OAuthProvider,
+    another_process,
+    make_config,
+    ops,
 )
+from tests.upstreams import BUSINESS_ID
 
 CALLBACK = "http://bridge.test/ops/connections/{}/callback"
 
@@ -48,7 +52,7 @@ def _query(url: str) -> dict[str, list[str]]:
 
 
 async def test_sage_connect_flow_stores_the_business_it_picked(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider
 ) -> None:
     started = await _start(api, "sage")
     assert started["authorize_url"] == (
@@ -66,7 +70,7 @@ async def test_sage_connect_flow_stores_the_business_it_picked(
         "state": [started["state"]],
     }
 
-    code = upstream.issue_code(CALLBACK.format("sage"))
+    code = sage_oauth.issue_code(CALLBACK.format("sage"))
     response = await api.get(
         "/ops/connections/sage/callback", params={"code": code, "state": started["state"]}
     )
@@ -80,11 +84,12 @@ async def test_sage_connect_flow_stores_the_business_it_picked(
         "kind": "oauth",
         "state": "active",
     }
-    assert upstream.token_bodies[0] == {
+    # The sandbox logs secrets REDACTED; that it took them shows they were the right ones.
+    assert sage_oauth.token_bodies[0] == {
         "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
+        "client_secret": "REDACTED",
         "grant_type": "authorization_code",
-        "code": code,
+        "code": "REDACTED",
         "redirect_uri": CALLBACK.format("sage"),
     }
     listed = await api.get("/ops/connections", headers=ops())
@@ -92,15 +97,15 @@ async def test_sage_connect_flow_stores_the_business_it_picked(
         ("sage", BUSINESS_ID, "active")
     ]
     for text in (response.text, listed.text):
-        assert not any(t in text for pair in upstream.issued for t in pair)
+        assert not any(t in text for pair in sage_oauth.issued for t in pair)
 
 
-async def test_a_state_is_good_once(api: httpx.AsyncClient, upstream: FakeOAuthServer) -> None:
+async def test_a_state_is_good_once(api: httpx.AsyncClient, sage_oauth: OAuthProvider) -> None:
     started = await _start(api, "sage")
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": started["state"]}
     assert (await api.get("/ops/connections/sage/callback", params=params)).status_code == 200
 
-    params["code"] = upstream.issue_code(CALLBACK.format("sage"))
+    params["code"] = sage_oauth.issue_code(CALLBACK.format("sage"))
     replayed = await api.get("/ops/connections/sage/callback", params=params)
 
     assert replayed.status_code == 400
@@ -114,30 +119,30 @@ async def test_a_state_is_good_once(api: httpx.AsyncClient, upstream: FakeOAuthS
     "state", ["x" * 43, "short", "../../etc", "a" * 200], ids=["unknown", "short", "odd", "long"]
 )
 async def test_unknown_or_malformed_state_is_400(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer, state: str
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider, state: str
 ) -> None:
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": state}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": state}
     response = await api.get("/ops/connections/sage/callback", params=params)
 
     assert response.status_code == 400
-    assert upstream.token_bodies == []
+    assert sage_oauth.token_bodies == []
 
 
 async def test_an_expired_state_is_400(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer, connections: Connections
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider, connections: Connections
 ) -> None:
     started = await _start(api, "sage")
     await connections.redis.delete(flow.state_key(Provider.SAGE, started["state"]))
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": started["state"]}
 
     assert (await api.get("/ops/connections/sage/callback", params=params)).status_code == 400
 
 
 async def test_a_kommo_state_does_not_open_the_sage_callback_nor_is_spent_by_it(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider, kommo_oauth: OAuthProvider
 ) -> None:
     started = await _start(api, "kommo")
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": started["state"]}
 
     response = await api.get("/ops/connections/sage/callback", params=params)
 
@@ -146,7 +151,7 @@ async def test_a_kommo_state_does_not_open_the_sage_callback_nor_is_spent_by_it(
         "the state was issued for kommo, not sage",
     )
     kommo = {
-        "code": upstream.issue_code(CALLBACK.format("kommo")),
+        "code": kommo_oauth.issue_code(CALLBACK.format("kommo")),
         "state": started["state"],
         "referer": "testco.kommo.com",
     }
@@ -168,10 +173,10 @@ async def test_the_link_sets_a_private_cookie_for_this_provider_only(
 
 
 async def test_a_callback_from_another_browser_is_400_and_spends_nothing(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer, bridge: FastAPI
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider, bridge: FastAPI
 ) -> None:
     started = await _start(api, "sage")
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": started["state"]}
     transport = httpx.ASGITransport(app=bridge)
     async with httpx.AsyncClient(transport=transport, base_url="http://bridge.test") as other:
         refused = await other.get("/ops/connections/sage/callback", params=params)
@@ -185,11 +190,11 @@ async def test_a_callback_from_another_browser_is_400_and_spends_nothing(
         "this browser did not open the connect link of this state: finish in the browser that "
         "opened the authorize_url from start, or start again"
     )
-    assert len(upstream.token_bodies) == 1
+    assert len(sage_oauth.token_bodies) == 1
 
 
 async def test_a_link_opens_in_one_browser_only(
-    api: httpx.AsyncClient, bridge: FastAPI, upstream: FakeOAuthServer
+    api: httpx.AsyncClient, bridge: FastAPI, sage_oauth: OAuthProvider
 ) -> None:
     started = await _start(api, "sage")
     transport = httpx.ASGITransport(app=bridge)
@@ -226,7 +231,7 @@ async def test_unknown_provider_is_404(api: httpx.AsyncClient) -> None:
 
 
 async def test_a_refused_code_is_502_with_the_providers_message(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider
 ) -> None:
     started = await _start(api, "sage")
     params = {"code": "code-never-issued", "state": started["state"]}
@@ -251,27 +256,28 @@ async def test_a_declined_consent_is_400(api: httpx.AsyncClient) -> None:
 
 async def test_the_configured_business_is_chosen_among_several(
     api: httpx.AsyncClient,
-    upstream: FakeOAuthServer,
+    sage_oauth: OAuthProvider,
     connections: Connections,
     bridge: FastAPI,
 ) -> None:
-    other = {"id": "c" * 32, "displayed_as": "Other Ltd"}
-    upstream.businesses = [upstream.businesses[0], other]
+    other = Business("c" * 32, "Other Ltd", "GBP", "GB", datetime(2025, 1, 1, tzinfo=UTC))
+    assert isinstance(sage_oauth.sandbox, SageSandbox)
+    sage_oauth.sandbox.state.add_business(other)
     bridge.state.connections = another_process(connections, sage_business_id="c" * 32)
 
     started = await _start(api, "sage")
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": started["state"]}
     response = await api.get("/ops/connections/sage/callback", params=params)
 
     assert (response.json()["account"], response.json()["name"]) == ("c" * 32, "Other Ltd")
 
 
 async def test_a_configured_business_the_user_did_not_grant_is_502(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer, connections: Connections, bridge: FastAPI
+    api: httpx.AsyncClient, sage_oauth: OAuthProvider, connections: Connections, bridge: FastAPI
 ) -> None:
     bridge.state.connections = another_process(connections, sage_business_id="d" * 32)
     started = await _start(api, "sage")
-    params = {"code": upstream.issue_code(CALLBACK.format("sage")), "state": started["state"]}
+    params = {"code": sage_oauth.issue_code(CALLBACK.format("sage")), "state": started["state"]}
 
     response = await api.get("/ops/connections/sage/callback", params=params)
 
@@ -283,7 +289,7 @@ async def test_a_configured_business_the_user_did_not_grant_is_502(
 
 
 async def test_kommo_connect_flow_uses_the_referer_domain(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer
+    api: httpx.AsyncClient, kommo_oauth: OAuthProvider
 ) -> None:
     started = await _start(api, "kommo")
     assert started["provider_url"].startswith("https://www.kommo.com/oauth?")
@@ -292,7 +298,7 @@ async def test_kommo_connect_flow_uses_the_referer_domain(
         "state": [started["state"]],
         "mode": ["post_message"],
     }
-    code = upstream.issue_code(CALLBACK.format("kommo"))
+    code = kommo_oauth.issue_code(CALLBACK.format("kommo"))
     params = {"code": code, "state": started["state"], "referer": "testco.kommo.com"}
 
     response = await api.get("/ops/connections/kommo/callback", params=params)
@@ -305,13 +311,13 @@ async def test_kommo_connect_flow_uses_the_referer_domain(
         "https://testco.kommo.com",
         None,
     )
-    assert upstream.token_hosts == ["testco.kommo.com"]
-    assert upstream.token_bodies[0] == {
+    assert kommo_oauth.token_hosts == ["testco.kommo.com"]
+    assert kommo_oauth.token_bodies[0] == {
         "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
+        "client_secret": "REDACTED",
         "redirect_uri": CALLBACK.format("kommo"),
         "grant_type": "authorization_code",
-        "code": code,
+        "code": "REDACTED",
     }
 
 
@@ -319,10 +325,10 @@ async def test_kommo_connect_flow_uses_the_referer_domain(
     "referer", ["evil.example", "kommo.com.evil.example", "testco.kommo.com/path", None]
 )
 async def test_kommo_secret_goes_only_to_a_kommo_domain(
-    api: httpx.AsyncClient, upstream: FakeOAuthServer, referer: str | None
+    api: httpx.AsyncClient, kommo_oauth: OAuthProvider, referer: str | None
 ) -> None:
     started = await _start(api, "kommo")
-    params = {"code": upstream.issue_code(CALLBACK.format("kommo")), "state": started["state"]}
+    params = {"code": kommo_oauth.issue_code(CALLBACK.format("kommo")), "state": started["state"]}
     if referer is not None:
         params["referer"] = referer
 
@@ -330,7 +336,7 @@ async def test_kommo_secret_goes_only_to_a_kommo_domain(
 
     assert response.status_code == 400
     assert "is not a Kommo account domain" in response.json()["detail"]
-    assert upstream.token_bodies == []
+    assert kommo_oauth.token_bodies == []
 
 
 async def test_an_unconfigured_provider_is_409(

@@ -1,12 +1,12 @@
-"""The same guarantees against the Sage simulator in app/sandbox (its /oauth/token and
-/v3.1/businesses), so the wire format is checked by a second, independent implementation."""
+"""The same guarantees against the demo Sage of the sandbox (its /oauth/token and
+/v3.1/businesses), reached over plain httpx.ASGITransport, the demo's own OAuth client and
+consent route."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -18,34 +18,20 @@ from app.connections.errors import ReauthorizationRequired
 from app.connections.models import Provider
 from app.connections.runtime import Connections
 from app.connections.store import ConnectionKey, ConnectionStore
-from tests.connections.conftest import make_config
-
-sandbox_sage = pytest.importorskip("app.sandbox.sage")
-seed = pytest.importorskip("app.sandbox.seed")
+from sandbox import seed
+from sandbox.sage import SageSandbox, build_sage
+from tests.connections.conftest import FakeClock, make_config
 
 SANDBOX = "http://sage.test"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def sage(clock: FakeClock) -> SageSandbox:
+    return build_sage(seed.demo_sage_config(), seed.demo_sage_state(clock=clock))
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sage(clock: Clock) -> Any:
-    return sandbox_sage.build_sage(seed.demo_sage_config(), seed.demo_sage_state(clock=clock))
-
-
-@pytest.fixture
-async def sandbox_http(sage: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def sandbox_http(sage: SageSandbox) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=sage.app)
     async with httpx.AsyncClient(transport=transport, base_url=SANDBOX) as client:
         yield client
@@ -56,7 +42,7 @@ def sandbox_connections(
     db: async_sessionmaker[AsyncSession],
     redis: Redis,
     sandbox_http: httpx.AsyncClient,
-    clock: Clock,
+    clock: FakeClock,
 ) -> Connections:
     config = make_config(
         sage_oauth_client_id="sandbox-sage-client",
@@ -86,7 +72,7 @@ async def _connect(connections: Connections, http: httpx.AsyncClient) -> Connect
     return ConnectionKey(Provider.SAGE, info.account)
 
 
-def _token_calls(sage: Any) -> list[int]:
+def _token_calls(sage: SageSandbox) -> list[int]:
     entries = sage.requests.entries(method="POST", path_prefix="/oauth/token")
     return [entry.status for entry in entries]
 
@@ -94,8 +80,8 @@ def _token_calls(sage: Any) -> list[int]:
 async def test_twenty_processes_refresh_once_against_the_sandbox(
     sandbox_connections: Connections,
     sandbox_http: httpx.AsyncClient,
-    sage: Any,
-    clock: Clock,
+    sage: SageSandbox,
+    clock: FakeClock,
 ) -> None:
     key = await _connect(sandbox_connections, sandbox_http)
     clock.now += timedelta(seconds=280)
@@ -123,7 +109,7 @@ async def test_twenty_processes_refresh_once_against_the_sandbox(
 
 
 async def test_a_revoked_grant_needs_reauth_against_the_sandbox(
-    sandbox_connections: Connections, sandbox_http: httpx.AsyncClient, clock: Clock
+    sandbox_connections: Connections, sandbox_http: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     key = await _connect(sandbox_connections, sandbox_http)
     async with sandbox_connections.sessionmaker() as session:

@@ -13,15 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.settings import Settings
 from app.workers.main import WorkerContext, process_event_job
 from tests.conftest import OPS_TOKEN
-from tests.fakes import FakeKommo, FakeSage
 from tests.helpers import record_trigger
-from tests.test_mapping_in_force import (  # noqa: F401 - the API and worker of that module
+from tests.test_mapping_in_force import (  # noqa: F401 - the deal, API and worker of that module
     MYSTERY_RULE,
+    kommo,
     mapped_settings,
     ops,
-    upstreams,
     worker,
 )
+from tests.upstreams import Kommo, Sage
 
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
@@ -29,12 +29,12 @@ AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 async def test_a_replay_after_a_reload_invoices_and_completes_the_one_task(
     ops: AsyncClient,  # noqa: F811
     worker: WorkerContext,  # noqa: F811
-    upstreams: tuple[FakeKommo, FakeSage],  # noqa: F811
+    kommo: Kommo,  # noqa: F811
+    sage: Sage,
     mapping_file: Path,
     sessionmaker: async_sessionmaker[AsyncSession],
     mapped_settings: Settings,  # noqa: F811
 ) -> None:
-    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, mapped_settings, 1)
     assert await process_event_job(worker, event_id) == "needs_mapping"
     mapping_file.write_text(mapping_file.read_text() + MYSTERY_RULE)
@@ -45,7 +45,8 @@ async def test_a_replay_after_a_reload_invoices_and_completes_the_one_task(
 
     assert state == "invoiced" and len(sage.invoice_posts) == 1
     assert len(kommo.tasks) == 1
-    assert kommo.task_store[8001]["is_completed"] is True
-    assert kommo.task_store[8001]["result"].startswith("Sage invoice SI-1 was raised")
+    [task] = kommo.state.tasks.values()
+    assert (task.id, task.is_completed) == (8000001, True)
+    assert (task.result_text or "").startswith("Sage invoice SI-1 was raised")
     event = (await ops.get(f"/ops/events/{event_id}", headers=AUTH)).json()
     assert (event["state"], event["task_state"]) == ("invoiced", "closed")

@@ -6,10 +6,8 @@ tried), and one that had used its retries got two tries instead of four."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import update
@@ -19,10 +17,8 @@ from app.bridge import Bridge
 from app.inbox.models import InboxEvent
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN, WEBHOOK_SECRET
-from tests.fakes import FakeKommo, FakeSage
 from tests.helpers import (
     Scheduled,
-    fake_upstreams,
     lead_entry,
     load_event,
     make_due,
@@ -30,6 +26,7 @@ from tests.helpers import (
     run_event,
     status_webhook,
 )
+from tests.upstreams import Kommo, Upstreams
 
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -41,17 +38,16 @@ WORN = {
     "runs": 7,
     "task_state": "created",
     "task_text": "Sage invoice NOT raised",
-    "task_id": "8001",
+    "task_id": "8000001",
     "task_attempts": 10,
     "last_error": "gave up",
 }
 
 
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams(pass_through="bridge.test") as (kommo, sage):
-        kommo.add_lead(1, products=[(102, 1)])
-        yield kommo, sage
+def upstreams(upstreams: Upstreams) -> Upstreams:
+    upstreams.kommo.add_lead(1, products=[(102, 1)])
+    return upstreams
 
 
 async def set_event(sessionmaker: Maker, event_id: int, **values: Any) -> None:
@@ -79,7 +75,7 @@ FRESH = {
 
 
 async def test_replay_and_reopen_leave_the_event_as_fresh_as_each_other(
-    client: AsyncClient, sessionmaker: Maker, settings: Settings, fakes: Any
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, upstreams: Upstreams
 ) -> None:
     replayed = await record_trigger(sessionmaker, settings, 1, updated_at=1000)
     reopened = await record_trigger(sessionmaker, settings, 2, updated_at=1000)
@@ -104,9 +100,9 @@ async def test_an_event_that_stopped_too_often_is_invoiced_after_a_replay(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    fakes: Any,
+    upstreams: Upstreams,
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     event_id = await record_trigger(sessionmaker, settings, 1)
     await set_event(sessionmaker, event_id, runs=6)  # claimed six times, never finished
     assert await run_event(sessionmaker, bridge[0], event_id) == "failed"
@@ -124,10 +120,9 @@ async def test_an_event_that_used_its_retries_gets_every_try_again_after_a_repla
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    fakes: Any,
+    kommo: Kommo,
 ) -> None:
-    kommo, _ = fakes
-    kommo.faults.add("get_lead", *[httpx.Response(503, text="down")] * 8)
+    kommo.faults.fail_next("GET", "/api/v4/leads/{id}", status=503, count=8)
     event_id = await record_trigger(sessionmaker, settings, 1)
     tries = len(settings.retry_delays_seconds) + 1
 

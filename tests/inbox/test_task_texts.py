@@ -3,7 +3,7 @@ by Kommo, and an upstream's refusal still says who refused (issue 14, seams: dom
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,41 +11,43 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bridge import Bridge
 from app.settings import Settings
-from tests.fakes import FakeKommo, FakeSage, sage_error
-from tests.helpers import Scheduled, fake_upstreams, record_trigger, run_event
+from tests.helpers import Scheduled, record_trigger, run_event
+from tests.upstreams import Kommo, Sage, Upstreams
 
 Maker = async_sessionmaker[AsyncSession]
 AGAIN = "then move the deal to the invoice stage again"
 
 
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    with fake_upstreams() as (kommo, sage):
-        kommo.add_contact(7002, "No Mail", None)
-        kommo.add_element(110, "Gadget", None)
-        yield kommo, sage
+def upstreams(upstreams: Upstreams) -> Upstreams:
+    upstreams.kommo.add_contact(7002, "No Mail", None)
+    upstreams.kommo.add_element(110, "Gadget", None)
+    return upstreams
 
 
-def no_email(kommo: FakeKommo, sage: FakeSage) -> None:
+def no_email(kommo: Kommo, sage: Sage) -> None:
     kommo.add_lead(1, contact_id=7002, products=[(102, 1)])
 
 
-def no_price(kommo: FakeKommo, sage: FakeSage) -> None:
+def no_price(kommo: Kommo, sage: Sage) -> None:
     kommo.add_lead(1, products=[(110, 1)])
 
 
-def no_products(kommo: FakeKommo, sage: FakeSage) -> None:
+def no_products(kommo: Kommo, sage: Sage) -> None:
     kommo.add_lead(1, products=[])
 
 
-def unreadable(kommo: FakeKommo, sage: FakeSage) -> None:
-    kommo.add_lead(1, products=[(102, 1)])
-    kommo.leads[1]["_embedded"]["contacts"][0].pop("id")
+def unreadable(kommo: Kommo, sage: Sage) -> None:
+    # The sandbox renders its state as stored: a contact link Kommo would never send.
+    lead = kommo.add_lead(1, products=[(102, 1)])
+    lead.contacts[0] = replace(lead.contacts[0], contact_id=None)  # type: ignore[arg-type]
 
 
-def sage_refuses(kommo: FakeKommo, sage: FakeSage) -> None:
+def sage_refuses(kommo: Kommo, sage: Sage) -> None:
     kommo.add_lead(1, products=[(102, 1)])
-    sage.faults.add("post_invoice", sage_error(422, "RecordInvalid", "Contact is on hold"))
+    sage.faults.refuse_next(
+        "POST", "/v3.1/sales_invoices", status=422, message="Contact is on hold"
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,11 +82,11 @@ async def test_the_task_says_what_stops_the_invoice(
     sessionmaker: Maker,
     settings: Settings,
     bridge: tuple[Bridge, Scheduled],
-    fakes: Any,
+    upstreams: Upstreams,
     arrange: Any,
     text: str,
 ) -> None:
-    kommo, sage = fakes
+    kommo, sage = upstreams
     arrange(kommo, sage)
     event_id = await record_trigger(sessionmaker, settings, 1)
 

@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from app.sandbox.seed import STATUS_RAISE_INVOICE
 from reliability.common import Result, moved, settle
 from reliability.driver import Sender
 from reliability.environment import Servers
@@ -28,6 +27,7 @@ from reliability.scenarios import (
     worker_kill,
 )
 from reliability.stack import Stack
+from sandbox.seed import STATUS_RAISE_INVOICE
 
 # Real processes, about 90 s in all; marked so `make reliability-small` can run just these and
 # CI's second pass (same PostgreSQL server) can leave them out.
@@ -85,13 +85,16 @@ async def test_worker_survives_a_redis_restart(stack: Stack) -> None:
     await sender.aclose()
     # No supervisor here: either the worker dies, or it invoices the deal (bounded wait).
     deadline = time.monotonic() + 60
+    state = None
     while worker.proc.poll() is None and time.monotonic() < deadline:
-        if (await stack.db.events([deal])).get(str(deal), {}).get("state") == "invoiced":
+        state = (await stack.db.events([deal])).get(str(deal), {}).get("state")
+        if state == "invoiced":
             break
         await asyncio.sleep(0.25)
     alive = worker.proc.poll() is None
     stack.bridge.supervise()  # leave a running worker for the tests after this one
     assert alive, "the worker process exited when Redis restarted"
+    assert state == "invoiced", f"the worker lived on but left the deal {state} for 60 s"
 
 
 async def test_database_down_answers_5xx_and_loses_nothing_acknowledged(

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 
+import httpx
 from httpx import AsyncClient
 from prometheus_client import REGISTRY
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.http import send
 from app.errors import UpstreamTransientError
+from app.inbox.models import InboxEvent
 from app.metrics import route_of
-from tests.conftest import WEBHOOK_SECRET
+from app.models import utcnow
+from tests.conftest import KOMMO_URL, WEBHOOK_SECRET
 from tests.helpers import lead_entry, status_webhook
+from tests.upstreams import Kommo
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -38,6 +44,11 @@ async def test_webhooks_events_and_queue_are_counted(
         headers=FORM,
     )
     await client.post("/webhooks/kommo/wrong", content=b"x=1", headers=FORM)
+    async with sessionmaker() as session:  # the pending event arrived 90 s ago
+        received = utcnow() - timedelta(seconds=90)
+        pending = update(InboxEvent).where(InboxEvent.state == "pending")
+        await session.execute(pending.values(received_at=received))
+        await session.commit()
     response = await client.get("/metrics")
 
     assert response.status_code == 200
@@ -47,31 +58,25 @@ async def test_webhooks_events_and_queue_are_counted(
     assert scraped(text, 'sagebridge_events{state="pending"}') == 1
     assert scraped(text, 'sagebridge_events{state="skipped"}') == 1
     assert scraped(text, "sagebridge_queue_depth") == 1
-    assert scraped(text, "sagebridge_oldest_pending_event_seconds") >= 0
+    assert 90 <= scraped(text, "sagebridge_oldest_pending_event_seconds") < 120
 
 
-async def test_upstream_requests_are_counted_by_api_route_and_status() -> None:
-    import httpx
-    import respx
-
-    before = sample(
-        "sagebridge_upstream_requests_total",
-        api="kommo",
-        method="GET",
-        route="/api/v4/leads/:id",
-        status="503",
-    )
-    with respx.mock() as router:
-        router.get("https://k.test/api/v4/leads/42").mock(return_value=httpx.Response(503))
-        router.get("https://k.test/api/v4/leads/43").mock(side_effect=httpx.ConnectError("x"))
-        async with httpx.AsyncClient(base_url="https://k.test") as http:
-            await send(http, "kommo", "GET", "/api/v4/leads/42")
-            with contextlib.suppress(UpstreamTransientError):
-                await send(http, "kommo", "GET", "/api/v4/leads/43")
-
+async def test_upstream_requests_are_counted_by_api_route_and_status(kommo: Kommo) -> None:
     labels = {"api": "kommo", "method": "GET", "route": "/api/v4/leads/:id"}
+    before = sample("sagebridge_upstream_requests_total", status="503", **labels)
+    before_network = sample("sagebridge_upstream_requests_total", status="network_error", **labels)
+    kommo.faults.fail_next("GET", "/api/v4/leads/{id}", status=503)
+    kommo.faults.disconnect_next("GET", "/api/v4/leads/{id}")
+    async with httpx.AsyncClient(base_url=KOMMO_URL) as http:
+        await send(http, "kommo", "GET", "/api/v4/leads/42")
+        with contextlib.suppress(UpstreamTransientError):
+            await send(http, "kommo", "GET", "/api/v4/leads/43")
+
     assert sample("sagebridge_upstream_requests_total", status="503", **labels) == before + 1
-    assert sample("sagebridge_upstream_requests_total", status="network_error", **labels) >= 1
+    assert (
+        sample("sagebridge_upstream_requests_total", status="network_error", **labels)
+        == before_network + 1
+    )
     assert route_of("/sales_invoices/" + "a" * 32 + "?x=1") == "/sales_invoices/:id"
 
 

@@ -10,11 +10,8 @@ import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import respx
 from arq.connections import ArqRedis
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
@@ -28,8 +25,8 @@ from app.mapping_store import Mappings
 from app.queue import QUEUE_NAME
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN, make_settings
-from tests.fakes import FakeSage, sage_error
 from tests.helpers import record_trigger
+from tests.upstreams import Sage
 
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 HOST = socket.gethostname()
@@ -46,16 +43,12 @@ rules:
 """
 
 
-@pytest.fixture
-def sage() -> Any:
-    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
-        router.route(host="bridge.test").pass_through()
-        yield FakeSage(router)
+LEDGER_ACCOUNTS = "/v3.1/ledger_accounts"
 
 
 @pytest.fixture
 async def ops(
-    database_url: str, redis_url: str, mapping_file: Path, queue: ArqRedis, sage: FakeSage
+    database_url: str, redis_url: str, mapping_file: Path, queue: ArqRedis, sage: Sage
 ) -> AsyncIterator[AsyncClient]:
     settings = make_settings(
         database_url=database_url,
@@ -223,9 +216,9 @@ async def test_a_schema_error_is_refused_with_its_line(
 
 
 async def test_when_sage_cannot_be_asked_the_reload_is_refused(
-    ops: AsyncClient, mapping_file: Path, sage: FakeSage
+    ops: AsyncClient, mapping_file: Path, sage: Sage
 ) -> None:
-    sage.faults.add("ledger_accounts", sage_error(503, "ServiceUnavailable", "down"))
+    sage.faults.fail_next("GET", LEDGER_ACCOUNTS, status=503)
     mapping_file.write_text(mapping_file.read_text() + "\n# edited\n")
 
     response = await ops.post("/ops/mappings/reload", headers=AUTH)
@@ -295,7 +288,7 @@ async def test_discard_ends_an_event_and_records_why(
 
 
 async def test_the_bridge_refuses_to_start_on_a_mapping_sage_does_not_know(
-    database_url: str, redis_url: str, mapping_file: Path, sage: FakeSage, sessionmaker: Maker
+    database_url: str, redis_url: str, mapping_file: Path, sage: Sage, sessionmaker: Maker
 ) -> None:
     mapping_file.write_text(UNKNOWN_LEDGER)
     settings = make_settings(
@@ -316,9 +309,9 @@ async def test_the_bridge_refuses_to_start_on_a_mapping_sage_does_not_know(
 
 
 async def test_start_up_goes_on_when_sage_is_unreachable(
-    database_url: str, redis_url: str, mapping_file: Path, sage: FakeSage
+    database_url: str, redis_url: str, mapping_file: Path, sage: Sage
 ) -> None:
-    sage.faults.add("ledger_accounts", httpx.ConnectError("no route"))
+    sage.faults.disconnect_next("GET", LEDGER_ACCOUNTS)
     settings = make_settings(
         database_url=database_url,
         redis_url=redis_url,

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import respx
 from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,9 +17,9 @@ from app.inbox.runner import process_event
 from app.models import DealInvoice
 from app.settings import Settings
 from tests.conftest import CALLBACK_SECRETS
-from tests.fakes import FakeKommo, FakeSage
 from tests.helpers import bridge_for
 from tests.test_payment_status import add_invoices, patched, shown
+from tests.upstreams import Kommo
 
 Maker = async_sessionmaker[AsyncSession]
 INVOICE = "a" * 32
@@ -63,16 +62,15 @@ async def events(sessionmaker: Maker) -> list[InboxEvent]:
 
 
 @pytest.fixture
-def fakes() -> Any:
-    with respx.mock(assert_all_mocked=False, assert_all_called=False) as router:
-        router.route(host="bridge.test").pass_through()
-        yield FakeKommo(router), FakeSage(router)
+def kommo(kommo: Kommo) -> Kommo:
+    """Deal 7, whose invoice (INVOICE) the bridge raised earlier (add_invoices)."""
+    kommo.add_lead(7, status_id=142)
+    return kommo
 
 
 async def test_a_signed_callback_is_stored_once_and_applied_through_the_inbox(
-    client: AsyncClient, sessionmaker: Maker, settings: Settings, fakes: Any
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, kommo: Kommo
 ) -> None:
-    kommo, _ = fakes
     await add_invoices(sessionmaker, ("7", INVOICE))
     body = callback("PAID")
 
@@ -183,9 +181,8 @@ async def test_a_callback_for_an_invoice_we_did_not_raise_is_recorded_as_skipped
 
 
 async def test_an_older_callback_after_a_newer_one_changes_nothing(
-    client: AsyncClient, sessionmaker: Maker, settings: Settings, fakes: Any
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, kommo: Kommo
 ) -> None:
-    kommo, _ = fakes
     await add_invoices(sessionmaker, ("7", INVOICE))
     newer = callback("PAID", updated_at="2026-11-22T11:00:00+00:00")
     older = callback("PART_PAID", updated_at="2026-11-22T09:00:00+00:00")

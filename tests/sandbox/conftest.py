@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.sandbox.kommo import KommoSandbox, build_kommo
-from app.sandbox.sage import SageSandbox, build_sage
-from app.sandbox.seed import (
+from sandbox.kommo import KommoSandbox, build_kommo
+from sandbox.sage import SageSandbox, build_sage
+from sandbox.seed import (
     KOMMO_TOKEN,
     SAGE_TOKEN,
     demo_kommo_config,

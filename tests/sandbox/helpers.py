@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from app.sandbox.seed import (
+from sandbox.seed import (
     LEDGER_SALES_A,
     LEDGER_SERVICES,
     SAGE_GRACE_CONTACT,

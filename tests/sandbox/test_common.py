@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from app.sandbox.common import (
+from sandbox.common import (
     FaultKind,
     FaultRegistry,
     FaultSpec,
@@ -16,7 +16,7 @@ from app.sandbox.common import (
     RequestLog,
     SlidingWindowLimiter,
 )
-from app.sandbox.common.requestlog import decode_body, select_headers
+from sandbox.common.requestlog import decode_body, select_headers
 
 
 def test_fault_plan_consumes_counts_in_arming_order() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from app.sandbox.common import RateLimit
-from app.sandbox.kommo import KommoSandbox
-from app.sandbox.seed import LEAD_SAMPLE
+from sandbox.common import RateLimit
+from sandbox.kommo import KommoSandbox
+from sandbox.seed import LEAD_SAMPLE
 
 LEAD_PATH = "/api/v4/leads/{id}"
 
@@ -71,3 +71,23 @@ async def test_request_log_keeps_json_bodies_and_redacts_the_token(
     [entry] = listed["requests"]
     assert (entry["path"], entry["status"], entry["body"]) == ("/api/v4/tasks", 200, body)
     assert entry["headers"]["authorization"] == "REDACTED"
+
+
+async def test_refuse_fault_answers_problem_json(
+    kommo: KommoSandbox, kommo_client: httpx.AsyncClient
+) -> None:
+    kommo.faults.refuse_next("POST", "/api/v4/tasks", status=400, message="Bad task")
+
+    refused = await kommo_client.post("/api/v4/tasks", json=[{"text": "x", "complete_till": 1}])
+
+    assert (refused.status_code, refused.headers["content-type"]) == (
+        400,
+        "application/problem+json",
+    )
+    assert refused.json() == {
+        "title": "Bad Request",
+        "type": "https://httpstatus.es/400",
+        "status": 400,
+        "detail": "Bad task",
+    }
+    assert kommo.state.tasks == {}

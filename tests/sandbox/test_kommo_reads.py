@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from app.sandbox.seed import (
+from sandbox.seed import (
     CATALOG_INVOICES,
     CATALOG_PRODUCTS,
     CATALOG_REGULAR,

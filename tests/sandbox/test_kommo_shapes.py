@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.sandbox.kommo import KommoSandbox
-from app.sandbox.seed import (
+from sandbox.kommo import KommoSandbox
+from sandbox.seed import (
     CATALOG_INVOICES,
     CATALOG_PRODUCTS,
     CATALOG_REGULAR,
@@ -80,6 +80,47 @@ async def test_sandbox_answers_in_the_documented_shape(
 
     assert response.status_code == fixture.status
     assert shape_problems(fixture, response.json()) == []
+
+
+async def test_task_edits_and_reads_answer_in_the_documented_shape(
+    kommo_client: httpx.AsyncClient,
+) -> None:
+    """The documented edit batch and completion, applied to two tasks the sandbox holds, then
+    one of them read back: each answer in the shape of tasks_patch.json and task_get.json."""
+    patch, read = load("tasks_patch.json"), load("task_get.json")
+    opened = await kommo_client.post(
+        "/api/v4/tasks",
+        json=[
+            {
+                "text": f"Task {i}",
+                "complete_till": 1,
+                "entity_type": "leads",
+                "entity_id": LEAD_SAMPLE,
+            }
+            for i in (1, 2)
+        ],
+    )
+    ids = [task["id"] for task in opened.json()["_embedded"]["tasks"]]
+    edits = [{**edit, "id": i} for edit, i in zip(patch.request_bodies["edit"], ids, strict=True)]
+
+    edited = await kommo_client.patch("/api/v4/tasks", json=edits)
+    completed = await kommo_client.patch(
+        "/api/v4/tasks", json=[{**patch.request_bodies["complete"], "id": ids[0]}]
+    )
+    task = await kommo_client.get(f"/api/v4/tasks/{ids[0]}")
+
+    assert (edited.status_code, completed.status_code) == (patch.status, patch.status)
+    assert shape_problems(patch, edited.json()) == []
+    assert shape_problems(patch, completed.json()) == []
+    assert task.status_code == read.status
+    assert shape_problems(read, task.json()) == []
+    first = patch.request_bodies["edit"][0]
+    assert {key: task.json()[key] for key in (*first, "is_completed", "result")} == {
+        **first,
+        "id": ids[0],
+        "is_completed": True,
+        "result": patch.request_bodies["complete"]["result"],
+    }
 
 
 async def test_token_answers_in_the_documented_shape(kommo_anonymous: httpx.AsyncClient) -> None:

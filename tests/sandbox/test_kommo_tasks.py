@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.sandbox.seed import LEAD_SAMPLE
+from sandbox.seed import LEAD_SAMPLE
 from tests.contracts.kommo.shapes import load, shape_problems
 
 
@@ -61,3 +61,20 @@ async def test_an_unknown_task_is_204_and_a_bad_edit_changes_nothing(
         }
     ]
     assert task["is_completed"] is False
+
+
+async def test_an_edit_is_checked_as_a_new_task_is(kommo_client: httpx.AsyncClient) -> None:
+    task_id = await open_one(kommo_client)
+    edit = {"id": task_id, "text": " ", "complete_till": "tomorrow", "task_type_id": 9}
+
+    refused = await kommo_client.patch("/api/v4/tasks", json=[edit])
+    task = (await kommo_client.get(f"/api/v4/tasks/{task_id}")).json()
+
+    assert refused.status_code == 400
+    [item] = refused.json()["validation-errors"]
+    assert [(e["code"], e["path"]) for e in item["errors"]] == [
+        ("NotBlank", "text"),
+        ("InvalidType", "complete_till"),
+        ("NotSupportedChoice", "task_type_id"),
+    ]
+    assert (task["text"], task["complete_till"], task["task_type_id"]) == ("Check", 1, 1)

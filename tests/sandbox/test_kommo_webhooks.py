@@ -11,8 +11,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from app.sandbox.runner import RunningSandbox, run_sandbox, serve_app
-from app.sandbox.seed import (
+from sandbox.runner import RunningSandbox, run_sandbox, serve_app
+from sandbox.seed import (
     FIELD_INVOICE_NUMBER,
     FIELD_PAYMENT_STATUS,
     KOMMO_TOKEN,

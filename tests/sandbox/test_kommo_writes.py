@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from app.sandbox.kommo import KommoSandbox
-from app.sandbox.seed import (
+from sandbox.kommo import KommoSandbox
+from sandbox.seed import (
     ENUM_PAID,
     FIELD_INVOICE_LINK,
     FIELD_INVOICE_NUMBER,

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from app.sandbox.common import RateLimit
-from app.sandbox.runner import run_sandbox
-from app.sandbox.seed import (
+from sandbox.common import RateLimit
+from sandbox.runner import run_sandbox
+from sandbox.seed import (
     KOMMO_TOKEN,
     LEAD_SAMPLE,
     SAGE_BUSINESS_ID,

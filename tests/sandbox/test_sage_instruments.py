@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import httpx
 import pytest
 
-from app.sandbox.common import RateLimit
-from app.sandbox.sage import SageSandbox, build_sage
-from app.sandbox.sage.models import Business
-from app.sandbox.seed import SAGE_TOKEN, demo_sage_config, demo_sage_state
+from sandbox.common import RateLimit
+from sandbox.sage import SageSandbox, build_sage
+from sandbox.sage.models import Business
+from sandbox.seed import SAGE_TOKEN, demo_sage_config, demo_sage_state
 from tests.sandbox.helpers import START, invoice_body, sage_errors
 
 INVOICES = "/v3.1/sales_invoices"
@@ -134,8 +135,11 @@ async def test_timeout_after_commit_writes_then_holds_the_answer(
 async def test_fault_body_is_validated(sage_anonymous: httpx.AsyncClient) -> None:
     no_delay = {"method": "GET", "path": INVOICES, "kind": "latency"}
     wrong_status = {"method": "GET", "path": INVOICES, "kind": "fail", "status": 404}
-    assert (await sage_anonymous.post("/sandbox/faults", json=no_delay)).status_code == 422
-    assert (await sage_anonymous.post("/sandbox/faults", json=wrong_status)).status_code == 422
+    refusing_a_500 = {"method": "GET", "path": INVOICES, "kind": "refuse", "status": 500}
+    refusing_a_422 = {**refusing_a_500, "status": 422}
+    for invalid in (no_delay, wrong_status, refusing_a_500):
+        assert (await sage_anonymous.post("/sandbox/faults", json=invalid)).status_code == 422
+    assert (await sage_anonymous.post("/sandbox/faults", json=refusing_a_422)).status_code == 201
 
 
 async def test_faults_are_listed_with_what_remains(
@@ -194,7 +198,7 @@ async def test_request_log_records_api_calls_with_secrets_redacted(
     assert invoice_call["headers"]["authorization"] == "REDACTED"
     assert invoice_call["headers"]["x-business"] == "5a9d1a3bb3f94b4e8b2c0e1f7d6a0001"
     assert invoice_call["body"] == invoice_body()
-    assert invoice_call["duration_ms"] >= 0
+    assert 0 < invoice_call["duration_ms"] < 10_000
     assert everything["requests"][1]["query"] == {"email": ["grace@example.com"]}
     assert everything["requests"][2]["body"] == {
         "grant_type": "refresh_token",
@@ -214,3 +218,45 @@ async def test_request_log_python_accessor(
     assert [(e.path, e.status, e.headers["authorization"]) for e in entries] == [
         ("/v3.1/tax_rates", 200, "REDACTED")
     ]
+
+
+async def test_refuse_fault_answers_a_4xx_in_sages_error_form(
+    sage: SageSandbox, sage_client: httpx.AsyncClient, sage_anonymous: httpx.AsyncClient
+) -> None:
+    fault = {
+        "method": "POST",
+        "path": INVOICES,
+        "kind": "refuse",
+        "status": 422,
+        "code": "RecordInvalid",
+        "message": "Ledger account is archived",
+    }
+    armed = await sage_anonymous.post("/sandbox/faults", json=fault)
+    sage.faults.refuse_next("GET", "/v3.1/tax_rates", status=401)
+
+    refused = await sage_client.post("/sales_invoices", json=invoice_body())
+    unauthorized = await sage_client.get("/tax_rates")
+    then = await sage_client.post("/sales_invoices", json=invoice_body())
+
+    assert armed.json()["armed"]["message"] == "Ledger account is archived"
+    assert (refused.status_code, sage_errors(refused)) == (422, [("RecordInvalid", "")])
+    assert refused.json()[0]["$message"] == "Ledger account is archived"
+    assert (unauthorized.status_code, sage_errors(unauthorized)) == (
+        401,
+        [("AuthorizationFailure", "")],
+    )
+    assert then.status_code == 201
+    assert len(sage.state.books[next(iter(sage.state.books))].invoices) == 1
+
+
+async def test_total_adjustment_moves_the_total_not_the_lines(
+    sage: SageSandbox, sage_client: httpx.AsyncClient
+) -> None:
+    book = sage.state.books[next(iter(sage.state.books))]
+    book.total_adjustment = Decimal("0.01")
+
+    created = (await sage_client.post("/sales_invoices", json=invoice_body())).json()
+
+    # 2.5 × 120.00 + 3 × 19.99 = 359.97 net, 71.99 tax (60.00 + 11.99)
+    assert (created["net_amount"], created["tax_amount"]) == ("359.97", "71.99")
+    assert (created["total_amount"], created["outstanding_amount"]) == ("431.97", "431.97")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 
-from app.sandbox.sage import SageSandbox
-from app.sandbox.seed import (
+from sandbox.sage import SageSandbox
+from sandbox.seed import (
     LEDGER_BANK_CHARGES,
     LEDGER_SUBSCRIPTIONS,
     SAGE_BANK_ACCOUNT,
@@ -40,7 +41,7 @@ async def test_create_computes_amounts_number_status_and_links(
 ) -> None:
     invoice = await _create(sage_client)
 
-    assert len(invoice["id"]) == 32 and int(invoice["id"], 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", invoice["id"])
     assert {k: invoice[k] for k in ("invoice_number", "displayed_as", "status")} == {
         "invoice_number": "SI-1",
         "displayed_as": "SI-1",
@@ -104,6 +105,21 @@ async def test_schema_checks_types_and_dates(sage_client: httpx.AsyncClient) -> 
         ("RecordInvalid", "date"),
         ("RecordInvalid", "invoice_lines.0.unit_price"),
     ]
+
+
+async def test_idempotency_id_is_a_32_character_hyphenless_guid(
+    sage_client: httpx.AsyncClient,
+) -> None:
+    hyphens = await sage_client.post(
+        "/sales_invoices", json=invoice_body(idempotency_id="9c3e1f0a-2b4d-4c6e-8f1a-3b5c7d9e0f12")
+    )
+    plain = await sage_client.post("/sales_invoices", json=invoice_body(idempotency_id="9C" * 16))
+
+    assert (hyphens.status_code, sage_errors(hyphens)) == (
+        422,
+        [("RecordInvalid", "idempotency_id")],
+    )
+    assert plain.status_code == 201
 
 
 async def test_namespace_is_required(sage_client: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from app.sandbox.sage import SageSandbox
+from sandbox.sage import SageSandbox
 from tests.sandbox.helpers import FakeClock
 
 CLIENT = {"client_id": "sandbox-sage-client", "client_secret": "sandbox-sage-secret"}
@@ -155,3 +155,23 @@ async def test_missing_or_unknown_bearer_is_401_with_sage_errors(
         "No bearer token was sent.",
         "The access token is invalid.",
     ]
+
+
+async def test_issued_pairs_are_listed_and_one_access_token_can_be_expired_early(
+    sage_anonymous: httpx.AsyncClient, sage: SageSandbox
+) -> None:
+    first = (await _exchange(sage_anonymous, await _code(sage_anonymous))).json()
+    second = (await _refresh(sage_anonymous, first["refresh_token"])).json()
+    other = (await _exchange(sage_anonymous, await _code(sage_anonymous))).json()
+
+    expired = sage.oauth.expire_access_token(second["access_token"])
+
+    issued = [(t.access_token, t.refresh_token) for t in sage.oauth.issued()]
+    assert issued == [
+        (first["access_token"], first["refresh_token"]),
+        (second["access_token"], second["refresh_token"]),
+        (other["access_token"], other["refresh_token"]),
+    ]
+    assert expired is True and sage.oauth.expire_access_token("never-issued") is False
+    assert (await _businesses(sage_anonymous, second["access_token"])).status_code == 401
+    assert (await _businesses(sage_anonymous, other["access_token"])).status_code == 200

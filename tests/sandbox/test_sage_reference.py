@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from app.sandbox.sage import SageSandbox
-from app.sandbox.sage.models import Business
-from app.sandbox.seed import (
+from sandbox.sage import SageSandbox
+from sandbox.sage.models import Business
+from sandbox.seed import (
     LEDGER_SALES_A,
     LEDGER_SERVICES,
     LEDGER_SUBSCRIPTIONS,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.sandbox.seed import SAGE_GRACE_CONTACT
+from sandbox.seed import SAGE_GRACE_CONTACT
 from tests.sandbox.helpers import invoice_body
 
 FIXTURES = Path(__file__).resolve().parent.parent / "contracts" / "sage"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -18,20 +16,20 @@ from app.queue import QUEUE_NAME, Queue
 from app.settings import Settings
 from app.workers.main import build_worker
 from tests.conftest import WEBHOOK_SECRET
-from tests.fakes import FakeKommo, FakeSage
-from tests.helpers import fake_upstreams, lead_entry, record_trigger, status_webhook
+from tests.helpers import lead_entry, record_trigger, status_webhook
+from tests.upstreams import Kommo, Sage
 
 Maker = async_sessionmaker[AsyncSession]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
-def fakes() -> Iterator[tuple[FakeKommo, FakeSage]]:
-    # The worker's own httpx clients are built in its start-up, inside this mock.
-    with fake_upstreams() as (kommo, sage):
-        for lead_id in (1, 2, 3):
-            kommo.add_lead(lead_id, products=[(102, 1)])
-        yield kommo, sage
+def kommo(kommo: Kommo) -> Kommo:
+    """Deals 1-3 with a Widget each; the worker's own clients, built at its start-up, reach the
+    sandbox through the routes tests/upstreams.py sets."""
+    for lead_id in (1, 2, 3):
+        kommo.add_lead(lead_id, products=[(102, 1)])
+    return kommo
 
 
 async def run_worker_until_idle(settings: Settings) -> None:
@@ -49,9 +47,8 @@ async def states(sessionmaker: Maker) -> dict[str, str]:
 
 
 async def test_webhook_to_invoice_through_the_real_queue(
-    client: AsyncClient, settings: Settings, sessionmaker: Maker, fakes: Any
+    client: AsyncClient, settings: Settings, sessionmaker: Maker, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     body = status_webhook(lead_entry(1), lead_entry(2))
     assert (
         await client.post(f"/webhooks/kommo/{WEBHOOK_SECRET}", content=body, headers=FORM)
@@ -60,14 +57,18 @@ async def test_webhook_to_invoice_through_the_real_queue(
     await run_worker_until_idle(settings)
 
     assert await states(sessionmaker) == {"1": "invoiced", "2": "invoiced"}
-    assert sorted(i["reference"] for i in sage.invoices) == ["KOMMO-1", "KOMMO-2"]
+    assert sorted(i.reference or "" for i in sage.invoices) == ["KOMMO-1", "KOMMO-2"]
     assert {lead for lead, _ in kommo.patches} == {1, 2}
 
 
 async def test_redis_flushed_after_the_2xx_the_sweeper_still_gets_the_invoice_made(
-    client: AsyncClient, settings: Settings, sessionmaker: Maker, queue: ArqRedis, fakes: Any
+    client: AsyncClient,
+    settings: Settings,
+    sessionmaker: Maker,
+    queue: ArqRedis,
+    kommo: Kommo,
+    sage: Sage,
 ) -> None:
-    kommo, sage = fakes
     body = status_webhook(lead_entry(3))
     response = await client.post(f"/webhooks/kommo/{WEBHOOK_SECRET}", content=body, headers=FORM)
     assert response.json()["queued"] == 1
@@ -77,13 +78,12 @@ async def test_redis_flushed_after_the_2xx_the_sweeper_still_gets_the_invoice_ma
     await run_worker_until_idle(settings)  # its sweeper runs at start-up
 
     assert await states(sessionmaker) == {"3": "invoiced"}
-    assert [i["reference"] for i in sage.invoices] == ["KOMMO-3"]
+    assert [i.reference for i in sage.invoices] == ["KOMMO-3"]
 
 
 async def test_an_event_held_by_a_dead_worker_is_picked_up_once_its_lease_ends(
-    settings: Settings, sessionmaker: Maker, queue: ArqRedis, fakes: Any
+    settings: Settings, sessionmaker: Maker, queue: ArqRedis, kommo: Kommo, sage: Sage
 ) -> None:
-    kommo, sage = fakes
     event_id = await record_trigger(sessionmaker, settings, 1)
     async with sessionmaker() as session:  # a worker claimed it, then died: no job left in Redis
         await session.execute(

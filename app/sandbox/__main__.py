@@ -1,3 +1,0 @@
-from app.sandbox.runner import main
-
-main()

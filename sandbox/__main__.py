@@ -1,0 +1,3 @@
+from sandbox.runner import main
+
+main()
