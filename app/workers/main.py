@@ -13,6 +13,7 @@ import structlog
 from arq import cron
 from arq.worker import Worker, func
 
+from app.alerts.job import alerts_job
 from app.connections.config import ConnectionsConfig
 from app.connections.keepalive import keep_alive
 from app.connections.runtime import Connections
@@ -143,6 +144,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
                 second=45,
                 timeout=timeout,
             ),
+            cron(alerts_job, second=20, run_at_startup=True, timeout=timeout),
         ],
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": QUEUE_NAME,
