@@ -98,12 +98,11 @@ class ScanRepository:
     async def _ensure(self, name: str) -> None:
         if await self.session.get(AlertScan, name) is not None:
             return
+        self.session.add(AlertScan(name=name))
         try:
-            # A savepoint: another worker creating it first is fine.
-            async with self.session.begin_nested():
-                self.session.add(AlertScan(name=name))
-        except IntegrityError:
-            return
+            await self.session.commit()
+        except IntegrityError:  # another worker created it first
+            await self.session.rollback()
 
 
 class CauseRepository:

@@ -20,13 +20,17 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from arq.connections import ArqRedis
 from fastapi import FastAPI, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks import Webhook
 
 from app.alerts.config import AlertConfig
 from app.alerts.job import last_hook_check, run_alerts
+from app.invoicing import Bridge
 from app.models import utcnow
 from app.sandbox.runner import serve_app
 from app.settings import Settings
 from tests.conftest import make_settings
+from tests.fakes import sage_error
+from tests.helpers import fake_upstreams, record_trigger, run_event
 
 SMTP_USER = "bridge-mailer"
 SMTP_PASSWORD = "smtp-pa$$word:with/odd@chars"
@@ -34,6 +38,7 @@ HOOK_SECRET = "whsec_" + base64.b64encode(b"alert-webhook-signing-key-0123456789
 # Like a Slack incoming webhook URL: the path is a credential.
 HOOK_PATH_TOKEN = "T0000/B0000/XXXXsecretpathtokenXXXX"
 Maker = async_sessionmaker[AsyncSession]
+SAGE_REFUSAL = "POST /sales_invoices → 422: RecordInvalid: Ledger account is not valid"
 
 
 class Clock:
@@ -81,7 +86,7 @@ class Mailbox:
         assert isinstance(data, LoginPassword)
         login, password = data.login.decode(), data.password.decode()
         self.logins.append((login, password))
-        return AuthResult(success=(login, password) == (SMTP_USER, SMTP_PASSWORD))
+        return AuthResult(success=(login, password) == (SMTP_USER, SMTP_PASSWORD), handled=False)
 
 
 @dataclass
@@ -169,6 +174,25 @@ def channels_settings(
     )
 
 
+@pytest.fixture
+def hook_settings(
+    database_url: str, redis_url: str, tmp_path: Path, receiver: tuple[Receiver, str]
+) -> Settings:
+    """The webhook alone."""
+    return alert_settings(
+        database_url,
+        redis_url,
+        tmp_path,
+        alert_webhook_url=receiver[1],
+        alert_webhook_secret=HOOK_SECRET,
+    )
+
+
+def received(hook: Receiver) -> list[dict[str, Any]]:
+    """The payloads the receiver got, each signature checked."""
+    return [Webhook(HOOK_SECRET).verify(body, headers) for headers, body in hook.requests]
+
+
 AlertRun = Callable[..., Any]
 
 
@@ -186,3 +210,17 @@ def run_alert_job(sessionmaker: Maker, queue: ArqRedis, clock: Clock) -> AlertRu
         )
 
     return run
+
+
+async def fail_deal(
+    sessionmaker: Maker, settings: Settings, bridge: Bridge, deal_id: int, **moved: Any
+) -> int:
+    """A deal moved to the invoice stage whose invoice Sage refuses: the event ends failed."""
+    with fake_upstreams() as (kommo, sage):
+        kommo.add_lead(deal_id, products=[(102, 1)])
+        sage.faults.add(
+            "post_invoice", sage_error(422, "RecordInvalid", "Ledger account is not valid")
+        )
+        event_id = await record_trigger(sessionmaker, settings, deal_id, **moved)
+        assert await run_event(sessionmaker, bridge, event_id) == "failed"
+    return event_id

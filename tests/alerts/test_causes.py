@@ -20,14 +20,15 @@ from app.queue import record_webhook_state
 from app.settings import Settings
 from tests.alerts.conftest import (
     HOOK_SECRET,
+    SAGE_REFUSAL,
     SMTP_PASSWORD,
     SMTP_USER,
     AlertRun,
     Clock,
     Mailbox,
     Receiver,
+    fail_deal,
 )
-from tests.fakes import sage_error
 from tests.helpers import (
     Maker,
     Scheduled,
@@ -79,24 +80,18 @@ class Expected:
 
 
 async def failed_event(world: World) -> Expected:
-    with fake_upstreams() as (kommo, sage):
-        kommo.add_lead(11, products=[(102, 1)])
-        sage.faults.add(
-            "post_invoice", sage_error(422, "RecordInvalid", "Ledger account is not valid")
-        )
-        event_id = await record_trigger(world.sessionmaker, world.settings, 11)
-        assert await run_event(world.sessionmaker, world.bridge, event_id) == "failed"
-    error = "POST /sales_invoices → 422: RecordInvalid: Ledger account is not valid"
+    event_id = await fail_deal(world.sessionmaker, world.settings, world.bridge, 11)
     return Expected(
         "event_failed",
         "event_failed",
         "An event failed: its deal has no invoice",
         {
-            "text": f"Deal 11 (event {event_id}): {error} https://testco.kommo.com/leads/detail/11",
+            "text": f"Deal 11 (event {event_id}): {SAGE_REFUSAL} "
+            "https://testco.kommo.com/leads/detail/11",
             "event_id": event_id,
             "deal_id": "11",
             "state": "failed",
-            "error": error,
+            "error": SAGE_REFUSAL,
             "deal_url": "https://testco.kommo.com/leads/detail/11",
         },
     )
