@@ -137,23 +137,25 @@ class AlertRepository:
 
     async def claim_due(self, *, now: datetime, lease: timedelta) -> Alert | None:
         """The oldest alert due for sending, taken for one worker until the lease ends (an
-        attempt is counted now: a worker that dies sending it still used one)."""
+        attempt is counted now: a worker that dies sending it still used one). Committed, so
+        no transaction stays open while it is being sent."""
         alert_id = await self.session.scalar(
             select(Alert.id).where(*_due(now)).order_by(Alert.id).limit(1)
         )
         if alert_id is None:
+            await self.session.rollback()
             return None
         stmt = (
             update(Alert)
             .where(Alert.id == alert_id, *_due(now))
             .values(lease_until=now + lease, attempts=Alert.attempts + 1)
-            .returning(Alert.id)
+            .returning(Alert)
+            .execution_options(populate_existing=True)
         )
-        claimed = (await self.session.execute(stmt)).scalar_one_or_none()
+        # None: another worker took it between the two statements.
+        claimed = (await self.session.scalars(stmt)).one_or_none()
         await self.session.commit()
-        if claimed is None:  # another worker took it between the two statements
-            return None
-        return await self.session.get(Alert, alert_id, populate_existing=True)
+        return claimed
 
     async def list(
         self, *, states: list[str] | None, kind: str | None, limit: int, offset: int
