@@ -67,9 +67,9 @@ ABOUT: dict[Kind, About] = {
     Kind.EVENTS_WAITING: About(
         "Due events are waiting too long",
         "Due events waited too long {n} times",
-        "No worker is running them: check that a worker runs (GET /readyz shows its "
-        "heartbeat), its log, and that Redis is reachable. The sweeper re-enqueues due events "
-        "every SWEEPER_INTERVAL_SECONDS once a worker runs.",
+        "Events are due but not run in time: a backlog (more work than the workers' "
+        "WORKER_MAX_JOBS), jobs that hang, or Redis unreachable. GET /readyz, GET /metrics "
+        "(sagebridge_queue_depth) and the worker log say which.",
     ),
 }
 

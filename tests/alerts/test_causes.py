@@ -56,9 +56,9 @@ ADVICE = {
     "still expires, look for connection.keep_alive_failed in the log. Kommo long-lived token: "
     "generate a new one and store it. Otherwise connect again before it expires: "
     "POST /ops/connections/{provider}/start.",
-    "events_waiting": "No worker is running them: check that a worker runs (GET /readyz shows "
-    "its heartbeat), its log, and that Redis is reachable. The sweeper re-enqueues due events "
-    "every SWEEPER_INTERVAL_SECONDS once a worker runs.",
+    "events_waiting": "Events are due but not run in time: a backlog (more work than the "
+    "workers' WORKER_MAX_JOBS), jobs that hang, or Redis unreachable. GET /readyz, GET /metrics "
+    "(sagebridge_queue_depth) and the worker log say which.",
 }
 
 
