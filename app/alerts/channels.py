@@ -97,7 +97,7 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
     return {
         "type": f"alert.{alert.kind}",
         "timestamp": alert.created_at.isoformat(),
-        "text": alert.text,
+        "text": slack_escaped(alert.text),
         "data": {
             "id": alert.id,
             "cause": alert.cause,
@@ -129,6 +129,12 @@ async def open_channels(config: AlertConfig) -> AsyncIterator[dict[str, Channel]
                 http, url=config.webhook_url, secret=config.webhook_secret
             )
         yield channels
+
+
+def slack_escaped(text: str) -> str:
+    """Slack reads &, < and > as markup (a `<` starts a link): the three it asks to escape,
+    and only those (https://api.slack.com/reference/surfaces/formatting#escaping)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _describe(exc: BaseException) -> str:
