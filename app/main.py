@@ -20,7 +20,7 @@ from app.logging import configure_logging
 from app.mapping_store import NoMappingInForce, start_mappings
 from app.metrics import WEBHOOKS
 from app.queue import Queue
-from app.routes import connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
+from app.routes import alerts, connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
 from app.runtime import Database, Upstreams
 from app.settings import Settings, get_settings
 
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
     app.include_router(sync_log.router)
+    app.include_router(alerts.router)
     app.include_router(connections.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

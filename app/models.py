@@ -1,5 +1,6 @@
 """Database tables: the deal → invoice record, the sync log, watermarks, contact links and the
-mapping versions. The inbox of events is `app.inbox.models`."""
+mapping versions. The inbox of events is `app.inbox.models`, the alerts' tables
+`app.alerts.models`."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.alerts.config import AlertConfig
 from app.connections.config import ConnectionSettings
 from app.invoice_currency import CurrencyPolicy
 from sandbox import KOMMO_PORT, SAGE_PORT, SANDBOX_DEFAULTS
@@ -137,6 +138,25 @@ class Settings(BaseSettings, ConnectionSettings):
     # Set by with_sandbox_defaults() only (never from the environment); `run` then also starts
     # the simulators.
     _sandbox: bool = PrivateAttr(default=False)
+
+    # Alerts (app/alerts/): email and/or a signed webhook; neither = recorded and logged only.
+    alert_email_to: list[str] = Field(default_factory=list)
+    alert_email_from: str | None = None
+    # smtp://user:password@host:587?starttls=true or smtps://user:password@host:465
+    smtp_url: SecretStr | None = None
+    # A secret too: a Slack incoming webhook URL is its own credential.
+    alert_webhook_url: SecretStr | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_pending_minutes: int = Field(default=30, ge=1)
+    alert_token_expiry_days: int = Field(default=7, ge=1)
+    alert_digest_minutes: int = Field(default=60, ge=1)
+    alert_retry_delays_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900, 3600])
+    alert_send_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _alerts_configured_whole(self) -> Settings:
+        AlertConfig.from_settings(self)  # raises ValueError naming the variable
+        return self
 
     @field_validator("ops_api_token")
     @classmethod

@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import app.alerts.models
 import app.connections.models
 import app.inbox.models  # noqa: F401 - registers the inbox tables
 from app.db import create_engine

@@ -63,6 +63,10 @@ TABLES = (
     "connections",
     "mapping_refusals",
     "mapping_versions",
+    "alerts",
+    "alert_causes",
+    "alert_scans",
+    "alert_event_marks",
 )
 
 configure_logging("WARNING")

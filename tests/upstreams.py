@@ -448,11 +448,14 @@ def route(router: respx.MockRouter, host: str, app: ASGIApp) -> None:
 
 
 @asynccontextmanager
-async def upstreams() -> AsyncIterator[Upstreams]:
+async def upstreams(*, pass_through: str | None = None) -> AsyncIterator[Upstreams]:
     """Both simulators for one test, answering the hosts of the tests' settings; every other
-    outbound request fails the test."""
+    outbound request fails the test, but those to `pass_through` (a host the test serves for
+    real, such as a receiver on 127.0.0.1)."""
     kommo, sage = kommo_sandbox(), sage_sandbox()
     with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        if pass_through:
+            router.route(host=pass_through).pass_through()
         route(router, KOMMO_HOST, kommo.app)
         route(router, SAGE_HOST, sage.app)
         try:

@@ -16,6 +16,8 @@ from arq.connections import ArqRedis
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 
+from app.alerts.config import AlertConfig
+from app.alerts.job import SEND_SHARE, last_hook_check, run_alerts
 from app.bridge import Bridge
 from app.connections.config import ConnectionsConfig
 from app.connections.keepalive import keep_alive
@@ -135,6 +137,17 @@ async def keep_alive_job(ctx: WorkerContext) -> list[str]:
     return [str(key) for key in await keep_alive(ctx["connections"])]
 
 
+async def alerts_job(ctx: WorkerContext) -> int:
+    """What needs a person (app/alerts/): found in durable state, sent by email and/or webhook."""
+    settings = ctx["settings"]
+    return await run_alerts(
+        ctx["db"].sessionmaker,
+        AlertConfig.from_settings(settings),
+        hook=await last_hook_check(Queue(ctx["redis"])),
+        budget=settings.job_timeout_seconds * SEND_SHARE,
+    )
+
+
 def _job(job: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
     """arq types a job's context as a plain dict; ours declares what that dict holds."""
     return cast(WorkerCoroutine, job)
@@ -165,6 +178,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
                 second=45,
                 timeout=timeout,
             ),
+            cron(_job(alerts_job), second=20, run_at_startup=True, timeout=timeout),
         ],
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": QUEUE_NAME,
