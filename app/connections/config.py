@@ -26,7 +26,9 @@ class ConnectionSettings(BaseModel):
     oauth_state_ttl_seconds: int = 600
     token_refresh_margin_seconds: int = 60
     token_refresh_lock_seconds: float = 30.0
-    keep_alive_days: int = 7
+    # Above ALERT_TOKEN_EXPIRY_DAYS (7): the twice-daily keep-alive refreshes an idle grant
+    # days before its expiry alert could fire.
+    keep_alive_days: int = 10
     sage_oauth_client_id: str | None = None
     sage_oauth_client_secret: SecretStr | None = None
     sage_oauth_authorize_url: str = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"

@@ -298,7 +298,8 @@ async def test_keep_alive_refreshes_idle_sage_grants_before_their_refresh_token_
 
     assert await keep_alive(connections) == []  # 11 days left: nothing to do
 
-    clock.advance(5 * 86400)  # 6 days left
+    # 9 days left: refreshed by default (KEEP_ALIVE_DAYS=10), before the 7-day expiry alert.
+    clock.advance(2 * 86400)
     assert await keep_alive(connections) == [SAGE_KEY]
     row = await _row(connections)
     assert row.refresh_expires_at == clock() + timedelta(days=31)
