@@ -20,7 +20,17 @@ from app.logging import configure_logging
 from app.mapping_store import NoMappingInForce, start_mappings
 from app.metrics import WEBHOOKS
 from app.queue import Queue
-from app.routes import alerts, connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
+from app.routes import (
+    alerts,
+    connections,
+    health,
+    home,
+    metrics,
+    ops,
+    sage_callbacks,
+    sync_log,
+    webhooks,
+)
 from app.runtime import Database, Upstreams
 from app.settings import Settings, get_settings
 
@@ -73,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(connections.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(home.router)
     # Webhook routes stream-check their own (smaller) limit; this covers every other body too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
