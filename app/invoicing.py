@@ -30,6 +30,7 @@ from app.domain import (
 )
 from app.errors import InvoiceBlocked, UpstreamPermanentError, UpstreamTransientError
 from app.invoice_currency import check_customer, invoice_currency
+from app.mapping import Mapped
 from app.metrics import INVOICE_TOTALS_DIFFER, INVOICES_CREATED
 from app.models import ContactLink, DealInvoice, InvoiceRecordState
 from app.money import line_amounts, totals_difference
@@ -298,23 +299,37 @@ async def _invoice_lines(bridge: Bridge, items: tuple[LineItem, ...]) -> tuple[I
         raise InvoiceBlocked("the deal has no products", f"Add them, {AGAIN}.")
     mapping = await bridge.mapping()
     mapped = [(line, mapping.resolve(line)) for line in items]
+    for line, m in mapped:
+        _note_mapping(line, m)
     unmapped = [line for line, m in mapped if m is None]
     if unmapped:
         raise UnmappedLines(unmapped, bridge.config.mapping_file)
     rates = await bridge.accounting.tax_rates()
-    for line, m in mapped:
-        if m is not None:
-            lineage.note(
-                "line",
-                "mapped",
-                element_id=line.element_id,
-                name=line.name,
-                matched_by=m.matched_by,
-                ledger_account_id=m.ledger_account_id,
-                tax_rate_id=m.tax_rate_id,
-            )
     return tuple(
         _price(line, m.ledger_account_id, _rate(rates, m.tax_rate_id)) for line, m in mapped if m
+    )
+
+
+def _note_mapping(line: LineItem, mapped: Mapped | None) -> None:
+    """Every line's mapping in the sync log, the unmapped ones too (they are why a deal waits)."""
+    if mapped is None:
+        lineage.note(
+            "line",
+            "unmapped",
+            element_id=line.element_id,
+            name=line.name,
+            sku=line.sku,
+            product_type=line.product_type,
+        )
+        return
+    lineage.note(
+        "line",
+        "mapped",
+        element_id=line.element_id,
+        name=line.name,
+        matched_by=mapped.matched_by,
+        ledger_account_id=mapped.ledger_account_id,
+        tax_rate_id=mapped.tax_rate_id,
     )
 
 

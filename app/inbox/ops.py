@@ -13,8 +13,10 @@ from app.errors import BadRequest, NotFound
 from app.inbox import lifecycle
 from app.inbox.models import EventState, InboxEvent
 from app.inbox.repository import InboxRepository
+from app.lineage import Entry
 from app.mapping import LedgerMapping
 from app.queue import Queue
+from app.repositories import SyncLogRepository
 
 REPLAYABLE = ("leads.status", "sales_invoice.status")
 
@@ -32,6 +34,7 @@ async def replay(session: AsyncSession, queue: Queue, event_id: int) -> InboxEve
     if event.action not in REPLAYABLE:
         raise BadRequest(f"event {event_id} is a {event.action} event; there is nothing to replay")
     lifecycle.replay(event, "replay")
+    _log(session, event, "replayed")
     await session.commit()
     await queue.enqueue_event(event.id)
     return event
@@ -41,8 +44,15 @@ async def discard(session: AsyncSession, event_id: int, reason: str) -> InboxEve
     """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
     event = await get_event(session, event_id)
     lifecycle.discard(event, reason)
+    _log(session, event, "discarded", reason=reason)
     await session.commit()
     return event
+
+
+def _log(session: AsyncSession, event: InboxEvent, action: str, **detail: str) -> None:
+    """What ops did belongs to the deal's sync log: a discard is how its story ends."""
+    entry = Entry("event", action, {"by": "ops", **detail})
+    SyncLogRepository(session).add(event_id=event.id, deal_id=event.deal_id, entries=[entry])
 
 
 async def replay_covered(
@@ -55,6 +65,7 @@ async def replay_covered(
     covered = [e for e in rows if _covered(e, mapping)]
     for event in covered:
         lifecycle.replay(event, "replay: the mapping now covers every product")
+        _log(session, event, "replayed", reason="the mapping now covers every product")
     await session.commit()
     for event in covered:
         await queue.enqueue_event(event.id)

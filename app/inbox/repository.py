@@ -154,9 +154,15 @@ class InboxRepository:
         return as_utc(value)
 
     async def count_by_state(
-        self, *, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        deal_id: str | None = None,
     ) -> dict[str, int]:
         query = select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
+        if deal_id:
+            query = query.where(InboxEvent.deal_id == deal_id)
         if since:
             query = query.where(InboxEvent.received_at >= since)
         if until:

@@ -71,7 +71,9 @@ async def sync_log(
     return SyncLogPage(
         since=since,
         until=until,
-        events_by_state=await InboxRepository(session).count_by_state(since=since, until=until),
+        events_by_state=await InboxRepository(session).count_by_state(
+            since=since, until=until, deal_id=deal_id
+        ),
         records_by_action=await logs.count_by_action(
             SyncLogFilter(deal_id, None, None, since, until)
         ),

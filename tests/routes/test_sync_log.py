@@ -114,3 +114,44 @@ async def test_counts_per_state_for_a_window_and_filters(
 
 async def test_sync_log_needs_the_ops_token(client: AsyncClient) -> None:
     assert (await client.get("/ops/sync-log")).status_code == 401
+
+
+async def test_a_deals_log_counts_its_own_events_shows_each_line_and_ends_with_a_discard(
+    client: AsyncClient, sessionmaker: Maker, settings: Settings, kommo: Kommo
+) -> None:
+    kommo.add_lead(3, products=[(102, 1), (104, 2)])  # a Widget (mapped), two Mystery boxes
+    await run(sessionmaker, settings, 1, 3)
+    pending = await record_trigger(sessionmaker, settings, 2)
+    discard = await client.post(
+        f"/ops/events/{pending}/discard", json={"reason": "invoiced by hand"}, headers=AUTH
+    )
+
+    waiting = (await client.get("/ops/sync-log?deal_id=3", headers=AUTH)).json()
+    discarded = (await client.get("/ops/sync-log?deal_id=2", headers=AUTH)).json()
+
+    assert discard.status_code == 200
+    assert waiting["events_by_state"] == {"needs_mapping": 1}
+    lines = [
+        (i["action"], i["detail"]) for i in reversed(waiting["items"]) if i["record"] == "line"
+    ]
+    assert [(action, d["element_id"]) for action, d in lines] == [
+        ("priced", "102"),
+        ("priced", "104"),
+        ("mapped", "102"),
+        ("unmapped", "104"),
+    ]
+    assert lines[3][1] == {
+        "element_id": "104",
+        "name": "Mystery box",
+        "sku": "MYST-1",
+        "product_type": "other",
+    }
+    assert discarded["events_by_state"] == {"discarded": 1}
+    assert discarded["records_by_action"] == {"event": {"discarded": 1}}
+    (entry,) = discarded["items"]
+    assert (entry["event_id"], entry["record"], entry["action"], entry["detail"]) == (
+        pending,
+        "event",
+        "discarded",
+        {"by": "ops", "reason": "invoiced by hand"},
+    )
