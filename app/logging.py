@@ -10,10 +10,12 @@ from typing import Any, TextIO
 
 import structlog
 
+from sandbox.defaults import PUBLIC_TOKENS
+
 _SECRET_KEYS = re.compile(
     r"(authorization|token|secret|password|client_secret|api_key|cookie)", re.IGNORECASE
 )
-_BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
+_BEARER = re.compile(r"(?i)bearer\s+([A-Za-z0-9._~+/=-]+)")
 # The webhook secret travels in the URL path; never let a logged URL carry it.
 _WEBHOOK_PATH = re.compile(r"(/webhooks/kommo/)[^/?\s]+")
 REDACTED = "[REDACTED]"
@@ -21,7 +23,7 @@ REDACTED = "[REDACTED]"
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _WEBHOOK_PATH.sub(r"\1" + REDACTED, _BEARER.sub("Bearer " + REDACTED, value))
+        return _WEBHOOK_PATH.sub(r"\1" + REDACTED, _BEARER.sub(_bearer, value))
     if isinstance(value, Mapping):
         return {
             k: REDACTED if _SECRET_KEYS.search(str(k)) else _redact_value(v)
@@ -30,6 +32,12 @@ def _redact_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redact_value(v) for v in value]
     return value
+
+
+def _bearer(match: re.Match[str]) -> str:
+    """A bearer token in text, unless it is one the sandbox publishes (a command printed for a
+    newcomer must work as printed)."""
+    return match.group(0) if match.group(1) in PUBLIC_TOKENS else "Bearer " + REDACTED
 
 
 def redact_secrets(

@@ -37,3 +37,7 @@ SANDBOX_DEFAULTS: dict[str, Any] = {
     # Known to anyone who reads this file: fine for a sandbox bound to 127.0.0.1, nowhere else.
     "ops_api_token": "sandbox-ops-token-for-127.0.0.1-only",
 }
+
+# Published with the sandbox (README, sandbox/README.md): the bridge's log redaction lets
+# exactly these through, so the commands it logs for a newcomer work as printed.
+PUBLIC_TOKENS = frozenset({seed.SAGE_TOKEN, seed.KOMMO_TOKEN, SANDBOX_DEFAULTS["ops_api_token"]})
