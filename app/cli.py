@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import structlog
 import typer
@@ -19,11 +22,14 @@ from redis.exceptions import RedisError
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import reset as resets
+from app import running
 from app.connections.cli import connections_cli
+from app.demo import SandboxOutOfStep, SandboxStates, load_states, serve_demo_sandbox
 from app.embedded_redis import EmbeddedRedis
 from app.errors import AppError
 from app.inbox import ops as operations
-from app.inbox.models import NEEDS_ATTENTION, InboxEvent
+from app.inbox.models import NEEDS_ATTENTION, EventState
 from app.inbox.repository import InboxRepository
 from app.logging import configure_logging
 from app.main import create_app
@@ -38,6 +44,7 @@ from app.workers.main import build_worker
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
 cli.add_typer(connections_cli, name="connections")
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 WORKER_RESTART_SECONDS = 2.0
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ERROR_EXIT = 2
@@ -80,27 +87,94 @@ def run() -> None:
     settings = _settings()
     if not settings.has_upstream_credentials:
         settings = _sandboxed(settings.with_sandbox_defaults())
+    _refuse_a_second_run(settings.data_dir)
+    _refuse_busy_ports(_listens_on(settings))
     # uvicorn re-raises the SIGTERM it caught once it has shut down, which would end the process
     # before the `finally` below stops the embedded Redis: make SIGTERM a KeyboardInterrupt.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     embedded = None
     try:
         migrate_database(settings)
+        states = _sandbox_states(settings)
         if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir / "redis")
             settings = settings.model_copy(update={"redis_url": embedded.url})
-        asyncio.run(_serve_all(settings))
+        running.announce(settings.data_dir, embedded.url if embedded else None)
+        asyncio.run(_serve_all(settings, states))
     except KeyboardInterrupt:
         pass
     finally:
+        running.withdraw(settings.data_dir)
         if embedded is not None:
             embedded.close()
+
+
+def _sandbox_states(settings: Settings) -> SandboxStates | None:
+    """The simulators' records to start from (None outside the sandbox), before anything
+    starts: the bridge's data without them is refused."""
+    if not settings.sandbox_mode:
+        return None
+    try:
+        return asyncio.run(load_states(settings))
+    except SandboxOutOfStep as exc:
+        _refuse(str(exc))
+
+
+def _refuse(message: str) -> NoReturn:
+    """One line naming what to change, no traceback: the machine or the data, not a bug."""
+    sys.stderr.write(f"sagebridge: {message}\n")
+    raise typer.Exit(CONFIG_ERROR_EXIT)
+
+
+def _refuse_a_second_run(data_dir: Path) -> None:
+    if (other := running.find(data_dir)) is not None:
+        _refuse(
+            f"`sagebridge run` (pid {other.pid}) already uses DATA_DIR {data_dir}: stop it first "
+            "(Ctrl-C in its terminal), or give this one another DATA_DIR and other ports"
+        )
+
+
+def _listens_on(settings: Settings) -> list[tuple[str, str, int]]:
+    """(variable, host, port) of each socket the command will listen on."""
+    ports = [("API_PORT", settings.api_host, settings.api_port)]
+    if settings.sandbox_mode:
+        ports.append(("SANDBOX_SAGE_PORT", "127.0.0.1", settings.sandbox_sage_port))
+        ports.append(("SANDBOX_KOMMO_PORT", "127.0.0.1", settings.sandbox_kommo_port))
+    return ports
+
+
+def _refuse_busy_ports(ports: list[tuple[str, str, int]]) -> None:
+    """Before anything starts: a port in use ends the command naming the variable to change."""
+    problems = []
+    for i, (name, host, port) in enumerate(ports):
+        same = [other for other, _, p in ports[:i] if p == port]
+        if same:
+            problems.append(f"{name} and {same[0]} are both {port}: give each its own port")
+        elif not _free(host, port):
+            problems.append(
+                f"port {port} on {host} ({name}) is in use: stop what listens there, "
+                f"or set {name} to a free port"
+            )
+    if problems:
+        _refuse("; ".join(problems))
+
+
+def _free(host: str, port: int) -> bool:
+    # SO_REUSEADDR as uvicorn binds: a port left in TIME_WAIT by a stopped run is free.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @cli.command()
 def api(sandbox: SandboxOption = False) -> None:
     """Run only the HTTP API (needs REDIS_URL); API_WORKERS processes share its port."""
     settings = _upstream_settings(sandbox=sandbox)
+    _refuse_busy_ports(_listens_on(settings)[:1])
     if settings.api_workers == 1 or settings.sandbox_mode:
         uvicorn.run(
             create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
@@ -174,8 +248,8 @@ def _stop_on_sigterm() -> None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
 
 
-async def _serve_all(settings: Settings) -> None:
-    async with _sandbox(settings):
+async def _serve_all(settings: Settings, states: SandboxStates | None) -> None:
+    async with _sandbox(settings, states):
         config = uvicorn.Config(
             create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
         )
@@ -196,14 +270,46 @@ async def _serve_all(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _sandbox(settings: Settings) -> AsyncIterator[None]:
-    if not settings.sandbox_mode:
+async def _sandbox(settings: Settings, states: SandboxStates | None) -> AsyncIterator[None]:
+    if states is None:
         yield
         return
-    from app.demo import serve_demo_sandbox
-
-    async with serve_demo_sandbox(settings):
+    async with serve_demo_sandbox(settings, states):
         yield
+
+
+@cli.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    outside_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--outside-sandbox",
+            help="Reset although Kommo/Sage credentials are configured: the record of which "
+            "real deals were invoiced is lost, and moving one again invoices it again.",
+        ),
+    ] = False,
+) -> None:
+    """Start afresh: delete the bridge's data and, in the sandbox, the sandbox Kommo's and
+    Sage's saved records, so the next `run` starts both from the seed."""
+    settings = _settings()
+    in_sandbox = not settings.has_upstream_credentials
+    if not in_sandbox and not outside_sandbox:
+        _refuse(
+            "Kommo/Sage credentials are configured, so this database records which real deals "
+            "were invoiced: reset it only with --outside-sandbox, if you mean it"
+        )
+    if (other := running.find(settings.data_dir)) is not None:
+        _refuse(f"stop `sagebridge run` (pid {other.pid}) first: it is using this data")
+    database = _safe_url(settings.resolved_database_url)
+    plan = asyncio.run(resets.plan(settings, database=database, sandbox=in_sandbox))
+    typer.echo("This deletes:\n" + "\n".join(f"  - {line}" for line in plan.lines))
+    if not yes and not typer.confirm("Delete all of it?", default=False):
+        typer.echo("Nothing was deleted.")
+        raise typer.Exit(1)
+    asyncio.run(resets.carry_out(settings, plan))
+    fresh = "the bridge and the sandbox from the seed" if in_sandbox else "with an empty database"
+    typer.echo(f"✓ deleted: the next `sagebridge run` starts {fresh}")
 
 
 mappings_cli = typer.Typer(
@@ -313,13 +419,19 @@ async def _suggest(settings: Settings) -> Suggestion:
 
 @events_cli.command("list")
 def events_list(
-    state: Annotated[list[str] | None, typer.Option(help="Repeat for several states.")] = None,
+    state: Annotated[
+        list[EventState] | None, typer.Option(help="Repeat for several states.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """Events, newest first (default: those waiting or needing attention, as /ops/retries)."""
     settings = _settings()
-    states = state or [s.value for s in NEEDS_ATTENTION]
-    rows, total = asyncio.run(_list_events(settings, states, limit))
+    states = [s.value for s in state or NEEDS_ATTENTION]
+    rows, total = asyncio.run(
+        _in_session(
+            settings, lambda s: InboxRepository(s).list(states=states, limit=limit, offset=0)
+        )
+    )
     typer.echo(f"{total} event(s) in {', '.join(states)}")
     for e in rows:
         typer.echo(
@@ -328,21 +440,11 @@ def events_list(
         )
 
 
-async def _list_events(settings: Settings, states: list[str], limit: int) -> tuple[list[Any], int]:
-    db = Database.open(settings)
-    try:
-        async with db.sessionmaker() as session:
-            return await InboxRepository(session).list(states=states, limit=limit, offset=0)
-    finally:
-        await db.close()
-
-
 @events_cli.command("replay")
 def events_replay(event_id: int) -> None:
     """Run an event again from the start (no second invoice for an invoiced deal)."""
     settings = _settings()
-    event = asyncio.run(_with_queue(settings, lambda s, q: operations.replay(s, q, event_id)))
-    typer.echo(f"event {event.id} is pending again (deal {event.deal_id})")
+    typer.echo(asyncio.run(_replay(settings, event_id)))
 
 
 @events_cli.command("discard")
@@ -351,28 +453,81 @@ def events_discard(
 ) -> None:
     """End an event by hand, with a reason."""
     settings = _settings()
-    event = asyncio.run(_with_queue(settings, lambda s, q: operations.discard(s, event_id, reason)))
+    event = asyncio.run(_in_session(settings, lambda s: operations.discard(s, event_id, reason)))
     typer.echo(f"event {event.id} discarded: {reason}")
 
 
-async def _with_queue(
-    settings: Settings, action: Callable[[AsyncSession, Queue], Awaitable[InboxEvent]]
-) -> InboxEvent:
-    if not settings.redis_url:
-        typer.echo(
-            "REDIS_URL is not set: the event is stored, the sweeper will pick it up", err=True
-        )
+async def _in_session(settings: Settings, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`action` in a session; an error it raises for the user ends the command (exit 1)."""
     db = Database.open(settings)
-    queue = await Queue.open(settings.redis_url or "redis://127.0.0.1:1/0")
     try:
         async with db.sessionmaker() as session:
-            return await action(session, queue)
+            return await action(session)
     except AppError as exc:
         typer.echo(f"✗ {exc.detail}", err=True)
         raise typer.Exit(1) from exc
     finally:
-        await queue.close()
         await db.close()
+
+
+@dataclass(frozen=True)
+class _Redis:
+    """The Redis this command can queue on, and how it was found (for what it prints)."""
+
+    url: str | None
+    found: str
+
+
+def _redis_of(settings: Settings) -> _Redis:
+    if settings.redis_url:
+        return _Redis(settings.redis_url, "REDIS_URL")
+    other = running.find(settings.data_dir)
+    if other is not None and other.redis_url:
+        return _Redis(other.redis_url, f"the embedded Redis of `sagebridge run` (pid {other.pid})")
+    return _Redis(
+        None, f"REDIS_URL is not set and no `sagebridge run` uses DATA_DIR {settings.data_dir}"
+    )
+
+
+class _Unqueued(Queue):
+    """No Redis known to this command: a replayed event waits in the database, where a
+    worker's sweeper finds it."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def enqueue_event(
+        self, event_id: int, attempt: int = 0, at: datetime | None = None
+    ) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+async def _replay(settings: Settings, event_id: int) -> str:
+    redis = _redis_of(settings)
+    queue = await Queue.open(redis.url) if redis.url else _Unqueued()
+    try:
+        event = await _in_session(settings, lambda s: operations.replay(s, queue, event_id))
+        delivery = await _delivery(queue, redis, settings.sweeper_interval_seconds)
+    finally:
+        await queue.close()
+    return f"event {event.id} is pending again (deal {event.deal_id}): {delivery}"
+
+
+async def _delivery(queue: Queue, redis: _Redis, sweep_s: int) -> str:
+    """What happens next, as far as this command can tell."""
+    later = f"a worker's sweeper starts it within {sweep_s} s once a worker runs"
+    if redis.url is None:
+        return f"not queued ({redis.found}); {later}"
+    try:
+        alive = await queue.worker_alive()
+    except (RedisError, OSError):
+        return f"not queued ({redis.found} is unreachable); {later}"
+    if not alive:
+        return f"queued on {redis.found}, but no worker is running: it runs when one starts"
+    return f"queued on {redis.found} for the running worker"
 
 
 def _settings() -> Settings:

@@ -65,14 +65,14 @@ class EmbeddedRedis:
 def _wait_gone(pid: int, timeout: float) -> None:
     """redis-server daemonizes (it is not our child), so poll for it, then insist."""
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             return
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

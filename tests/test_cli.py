@@ -161,3 +161,41 @@ async def test_events_list_replay_and_discard(
     async with sessionmaker() as session:
         states = {e.id: e.state for e in (await session.scalars(select(InboxEvent))).all()}
     assert states == {failed: "pending", pending: "discarded"}
+
+
+async def test_events_commands_say_only_what_happened(
+    tmp_path: Path, sessionmaker: Maker, settings: Settings, database_url: str
+) -> None:
+    """No REDIS_URL and no `sagebridge run` beside it: discard needs no queue and says nothing
+    of one; replay says the event was not queued and who will start it."""
+    first = await record_trigger(sessionmaker, settings, 1)
+    second = await record_trigger(sessionmaker, settings, 2)
+    env = cli_env(
+        DATABASE_URL=database_url,
+        DATA_DIR=str(tmp_path / "data"),
+        COLUMNS="200",
+        **upstream_env("http://127.0.0.1:9", "http://127.0.0.1:9/v3.1"),
+    )
+    env.pop("REDIS_URL", None)
+
+    discard_rc, discarded = await sagebridge(
+        "events", "discard", str(first), "--reason", "r", env=env
+    )
+    again_rc, again = await sagebridge("events", "discard", str(first), "--reason", "r", env=env)
+    replay_rc, replayed = await sagebridge("events", "replay", str(second), env=env)
+    bogus_rc, bogus = await sagebridge("events", "list", "--state", "bogus", env=env)
+
+    assert (discard_rc, discarded) == (0, f"event {first} discarded: r\n")
+    assert (again_rc, again) == (1, f"✗ event {first} already ended as discarded\n")
+    assert (replay_rc, replayed) == (
+        0,
+        f"event {second} is pending again (deal 2): not queued (REDIS_URL is not set and no "
+        f"`sagebridge run` uses DATA_DIR {tmp_path / 'data'}); a worker's sweeper starts it "
+        "within 15 s once a worker runs\n",
+    )
+    assert bogus_rc == 2
+    assert (
+        "Invalid value for '--state': Value error, 'bogus' is not one of 'pending', 'retrying', "
+        "'waiting_connection', 'invoiced', 'skipped', 'needs_mapping', 'failed', 'applied', "
+        "'discarded'." in bogus
+    )

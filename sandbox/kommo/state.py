@@ -18,6 +18,8 @@ from sandbox.kommo.models import (
     Webhook,
 )
 
+FIRST_TASK_ID = 8000001
+
 
 class KommoState:
     """Every read and write happens under ``lock`` (an RLock), in synchronous code."""
@@ -36,7 +38,7 @@ class KommoState:
         self.tasks: dict[int, Task] = {}
         self.webhooks: dict[int, Webhook] = {}
         self.clock = clock
-        self._task_ids = itertools.count(8000001)
+        self._task_ids = itertools.count(FIRST_TASK_ID)
         self._webhook_ids = itertools.count(1)
 
     def now(self) -> int:
@@ -52,3 +54,8 @@ class KommoState:
         if field_id is not None:
             return self.lead_fields.get(field_id) if isinstance(field_id, int) else None
         return next((f for f in self.lead_fields.values() if code and f.code == code), None)
+
+    def continue_ids(self) -> None:
+        """After records were loaded into this state: new ids follow the highest held."""
+        self._task_ids = itertools.count(max(self.tasks, default=FIRST_TASK_ID - 1) + 1)
+        self._webhook_ids = itertools.count(max(self.webhooks, default=0) + 1)

@@ -13,12 +13,8 @@ import json
 import os
 import pickle
 import signal
-import socket
 import stat
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +30,8 @@ from app.queue import QUEUE_NAME, Queue
 from app.settings import Settings, describe_errors
 from app.workers.main import build_worker
 from tests.conftest import make_settings
+from tests.processes import clean_env, command, free_port, listening, running, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 REFUSED = "sagebridge: configuration refused: "
 SECRET = "the-oauth-client-secret-8f3b1c9d2e"
 CREDENTIALS = {
@@ -52,43 +48,6 @@ CREDENTIALS = {
     "SAGE_BUSINESS_ID": "b" * 32,
     "MAPPING_CHECK_ON_START": "false",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A clean environment: no upstream or ops settings inherited from the machine."""
-    drop = ("KOMMO_", "SAGE_", "OPS_", "DATABASE_URL", "REDIS_URL", "SANDBOX_", "DOCS_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(DATA_DIR=str(tmp_path / "data"), LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-async def _command(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int | None, str]:
-    """Run `sagebridge ARGS`; a command still running after `timeout` is killed (rc None)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-        return None, (out + err).decode()
-    return proc.returncode, (out + err).decode()
 
 
 @pytest.mark.parametrize(
@@ -108,9 +67,9 @@ async def _command(*args: str, env: dict[str, str], timeout: float = 30) -> tupl
 async def test_an_empty_or_short_ops_token_stops_every_command(
     tmp_path: Path, args: tuple[str, ...], token: str
 ) -> None:
-    env = _env(tmp_path, OPS_API_TOKEN=token, **CREDENTIALS)
+    env = clean_env(tmp_path, OPS_API_TOKEN=token, **CREDENTIALS)
 
-    rc, output = await _command(*args, env=env, timeout=20)
+    rc, output = await command(*args, env=env, timeout=20)
 
     assert rc == 2, output
     assert output.splitlines() == [
@@ -127,14 +86,14 @@ def test_an_unset_ops_token_still_means_ops_endpoints_off() -> None:
 
 async def test_a_refused_configuration_never_prints_a_secret(tmp_path: Path) -> None:
     # Kommo only partly configured, next to a Sage OAuth client secret and a Kommo token.
-    env = _env(
+    env = clean_env(
         tmp_path,
         SAGE_OAUTH_CLIENT_SECRET=SECRET,
         KOMMO_ACCESS_TOKEN="kommo-token-should-not-leak",
         API_PORT="not-a-port",
     )
 
-    rc, output = await _command("migrate", env=env)
+    rc, output = await command("migrate", env=env)
 
     assert rc == 2
     assert output.startswith(REFUSED) and len(output.splitlines()) == 1
@@ -155,14 +114,14 @@ def test_a_validation_error_quotes_no_input() -> None:
 async def test_api_and_worker_never_fall_back_to_the_sandbox(
     tmp_path: Path, redis_url: str, role: str
 ) -> None:
-    env = _env(
+    env = clean_env(
         tmp_path,
         REDIS_URL=redis_url,
         DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
-        API_PORT=str(_free_port()),
+        API_PORT=str(free_port()),
     )
 
-    rc, output = await _command(role, env=env, timeout=15)
+    rc, output = await command(role, env=env, timeout=15)
 
     assert rc == 2, output
     assert output.startswith(f"{REFUSED}no Kommo/Sage credentials are configured")
@@ -263,46 +222,17 @@ def _redis_servers_in(directory: Path) -> list[int]:
     return found
 
 
-async def _wait_for(url: str, proc: asyncio.subprocess.Process, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise RuntimeError(f"exited with {proc.returncode} during start-up")
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
-
-
-@asynccontextmanager
-async def _running(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "run", cwd=ROOT, env=env, stdout=out, stderr=out
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
 async def test_run_stops_its_embedded_redis_on_sigterm(tmp_path: Path) -> None:
-    api_port, sage_port, kommo_port = _free_port(), _free_port(), _free_port()
-    env = _env(
+    api_port, sage_port, kommo_port = free_port(), free_port(), free_port()
+    env = clean_env(
         tmp_path,
         API_PORT=str(api_port),
         SANDBOX_SAGE_PORT=str(sage_port),
         SANDBOX_KOMMO_PORT=str(kommo_port),
         MAPPING_CHECK_ON_START="false",
     )
-    async with _running(env, tmp_path / "run.log") as proc:
-        await _wait_for(f"http://127.0.0.1:{api_port}/healthz", proc)
+    async with running(env, tmp_path / "run.log") as proc:
+        await wait_for(f"http://127.0.0.1:{api_port}/healthz", proc)
         servers = _redis_servers_in(tmp_path / "data" / "redis")
         async with httpx.AsyncClient() as http:
             docs = await http.get(f"http://127.0.0.1:{api_port}/docs")
@@ -319,8 +249,8 @@ async def test_run_stops_its_embedded_redis_on_sigterm(tmp_path: Path) -> None:
 async def test_run_with_credentials_ignores_sandbox_mode_in_the_environment(
     tmp_path: Path, redis_url: str
 ) -> None:
-    api_port, sage_port, kommo_port = _free_port(), _free_port(), _free_port()
-    env = _env(
+    api_port, sage_port, kommo_port = free_port(), free_port(), free_port()
+    env = clean_env(
         tmp_path,
         SANDBOX_MODE="true",
         REDIS_URL=redis_url,
@@ -331,25 +261,20 @@ async def test_run_with_credentials_ignores_sandbox_mode_in_the_environment(
         **CREDENTIALS,
     )
     log = tmp_path / "run.log"
-    async with _running(env, log) as proc:
-        await _wait_for(f"http://127.0.0.1:{api_port}/healthz", proc)
+    async with running(env, log) as proc:
+        await wait_for(f"http://127.0.0.1:{api_port}/healthz", proc)
         async with httpx.AsyncClient() as http:
             docs = await http.get(f"http://127.0.0.1:{api_port}/docs")
             sandbox_token = await http.get(
                 f"http://127.0.0.1:{api_port}/ops/status",
                 headers={"Authorization": "Bearer sandbox-ops-token-for-127.0.0.1-only"},
             )
-        simulators = [_listening(port) for port in (sage_port, kommo_port)]
+        simulators = [listening(port) for port in (sage_port, kommo_port)]
 
     assert simulators == [False, False]
     assert docs.status_code == 404
     assert sandbox_token.status_code == 401
     assert all(f'"{e}"' not in log.read_text() for e in ("sandbox.mode", "sandbox.ready"))
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
