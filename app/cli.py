@@ -33,9 +33,9 @@ from app.inbox.models import NEEDS_ATTENTION, EventState
 from app.inbox.repository import InboxRepository
 from app.logging import configure_logging
 from app.main import create_app
-from app.mapping import MappingError, load_mapping
+from app.mapping import MappingError, load_mapping, read_mapping_text
 from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
-from app.mapping_store import CurrentMapping, How, Mappings, check_ids
+from app.mapping_store import CurrentMapping, How, Mappings, validated
 from app.queue import Queue
 from app.runtime import Database, Upstreams
 from app.settings import ConfigError, Settings, get_settings
@@ -326,17 +326,24 @@ def mappings_check(sandbox: SandboxOption = False) -> None:
     Nothing is stored: `mappings load` puts the file in force."""
     settings = _upstream_settings(sandbox=sandbox)
     problems = asyncio.run(_check_mapping(settings))
-    for problem in problems:
-        typer.echo(f"✗ {problem}", err=True)
     if problems:
+        _echo_problems(settings.ledger_mappings_path, problems)
         raise typer.Exit(1)
     typer.echo(f"✓ {settings.ledger_mappings_path} is valid and every id exists in Sage")
 
 
+def _echo_problems(path: Path, problems: list[str]) -> None:
+    typer.echo(f"{path}: {len(problems)} problem(s)", err=True)
+    for problem in problems:
+        typer.echo(f"✗ {problem}", err=True)
+
+
 async def _check_mapping(settings: Settings) -> list[str]:
     upstreams = Upstreams.open(settings)
+    path = settings.ledger_mappings_path
     try:
-        await check_ids(load_mapping(settings.ledger_mappings_path), upstreams.accounting)
+        text = read_mapping_text(path)
+        await validated(text, str(path), upstreams.accounting, unverifiable_ok=False)
     except MappingError as exc:
         return exc.problems
     finally:
@@ -352,8 +359,7 @@ def mappings_load(sandbox: SandboxOption = False) -> None:
     try:
         current, stored = asyncio.run(_load_mapping(settings))
     except MappingError as exc:
-        for problem in exc.problems:
-            typer.echo(f"✗ {problem}", err=True)
+        _echo_problems(settings.ledger_mappings_path, exc.problems)
         typer.echo("✗ refused: the mapping in force is unchanged", err=True)
         raise typer.Exit(1) from exc
     verb = "is now in force" if stored else "was already in force"

@@ -8,6 +8,8 @@ The version in force lives in the database (`app.mapping_store`), so every proce
 from __future__ import annotations
 
 import hashlib
+import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +26,22 @@ MATCH_KINDS = ("element_id", "sku", "product_type")
 class MappingError(ValueError):
     """The mapping file cannot be used; `problems` lists each one, with its line where known."""
 
-    def __init__(self, source: str, problems: list[str], *, unverifiable: bool = False) -> None:
+    def __init__(
+        self,
+        source: str,
+        problems: list[str],
+        *,
+        unverifiable: bool = False,
+        valid_part: LedgerMapping | None = None,
+    ) -> None:
         super().__init__(f"{source}: " + "; ".join(problems))
         self.source = source
         self.problems = problems
         # True when the file may be fine but the accounting system could not be asked.
         self.unverifiable = unverifiable
+        # The defaults and rules that are valid on their own, so their ids can be checked too
+        # and every problem named at once.
+        self.valid_part = valid_part
 
 
 class Match(BaseModel):
@@ -52,8 +64,12 @@ class Match(BaseModel):
 
     @property
     def key(self) -> tuple[str, str]:
-        value = getattr(self, self.kind)
-        return self.kind, str(value).casefold()
+        """What a line is matched on: SKUs and types ignoring case."""
+        return self.kind, self.value.casefold()
+
+    @property
+    def value(self) -> str:
+        return str(getattr(self, self.kind))
 
 
 class Rule(BaseModel):
@@ -88,11 +104,23 @@ class Mapped:
 
 
 @dataclass(frozen=True)
+class Written:
+    """Where a rule is in the file and how it reads there: how every message names it."""
+
+    line: int
+    match: str  # e.g. "match: {sku: WID-01}", as written
+    fields: dict[str, int]  # the line of each of its keys
+
+    def at(self, key: str) -> str:
+        return f"line {self.fields.get(key, self.line)}: rule '{self.match}'"
+
+
+@dataclass(frozen=True)
 class LedgerMapping:
     source: str
     sha256: str
     file: MappingFile
-    rule_lines: tuple[int, ...] = ()
+    rules_written: tuple[Written, ...] = ()
     defaults_line: int = 1
 
     def resolve(self, line: LineItem) -> Mapped | None:
@@ -111,15 +139,16 @@ class LedgerMapping:
     def unknown_ids(self, *, ledger_accounts: set[str], tax_rates: set[str]) -> list[str]:
         """Each entry naming a ledger account or tax rate the accounting system doesn't have."""
         problems = []
-        for i, (rule, line) in enumerate(zip(self.file.rules, self.rule_lines, strict=False)):
-            where = f"line {line}: rule {i + 1} ({rule.match.kind}={rule.match.key[1]!r})"
+        for rule, written in zip(self.file.rules, self.rules_written, strict=True):
             if rule.ledger_account_id not in ledger_accounts:
                 problems.append(
-                    f"{where}: ledger_account_id {rule.ledger_account_id!r} is not a sales "
-                    "ledger account in Sage"
+                    f"{written.at('ledger_account_id')}: ledger_account_id "
+                    f"{rule.ledger_account_id!r} is not a sales ledger account in Sage"
                 )
             if rule.tax_rate_id and rule.tax_rate_id not in tax_rates:
-                problems.append(f"{where}: tax_rate_id {rule.tax_rate_id!r} is not in Sage")
+                problems.append(
+                    f"{written.at('tax_rate_id')}: tax_rate_id {rule.tax_rate_id!r} is not in Sage"
+                )
         defaults = self.file.defaults
         where = f"line {self.defaults_line}: defaults"
         if defaults.ledger_account_id and defaults.ledger_account_id not in ledger_accounts:
@@ -156,50 +185,119 @@ def read_mapping_text(path: Path) -> str:
 
 
 def parse_mapping(text: str, *, source: str) -> LedgerMapping:
+    """The file as a mapping, or MappingError naming every problem found in it by line (and
+    holding its valid part)."""
+    root, data = _yaml(text, source)
+    problems = list(_duplicate_keys(root))
+    parsed, invalid = _validate(data, root, text)
+    problems += invalid
+    valid_part = _valid_part(data, parsed, root, text, source)
+    if valid_part is not None:
+        problems += _semantic_problems(valid_part)
+    if problems:
+        raise MappingError(source, sort_by_line(problems), valid_part=valid_part)
+    assert valid_part is not None
+    return valid_part
+
+
+def sort_by_line(problems: list[str]) -> list[str]:
+    """In the file's order (stable); problems with no line last."""
+    return sorted(problems, key=_line_number)
+
+
+def _line_number(problem: str) -> int:
+    found = re.match(r"line (\d+)", problem)
+    return int(found.group(1)) if found else sys.maxsize
+
+
+def _yaml(text: str, source: str) -> tuple[Any, dict[str, Any]]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise MappingError(source, [_yaml_problem(exc, source)]) from exc
     except yaml.YAMLError as exc:
         raise MappingError(source, [f"not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
         raise MappingError(source, ["the file must be a mapping with 'version' and 'rules'"])
-    if duplicates := list(_duplicate_keys(root)):
-        raise MappingError(source, duplicates)
+    return root, data
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, source: str) -> str:
+    """One line, naming the file (PyYAML would say "<unicode string>")."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+    problem = f"{where}: not valid YAML in {source}: {exc.problem or exc.context}"
+    if exc.context and exc.problem and exc.context_mark is not None:
+        started = exc.context_mark
+        problem += f" ({exc.context} from line {started.line + 1}, column {started.column + 1})"
+    return problem
+
+
+def _validate(data: dict[str, Any], root: Any, text: str) -> tuple[MappingFile | None, list[str]]:
     try:
-        parsed = MappingFile.model_validate(data)
+        return MappingFile.model_validate(data), []
     except ValidationError as exc:
-        raise MappingError(source, _describe(exc, root)) from exc
-    problems = _semantic_problems(parsed, root)
-    if problems:
-        raise MappingError(source, problems)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    lines = tuple(_rule_line(root, i) for i in range(len(parsed.rules)))
+        return None, [_describe(err["loc"], err["msg"], root, text) for err in exc.errors()]
+
+
+def _valid_part(
+    data: dict[str, Any], parsed: MappingFile | None, root: Any, text: str, source: str
+) -> LedgerMapping | None:
+    """The whole file when it is valid; else its defaults and each rule valid on their own
+    (for the checks that need them), or None when not even the defaults can be read."""
+    if parsed is not None:
+        indexes: list[int] = list(range(len(parsed.rules)))
+    else:
+        try:
+            defaults = Defaults.model_validate(data.get("defaults") or {})
+        except ValidationError:
+            return None
+        valid = _valid_rules(data)
+        indexes = [i for i, _ in valid]
+        parsed = MappingFile(version=1, defaults=defaults, rules=tuple(r for _, r in valid))
     return LedgerMapping(
         source=source,
-        sha256=digest,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
         file=parsed,
-        rule_lines=lines,
+        rules_written=tuple(_written(root, i, text) for i in indexes),
         defaults_line=_line_for(root, ("defaults",)),
     )
 
 
-def _semantic_problems(parsed: MappingFile, root: Any) -> list[str]:
+def _valid_rules(data: dict[str, Any]) -> list[tuple[int, Rule]]:
+    raw = data.get("rules")
+    if not isinstance(raw, list):
+        return []
+    valid = []
+    for i, item in enumerate(raw):
+        try:
+            valid.append((i, Rule.model_validate(item)))
+        except ValidationError:
+            continue
+    return valid
+
+
+def _semantic_problems(mapping: LedgerMapping) -> list[str]:
     problems: list[str] = []
-    seen: dict[tuple[str, str], int] = {}
-    for i, rule in enumerate(parsed.rules):
-        where = _rule_line(root, i)
-        if rule.match.key in seen:
-            first = seen[rule.match.key]
+    seen: dict[tuple[str, str], Written] = {}
+    no_default_tax = mapping.file.defaults.tax_rate_id is None
+    for rule, written in zip(mapping.file.rules, mapping.rules_written, strict=True):
+        first = seen.setdefault(rule.match.key, written)
+        if first is not written:
             problems.append(
-                f"line {where}: rule {i + 1} matches {rule.match.kind}={rule.match.key[1]!r}, "
-                f"already matched by rule {first + 1} (line {_rule_line(root, first)})"
+                f"{written.at('match')}: matches {rule.match.kind} {rule.match.value!r} like the "
+                f"rule on line {first.line} ('{first.match}'){_ignoring_case(rule.match)}: keep one"
             )
-        seen.setdefault(rule.match.key, i)
-        if rule.tax_rate_id is None and parsed.defaults.tax_rate_id is None:
+        if rule.tax_rate_id is None and no_default_tax:
             problems.append(
-                f"line {where}: rule {i + 1} names no tax_rate_id and defaults.tax_rate_id is unset"
+                f"{written.at('match')}: names no tax_rate_id and defaults.tax_rate_id is unset"
             )
     return problems
+
+
+def _ignoring_case(match: Match) -> str:
+    return "" if match.kind == "element_id" else " (compared ignoring case)"
 
 
 def _duplicate_keys(node: Any) -> Iterator[str]:
@@ -226,14 +324,15 @@ def _duplicate_keys(node: Any) -> Iterator[str]:
         yield from _duplicate_keys(child)
 
 
-def _describe(exc: ValidationError, root: Any) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        loc = err["loc"]
-        line = _line_for(root, loc)
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        problems.append(f"line {line}: {path}: {err['msg']}")
-    return problems
+def _describe(loc: tuple[int | str, ...], message: str, root: Any, text: str) -> str:
+    """A validation error by line; one inside a rule names the rule as written."""
+    line = _line_for(root, loc)
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        written = _written(root, loc[1], text)
+        inside = ".".join(str(p) for p in loc[2:])
+        return f"line {line}: rule '{written.match}': {inside + ': ' if inside else ''}{message}"
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    return f"line {line}: {path}: {message}"
 
 
 def _line_for(root: Any, loc: tuple[int | str, ...]) -> int:
@@ -255,5 +354,25 @@ def _child(node: Any, part: int | str) -> Any:
     return None
 
 
-def _rule_line(root: Any, index: int) -> int:
-    return _line_for(root, ("rules", index))
+def _written(root: Any, index: int, text: str) -> Written:
+    """Rule `index` as the file has it: its line, its match as written, its keys' lines."""
+    node = _child(_child(root, "rules"), index)
+    if not isinstance(node, yaml.MappingNode):
+        line = _line_for(root, ("rules", index))
+        return Written(line, _as_written(text, node) if node is not None else "?", {})
+    fields = {k.value: int(k.start_mark.line) + 1 for k, _ in node.value}
+    match = next(((k, v) for k, v in node.value if k.value == "match"), None)
+    shown = _as_written(text, match[0], match[1]) if match else _as_written(text, node)
+    return Written(int(node.start_mark.line) + 1, shown, fields)
+
+
+def _as_written(text: str, first: Any, last: Any | None = None) -> str:
+    """The source from one node to another, comments dropped, on one line (80 characters)."""
+    end = (last or first).end_mark.index
+    source = text[first.start_mark.index : end]
+    one_line = " ".join(_COMMENT.sub("", row).strip() for row in source.splitlines())
+    one_line = " ".join(one_line.split())
+    return one_line if len(one_line) <= 80 else one_line[:79] + "…"
+
+
+_COMMENT = re.compile(r"\s+#.*$")

@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.connections.errors import ReauthorizationRequired
 from app.errors import UpstreamError
-from app.mapping import LedgerMapping, MappingError, parse_mapping, read_mapping_text
+from app.mapping import (
+    LedgerMapping,
+    MappingError,
+    parse_mapping,
+    read_mapping_text,
+    sort_by_line,
+)
 from app.models import MappingRefusal, MappingVersion, utcnow
 from app.ports import Accounting
 from app.settings import Settings
@@ -170,6 +176,8 @@ class Mappings:
     # The file content this process last looked at: only a change of its own file is an edit.
     _file_sha256: str | None = None
     _started: bool = False
+    # Why the file cannot be read now (deleted, unreadable); the version in force stays.
+    file_problem: str | None = None
 
     @classmethod
     def create(
@@ -200,8 +208,11 @@ class Mappings:
     async def start(self, accounting: Accounting | None) -> CurrentMapping:
         """Start-up. A content the database never held is validated (Sage unreachable: a
         warning) and stored; an invalid file stops the process. A content it held before (an
-        older copy on this host) is not put back in force by a restart."""
-        text = read_mapping_text(self.path)
+        older copy on this host) is not put back in force by a restart. Without a readable
+        file the version in force is used, if there is one."""
+        text = self._file_text()
+        if text is None:
+            return await self._start_without_file()
         self._file_sha256 = digest = _sha256(text)
         async with self.sessionmaker() as session:
             held = await MappingRepository(session).has_held(digest)
@@ -213,6 +224,35 @@ class Mappings:
             current = await self._load_text(text, How.START, checked_by, unverifiable_ok=True)
         self._started = True
         return current
+
+    async def _start_without_file(self) -> CurrentMapping:
+        try:
+            current = await self.current()
+        except NoMappingInForce:
+            raise MappingError(
+                str(self.path), [self.file_problem or "cannot read the file"]
+            ) from None
+        self._started = True
+        return current
+
+    def _file_text(self) -> str | None:
+        """The file's text; None when it cannot be read, logged when that starts and ends."""
+        try:
+            text = read_mapping_text(self.path)
+        except MappingError as exc:
+            if self.file_problem != exc.problems[0]:
+                log.error(
+                    "mapping.file_unreadable",
+                    file=str(self.path),
+                    problem=exc.problems[0],
+                    detail="the version in force stays in force; restore the file to edit it",
+                )
+            self.file_problem = exc.problems[0]
+            return None
+        if self.file_problem is not None:
+            log.info("mapping.file_readable", file=str(self.path))
+            self.file_problem = None
+        return text
 
     async def load(self, how: How, accounting: Accounting | None) -> CurrentMapping:
         """Ops' reload (API or CLI): the file and its ids against Sage (without an accounting
@@ -226,9 +266,8 @@ class Mappings:
         Never raises for a bad file; one that could not be checked is tried again next time."""
         if not self._started:
             return await self._start_late(accounting)
-        try:
-            text = read_mapping_text(self.path)
-        except MappingError:
+        text = self._file_text()
+        if text is None:
             return None
         digest = _sha256(text)
         if digest == self._file_sha256:
@@ -254,8 +293,9 @@ class Mappings:
         self, text: str, how: How, accounting: Accounting | None, *, unverifiable_ok: bool
     ) -> CurrentMapping:
         try:
-            candidate = parse_mapping(text, source=str(self.path))
-            await _check(candidate, accounting, unverifiable_ok=unverifiable_ok)
+            candidate = await validated(
+                text, str(self.path), accounting, unverifiable_ok=unverifiable_ok
+            )
         except MappingError as exc:
             await self._refuse(_sha256(text), exc, how)
             raise
@@ -328,6 +368,30 @@ def _warn_if_not_in_force(path: Path, digest: str, current: CurrentMapping) -> N
             sha256=current.sha256,
             detail="this file is an earlier version: reload it to put it back in force",
         )
+
+
+async def validated(
+    text: str, source: str, accounting: Accounting | None, *, unverifiable_ok: bool
+) -> LedgerMapping:
+    """The file, and its ids against the accounting system when there is one: every problem
+    of both at once (the ids of the valid rules are checked even when others are not)."""
+    try:
+        mapping = parse_mapping(text, source=source)
+    except MappingError as exc:
+        if exc.valid_part is None or accounting is None:
+            raise
+        unknown = await _id_problems(exc.valid_part, accounting)
+        raise MappingError(source, sort_by_line(exc.problems + unknown)) from exc
+    await _check(mapping, accounting, unverifiable_ok=unverifiable_ok)
+    return mapping
+
+
+async def _id_problems(mapping: LedgerMapping, accounting: Accounting) -> list[str]:
+    try:
+        await check_ids(mapping, accounting)
+    except MappingError as exc:
+        return exc.problems
+    return []
 
 
 async def _check(

@@ -78,7 +78,9 @@ async def test_mappings_check_and_suggest_against_the_sandbox(tmp_path: Path) ->
     assert (good_rc, bad_rc, listing_rc, yaml_rc) == (0, 1, 0, 0)
     assert "is valid and every id exists in Sage" in good_out
     # 7000 "Bank charges" exists but is not visible in sales: Sage would refuse the line.
-    assert "line 4: rule 1 (sku='wid-01'): ledger_account_id" in bad_out
+    assert f"{bad}: 1 problem(s)\n✗ line 5: rule 'match: {{sku: WID-01}}': ledger_account_id" in (
+        bad_out
+    )
     assert "is not a sales ledger account in Sage" in bad_out
     assert "Sales Type A" in listing and "GB_STANDARD" in listing
     assert "element 4200004  sku=MYST-1  type=other  Mystery box" in listing

@@ -72,25 +72,31 @@ def test_no_catch_all_unless_ops_configure_one() -> None:
             "version: 1\nrules:\n"
             "  - match: {sku: A}\n    ledger_account_id: x\n    tax_rate_id: T\n"
             "  - match: {sku: a}\n    ledger_account_id: y\n    tax_rate_id: T\n",
-            ["line 6: rule 2 matches sku='a', already matched by rule 1 (line 3)"],
+            [
+                "line 6: rule 'match: {sku: a}': matches sku 'a' like the rule on line 3 "
+                "('match: {sku: A}') (compared ignoring case): keep one"
+            ],
         ),
         (
             "version: 1\nrules:\n  - match: {sku: A, element_id: 3}\n    ledger_account_id: x\n",
             [
-                "line 3: rules.0.match: Value error, match needs exactly one of element_id, sku, "
-                "product_type"
+                "line 3: rule 'match: {sku: A, element_id: 3}': match: Value error, match needs "
+                "exactly one of element_id, sku, product_type"
             ],
         ),
         (
             "version: 1\nrules:\n  - match: {sku: A}\n    ledger_acount_id: x\n",
             [
-                "line 3: rules.0.ledger_account_id: Field required",
-                "line 4: rules.0.ledger_acount_id: Extra inputs are not permitted",
+                "line 3: rule 'match: {sku: A}': ledger_account_id: Field required",
+                "line 4: rule 'match: {sku: A}': ledger_acount_id: Extra inputs are not permitted",
             ],
         ),
         (
             "version: 1\nrules:\n  - match: {sku: A}\n    ledger_account_id: x\n",
-            ["line 3: rule 1 names no tax_rate_id and defaults.tax_rate_id is unset"],
+            [
+                "line 3: rule 'match: {sku: A}': names no tax_rate_id and defaults.tax_rate_id "
+                "is unset"
+            ],
         ),
         ("version: 2\nrules: []\n", ["line 1: version: Input should be less than or equal to 1"]),
         ("- just\n- a list\n", ["the file must be a mapping with 'version' and 'rules'"]),
@@ -104,11 +110,52 @@ def test_invalid_files_are_refused_naming_each_problem_and_its_line(
     assert caught.value.problems == problems
 
 
-def test_broken_yaml_and_missing_file_are_refused() -> None:
-    with pytest.raises(MappingError, match="not valid YAML"):
-        parse_mapping("version: [1\n", source="m.yaml")
+def test_broken_yaml_names_the_file_and_a_missing_file_is_refused() -> None:
+    with pytest.raises(MappingError) as broken:
+        parse_mapping("version: 1\nrules:\n  - match: {sku: a\n    ledger: x\n", source="m.yaml")
     with pytest.raises(MappingError, match="cannot read the file"):
         load_mapping(Path("/nonexistent/mapping.yaml"))
+
+    assert broken.value.problems == [
+        "line 4, column 11: not valid YAML in m.yaml: expected ',' or '}', but got ':' (while "
+        "parsing a flow mapping from line 3, column 12)"
+    ]
+
+
+def test_every_problem_is_named_at_once_in_the_files_order_rules_as_written() -> None:
+    text = (
+        "version: 1\n"
+        "rules:\n"
+        "  - match: {sku: Gift-Card}   # the card\n"
+        "    ledger_account_id: x\n"
+        "    ledger_account_id: y\n"
+        "  - match:\n"
+        "      product_type: Service\n"
+        "    ledger_account_id: ''\n"
+        "  - match: {sku: GIFT-CARD}\n"
+        "    ledger_account_id: z\n"
+        "    tax_rate_id: T20\n"
+        "  - match: {element_id: 9, sku: X}\n"
+        "    ledger_account_id: w\n"
+    )
+
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(text, source="m.yaml")
+
+    assert caught.value.problems == [
+        "line 3: rule 'match: {sku: Gift-Card}': names no tax_rate_id and defaults.tax_rate_id "
+        "is unset",
+        f"line 5: duplicate key 'ledger_account_id' (first on line 4): {DROPPED}",
+        "line 8: rule 'match: product_type: Service': ledger_account_id: String should have at "
+        "least 1 character",
+        "line 9: rule 'match: {sku: GIFT-CARD}': matches sku 'GIFT-CARD' like the rule on line 3 "
+        "('match: {sku: Gift-Card}') (compared ignoring case): keep one",
+        "line 12: rule 'match: {element_id: 9, sku: X}': match: Value error, match needs exactly "
+        "one of element_id, sku, product_type",
+    ]
+    valid = caught.value.valid_part
+    assert valid is not None
+    assert [r.ledger_account_id for r in valid.file.rules] == ["y", "z"]
 
 
 def test_the_shipped_mapping_is_valid_and_covers_the_sandbox_products() -> None:

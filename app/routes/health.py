@@ -72,6 +72,11 @@ async def _mapping_state(
         return None
     except (SQLAlchemyError, OSError):
         return None
+    if mappings.file_problem is not None:
+        warnings["mapping_file"] = (
+            f"{mappings.path}: {mappings.file_problem}; version {current.id} stays in force, "
+            "restore the file to edit the mapping"
+        )
     if refusal is not None:
         warnings["mapping"] = (
             f"the last edit was refused ({refusal.refused_by}), the previous mapping is in "

@@ -17,12 +17,13 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 from app.inbox.models import InboxEvent
 from app.main import create_app
 from app.mapping import MappingError
 from app.mapping_store import Mappings
-from app.queue import QUEUE_NAME
+from app.queue import HEARTBEAT_KEY, QUEUE_NAME
 from app.settings import Settings
 from tests.conftest import OPS_TOKEN, make_settings
 from tests.helpers import record_trigger
@@ -105,9 +106,9 @@ async def test_an_edit_naming_ids_sage_lacks_is_refused_and_the_old_mapping_stay
     response = await ops.post("/ops/mappings/reload", headers=AUTH)
 
     problems = [
-        "line 6: rule 2 (sku='myst-1'): ledger_account_id 'la-nope' is not a sales ledger "
+        "line 7: rule 'match: {sku: MYST-1}': ledger_account_id 'la-nope' is not a sales ledger "
         "account in Sage",
-        "line 6: rule 2 (sku='myst-1'): tax_rate_id 'GB_NOPE' is not in Sage",
+        "line 8: rule 'match: {sku: MYST-1}': tax_rate_id 'GB_NOPE' is not in Sage",
     ]
     assert response.status_code == 422
     assert response.json() == {
@@ -198,8 +199,8 @@ async def test_a_refusal_seen_by_another_process_is_shown_until_a_load_succeeds(
     assert refused["last_refusal"]["refused_by"] == f"file change seen by worker on {HOST}"
     assert refused["last_refusal"]["source"] == str(worker_file)
     assert refused["last_refusal"]["problems"] == [
-        "line 3: rules.0.ledger_account_id: Field required",
-        "line 4: rules.0.ledger: Extra inputs are not permitted",
+        "line 3: rule 'match: {sku: A}': ledger_account_id: Field required",
+        "line 4: rule 'match: {sku: A}': ledger: Extra inputs are not permitted",
     ]
     assert (cleared["id"], cleared["last_refusal"]) == (2, None)
 
@@ -212,7 +213,10 @@ async def test_a_schema_error_is_refused_with_its_line(
     response = await ops.post("/ops/mappings/reload", headers=AUTH)
 
     assert response.status_code == 422
-    assert "line 3: rules.0.ledger_account_id: Field required" in response.json()["detail"]
+    assert (
+        "line 3: rule 'match: {sku: A}': ledger_account_id: Field required"
+        in (response.json()["detail"])
+    )
 
 
 async def test_when_sage_cannot_be_asked_the_reload_is_refused(
@@ -357,3 +361,68 @@ async def test_a_bad_edit_to_the_file_is_refused_by_the_watcher_too(
     assert after["sha256"] == before
     assert after["last_refusal"]["refused_by"] == f"file change seen by api on {HOST}"
     assert any("la-nope" in p for p in after["last_refusal"]["problems"])
+
+
+async def test_every_problem_is_named_at_once_the_ids_of_the_valid_rules_too(
+    ops: AsyncClient, mapping_file: Path
+) -> None:
+    mapping_file.write_text(
+        "version: 1\n"
+        "defaults: {tax_rate_id: GB_STANDARD}\n"
+        "rules:\n"
+        "  - match: {sku: Wid-01}   # the widget\n"
+        "    ledger_account_id: la-nope\n"
+        "  - match:\n"
+        "      sku: WID-01\n"
+        "    ledger_account_id: ''\n"
+        "  - match: {sku: wid-01}\n"
+        "    ledger_account_id: la-goods\n"
+    )
+
+    response = await ops.post("/ops/mappings/reload", headers=AUTH)
+
+    refusal = (await ops.get("/ops/mappings", headers=AUTH)).json()["last_refusal"]
+    assert response.status_code == 422
+    assert refusal["problems"] == [
+        "line 5: rule 'match: {sku: Wid-01}': ledger_account_id 'la-nope' is not a sales ledger "
+        "account in Sage",
+        "line 8: rule 'match: sku: WID-01': ledger_account_id: String should have at least 1 "
+        "character",
+        "line 9: rule 'match: {sku: wid-01}': matches sku 'wid-01' like the rule on line 4 "
+        "('match: {sku: Wid-01}') (compared ignoring case): keep one",
+    ]
+
+
+async def test_a_deleted_mapping_file_is_logged_and_shown_by_readyz_until_it_is_back(
+    ops: AsyncClient, mapping_file: Path, queue: ArqRedis
+) -> None:
+    await queue.set(HEARTBEAT_KEY, b"alive", ex=60)
+    kept = mapping_file.read_text()
+    with capture_logs() as logs:
+        mapping_file.unlink()
+        await asyncio.sleep(0.5)  # the API's watcher looks every 0.1 s here
+        missing = await ops.get("/readyz")
+        mapping_file.write_text(kept)
+        await asyncio.sleep(0.5)
+        back = await ops.get("/readyz")
+
+    assert missing.status_code == 200  # the version in force still invoices
+    assert missing.json()["warnings"] == {
+        "mapping_file": f"{mapping_file}: cannot read the file: No such file or directory; "
+        "version 1 stays in force, restore the file to edit the mapping"
+    }
+    assert (back.status_code, back.json()["warnings"]) == (200, {})
+    # Logged once while missing (the tests log at WARNING: the info that it is back is not seen).
+    seen = [(e["event"], e.get("problem")) for e in logs if e["event"].startswith("mapping.file")]
+    assert seen == [("mapping.file_unreadable", "cannot read the file: No such file or directory")]
+
+
+async def test_a_start_without_the_file_uses_the_version_in_force(
+    ops: AsyncClient, sessionmaker: Maker, tmp_path: Path
+) -> None:
+    elsewhere = Mappings.create(tmp_path / "gone.yaml", sessionmaker, "worker")
+
+    current = await elsewhere.start(None)
+
+    assert current.id == 1
+    assert elsewhere.file_problem == "cannot read the file: No such file or directory"
