@@ -9,7 +9,7 @@ RUNTIME_LOCK := requirements/runtime.txt
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: run test lint check clean bench bench-quick reliability reliability-small lock
+.PHONY: run reset test lint check clean bench bench-quick reliability reliability-small lock
 
 # Hash-checked installs only; then the project itself, without dependencies and with the
 # locked setuptools (no build isolation: nothing is fetched unpinned).
@@ -28,6 +28,10 @@ lock: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/sagebridge run
+
+# Start the sandbox afresh: the bridge's data and the sandbox's records (asks first).
+reset: $(STAMP)
+	$(BIN)/sagebridge reset
 
 test: $(STAMP)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

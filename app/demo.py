@@ -94,7 +94,7 @@ async def load_states(settings: Settings) -> SandboxStates:
             kept="restored",
             file=str(path),
             detail="the sandbox Kommo and Sage carry on from the last run, like the bridge's "
-            "database; `sagebridge reset` starts both from the seed",
+            "database; `make reset` (sagebridge reset) starts both from the seed",
         )
         return SandboxStates(sage, kommo)
     events = await _bridge_events(settings)
@@ -103,14 +103,15 @@ async def load_states(settings: Settings) -> SandboxStates:
             f"the bridge's database remembers {events} event(s) but the sandbox's saved Kommo "
             f"and Sage records ({path}) {missing}: started from the seed, the two would "
             "disagree (a deal 'already invoiced' with no invoice in the sandbox Sage). Run "
-            "`sagebridge reset` to start both afresh, or set DATA_DIR to another directory"
+            "`sagebridge reset` (`make reset` in the checkout) to start both afresh, or set "
+            "DATA_DIR to another directory"
         )
     log.info(
         "sandbox.state",
         kept="new",
         file=str(path),
         detail="the sandbox Kommo and Sage start from the seed, the bridge's database is empty; "
-        "both are kept across restarts (`sagebridge reset` starts both afresh)",
+        "both are kept across restarts (`make reset`, i.e. sagebridge reset, starts both afresh)",
     )
     return SandboxStates(demo_sage_state(), demo_kommo_state())
 

@@ -312,25 +312,17 @@ async def _invoice_lines(bridge: Bridge, items: tuple[LineItem, ...]) -> tuple[I
 
 def _note_mapping(line: LineItem, mapped: Mapped | None) -> None:
     """Every line's mapping in the sync log, the unmapped ones too (they are why a deal waits)."""
-    if mapped is None:
-        lineage.note(
-            "line",
-            "unmapped",
-            element_id=line.element_id,
-            name=line.name,
-            sku=line.sku,
-            product_type=line.product_type,
-        )
-        return
-    lineage.note(
-        "line",
-        "mapped",
-        element_id=line.element_id,
-        name=line.name,
-        matched_by=mapped.matched_by,
-        ledger_account_id=mapped.ledger_account_id,
-        tax_rate_id=mapped.tax_rate_id,
+    how: dict[str, str | None] = (
+        {"sku": line.sku, "product_type": line.product_type}
+        if mapped is None
+        else {
+            "matched_by": mapped.matched_by,
+            "ledger_account_id": mapped.ledger_account_id,
+            "tax_rate_id": mapped.tax_rate_id,
+        }
     )
+    action = "unmapped" if mapped is None else "mapped"
+    lineage.note("line", action, element_id=line.element_id, name=line.name, **how)
 
 
 def _rate(rates: dict[str, TaxRate], tax_rate_id: str | None) -> TaxRate | None:

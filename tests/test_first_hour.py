@@ -187,7 +187,8 @@ async def test_the_bridges_data_without_the_sandboxs_is_refused_until_a_reset(
         "sagebridge: the bridge's database remembers 1 event(s) but the sandbox's saved Kommo "
         f"and Sage records ({data / 'sandbox.json'}) are missing: started from the seed, the "
         "two would disagree (a deal 'already invoiced' with no invoice in the sandbox Sage). Run "
-        "`sagebridge reset` to start both afresh, or set DATA_DIR to another directory"
+        "`sagebridge reset` (`make reset` in the checkout) to start both afresh, or set DATA_DIR "
+        "to another directory"
     )
     assert "Traceback" not in refused
     deletes = (
