@@ -52,4 +52,16 @@ def find(data_dir: Path) -> Running | None:
         running = Running(int(data["pid"]), data.get("redis_url"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return running if process_alive(running.pid) else None
+    return running if _is_run(running.pid) else None
+
+
+def _is_run(pid: int) -> bool:
+    """Alive, and (where /proc tells) a sagebridge process: after a reboot a stale file's pid
+    may belong to anything."""
+    if not process_alive(pid):
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc here: alive is all that can be known
+    return b"sagebridge" in command or b"app.cli" in command
