@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 import time
@@ -79,7 +80,8 @@ async def wait_for(url: str, proc: asyncio.subprocess.Process, timeout: float = 
 
 @asynccontextmanager
 async def running(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`sagebridge run`, its output in `log`; killed on the way out if still running."""
+    """`sagebridge run`, its output in `log`; stopped on the way out if still running (SIGTERM
+    first, so it stops its embedded Redis, which a kill would leave running)."""
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "run", cwd=ROOT, env=env, stdout=out, stderr=out
@@ -88,5 +90,9 @@ async def running(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subpr
         yield proc
     finally:
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
