@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from app.connections.runtime import Connections
-from app.console.pages import page, redirect
+from app.console.pages import message, redirect
 from app.console.sessions import SESSION_COOKIE, ConsoleSessions, Session, csrf_holds
 from app.routes.deps import SettingsDep, read_limited_body
 from app.settings import Settings
@@ -110,12 +110,11 @@ def install_handlers(app: FastAPI) -> None:
 
 
 async def _off(_request: Request, _exc: Exception) -> Response:
-    return page(
-        "message.html",
-        status_code=404,
-        title="The console is off",
-        text="The console is off because OPS_API_TOKEN is not set. Set it (at least 32 "
-        "characters) and restart the API to use the console.",
+    return message(
+        404,
+        "The console is off",
+        "The console is off because OPS_API_TOKEN is not set. Set it (at least 32 characters) "
+        "and restart the API to use the console.",
     )
 
 
@@ -124,10 +123,9 @@ async def _to_login(_request: Request, exc: LoginRequired) -> Response:
 
 
 async def _csrf_refused(_request: Request, _exc: Exception) -> Response:
-    return page(
-        "message.html",
-        status_code=403,
-        title="Refused: this form did not come from the console",
-        text="The form carried no valid CSRF token, so nothing was done. Reload the console "
-        "page and use its buttons.",
+    return message(
+        403,
+        "Refused: this form did not come from the console",
+        "The form carried no valid CSRF token, so nothing was done. Reload the console page "
+        "and use its buttons.",
     )

@@ -37,6 +37,11 @@ def page(template: str, *, status_code: int = 200, **context: Any) -> HTMLRespon
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
 
 
+def message(status_code: int, title: str, text: str) -> HTMLResponse:
+    """A page that says one thing: a refusal, or why the console is off."""
+    return page("message.html", status_code=status_code, title=title, text=text)
+
+
 def redirect(url: str) -> RedirectResponse:
     """After a form: 303, so the browser GETs the page it is sent to."""
     return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)

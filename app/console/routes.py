@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +29,7 @@ from app.console.auth import (
     read_form,
     set_cookie,
 )
-from app.console.pages import local, page, redirect, secured
+from app.console.pages import local, message, page, redirect, secured
 from app.console.sessions import (
     LOGIN_COOKIE,
     LOGIN_FORM_SECONDS,
@@ -50,7 +50,7 @@ from app.models import DealInvoice, utcnow
 from app.repositories import InvoiceRepository, SyncLogFilter, SyncLogRepository
 from app.routes.connections import ConnectionsDep
 from app.routes.deps import MappingsDep, QueueDep, SessionDep, SettingsDep
-from app.routes.ops import DiscardRequest, EventView, event_view, mapping_view
+from app.routes.ops import DiscardRequest, EventId, EventView, event_view, mapping_view
 from app.settings import Settings
 from sandbox import SANDBOX_DEFAULTS
 
@@ -85,11 +85,8 @@ async def login_page(
 async def login(request: Request, sessions: SessionsDep, settings: SettingsDep) -> Response:
     form = await read_form(request)
     if not sessions.login_form_holds(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token", "")):
-        return page(
-            "message.html",
-            status_code=403,
-            title="Refused: the login form has expired",
-            text="Open the login page again and sign in from it.",
+        return message(
+            403, "Refused: the login form has expired", "Open the login page again and log in."
         )
     back = local(form.get("next"))
     given, expected = form.get("token", ""), settings.secret("ops_api_token")
@@ -171,7 +168,7 @@ async def queue_page(
 
 @router.post("/events/{event_id}/replay")
 async def replay(
-    event_id: int,
+    event_id: EventId,
     form: FormDep,
     login: LoginDep,
     sessions: SessionsDep,
@@ -188,7 +185,7 @@ async def replay(
 
 @router.post("/events/{event_id}/discard")
 async def discard(
-    event_id: int, form: FormDep, login: LoginDep, sessions: SessionsDep, session: SessionDep
+    event_id: EventId, form: FormDep, login: LoginDep, sessions: SessionsDep, session: SessionDep
 ) -> Response:
     try:
         reason = DiscardRequest(reason=form.get("reason", "").strip()).reason
@@ -210,7 +207,7 @@ async def find_deal(_login: LoginDep, deal_id: str = "") -> Response:
 
 @router.get("/deals/{deal_id}")
 async def deal_page(
-    deal_id: str,
+    deal_id: Annotated[str, Path(max_length=64)],
     login: LoginDep,
     sessions: SessionsDep,
     session: SessionDep,
@@ -346,7 +343,7 @@ async def connect(
 async def static(name: str) -> Response:
     media_type = STATIC.get(name)
     if media_type is None:
-        return page("message.html", status_code=404, title="Not found", text="No such file.")
+        return message(404, "Not found", "The console has no such file.")
     body = files("app.console").joinpath("static", name).read_bytes()
     return secured(Response(body, media_type=media_type, headers={"Cache-Control": "max-age=300"}))
 
