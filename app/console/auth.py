@@ -14,7 +14,13 @@ from fastapi.responses import Response
 
 from app.connections.runtime import Connections
 from app.console.pages import message, redirect
-from app.console.sessions import SESSION_COOKIE, ConsoleSessions, Session, csrf_holds
+from app.console.sessions import (
+    SESSION_COOKIE,
+    ConsoleSessions,
+    Session,
+    SessionsUnavailable,
+    csrf_holds,
+)
 from app.routes.deps import SettingsDep, read_limited_body
 from app.settings import Settings
 
@@ -107,6 +113,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConsoleOff, _off)
     app.add_exception_handler(LoginRequired, _to_login)  # type: ignore[arg-type]
     app.add_exception_handler(CsrfRefused, _csrf_refused)
+    app.add_exception_handler(SessionsUnavailable, _no_sessions)
 
 
 async def _off(_request: Request, _exc: Exception) -> Response:
@@ -128,4 +135,14 @@ async def _csrf_refused(_request: Request, _exc: Exception) -> Response:
         "Refused: this form did not come from the console",
         "The form carried no valid CSRF token, so nothing was done. Reload the console page "
         "and use its buttons.",
+    )
+
+
+async def _no_sessions(_request: Request, exc: Exception) -> Response:
+    log.error("console.sessions_unavailable", error=str(exc))
+    return message(
+        503,
+        "The console cannot reach Redis",
+        f"The console keeps its sessions in Redis, which did not answer ({exc}). Check "
+        "REDIS_URL and that Redis is up; GET /readyz names what fails.",
     )

@@ -14,12 +14,14 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from itsdangerous import BadSignature, TimestampSigner
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 SESSION_COOKIE = "sagebridge_console"
 LOGIN_COOKIE = "sagebridge_console_login"
@@ -27,6 +29,11 @@ LOGIN_FORM_SECONDS = 3600
 NOTICE_SECONDS = 300
 PREFIX = "sagebridge:console:session:"
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class SessionsUnavailable(Exception):
+    """Redis, where the sessions live, cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class ConsoleSessions:
         """A new session and the cookie value that names it."""
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32))
         record = json.dumps({"csrf": session.csrf})
-        await self._redis.set(_key(session.id), record, ex=int(self.ttl.total_seconds()))
+        await _reached(self._redis.set(_key(session.id), record, ex=int(self.ttl.total_seconds())))
         return self._sessions.sign(session.id).decode(), session
 
     async def get(self, cookie: str | None) -> Session | None:
@@ -79,21 +86,21 @@ class ConsoleSessions:
             session_id = self._sessions.unsign(cookie, max_age=int(self.ttl.total_seconds()))
         except BadSignature:  # SignatureExpired included
             return None
-        raw = await self._redis.get(_key(session_id.decode()))
+        raw = await _reached(self._redis.get(_key(session_id.decode())))
         if raw is None:
             return None
         return Session(session_id.decode(), str(json.loads(raw)["csrf"]))
 
     async def end(self, session: Session) -> None:
-        await self._redis.delete(_key(session.id), _notice_key(session.id))
+        await _reached(self._redis.delete(_key(session.id), _notice_key(session.id)))
 
     async def tell(self, session: Session, notice: Notice) -> None:
         value = json.dumps({"text": notice.text, "tone": notice.tone})
-        await self._redis.set(_notice_key(session.id), value, ex=NOTICE_SECONDS)
+        await _reached(self._redis.set(_notice_key(session.id), value, ex=NOTICE_SECONDS))
 
     async def notice(self, session: Session) -> Notice | None:
         """The notice left for this session's next page, once."""
-        raw = await self._redis.getdel(_notice_key(session.id))
+        raw = await _reached(self._redis.getdel(_notice_key(session.id)))
         return Notice(**json.loads(raw)) if raw else None
 
     def login_form(self) -> tuple[str, str]:
@@ -113,6 +120,13 @@ class ConsoleSessions:
 
 def csrf_holds(session: Session, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(session.csrf.encode(), (token or "").encode())
+
+
+async def _reached(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except (RedisError, OSError) as exc:
+        raise SessionsUnavailable(type(exc).__name__) from exc
 
 
 def _key(session_id: str) -> str:

@@ -71,15 +71,18 @@ class EventBlock:
 
 
 def timeline(events: Iterable[InboxEvent], records: Iterable[SyncRecord]) -> list[EventBlock]:
-    """Events oldest first, each with its records in the order they happened."""
+    """Events oldest first, each with its records and what ops did in the order it happened
+    (a sort that keeps the order of records noted in the same instant)."""
     by_event: dict[int, list[SyncRecord]] = defaultdict(list)
-    for record in records:
+    for record in sorted(records, key=lambda r: (r.at, r.id)):
         by_event[record.event_id].append(record)
     return [
         EventBlock(
             event,
-            [_arrival(event)]
-            + [step(r) for r in sorted(by_event[event.id], key=lambda r: (r.at, r.id))],
+            sorted(
+                [_arrival(event), *_by_ops(event), *(step(r) for r in by_event[event.id])],
+                key=lambda s: s.at,
+            ),
         )
         for event in sorted(events, key=lambda e: (e.received_at, e.id))
     ]
@@ -105,6 +108,22 @@ def _arrival(event: InboxEvent) -> Step:
         title = f"Webhook received: {event.action} into stage {event.status_id} of pipeline "
         title += f"{event.pipeline_id}"
     return Step(event.received_at, "webhook", title, "", [("event", str(event.id))], [])
+
+
+def _by_ops(event: InboxEvent) -> list[Step]:
+    """What ops did to the event (replay, discard), as the event keeps it."""
+    return [
+        Step(
+            at=datetime.fromisoformat(done["at"]),
+            kind="ops",
+            title=f"Ops: {done['action']}"
+            + (f" ({done['reason']})" if done["reason"] != done["action"] else ""),
+            tone="",
+            facts=[],
+            bodies=[],
+        )
+        for done in event.payload.get("ops", [])
+    ]
 
 
 def _title(record: str, action: str, detail: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ import pytest
 from arq.connections import ArqRedis
 from fastapi import FastAPI
 from httpx import AsyncClient
+from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -209,3 +210,14 @@ async def test_the_login_form_token_is_single_browser(client: AsyncClient) -> No
     )
 
     assert answer.status_code == 403
+
+
+async def test_without_redis_the_console_says_so(app: FastAPI, client: AsyncClient) -> None:
+    nowhere = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    app.state.console_sessions = ConsoleSessions(nowhere, OPS_TOKEN, timedelta(minutes=480))
+
+    answer = await log_in(client)
+    await nowhere.aclose()
+
+    assert answer.status_code == 503
+    assert "The console keeps its sessions in Redis, which did not answer" in text_of(answer)

@@ -303,6 +303,7 @@ async def test_replay_from_the_queue_changes_the_event_state(
         await page.reload()
     await expect(state).to_have_text("invoiced")
     await expect(page.locator("#invoice")).to_be_visible()
+    await expect(page.locator("ol.timeline")).to_contain_text("Ops: replay")
     await _shot(page, "07-replayed")
 
 

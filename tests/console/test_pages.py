@@ -245,6 +245,9 @@ async def test_discard_with_a_reason_ends_the_event_and_says_so(
     assert (no_reason.status_code, no_reason.headers["location"]) == (303, back)
     assert f"Event {event_id} was not discarded: give a reason of 3 to 500 characters" in refused
     assert f"Event {event_id} (deal 4) discarded: invoiced by hand in Sage" in said
+    assert "Ops: discard (invoiced by hand in Sage)" in text_of(
+        await client.get("/console/deals/4")
+    )
     event = await load_event(sessionmaker, event_id)
     assert event.state == "discarded"
     assert [(op["action"], op["reason"]) for op in event.payload["ops"]] == [
