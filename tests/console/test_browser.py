@@ -257,6 +257,9 @@ async def test_login_then_every_page(
     await expect(failed).to_contain_text("The contact is on hold")
     await expect(failed).to_contain_text("0 of 2")
     await _shot(page, "03-queue")
+    await page.set_viewport_size({"width": 800, "height": 900})
+    await _shot(page, "03-queue-narrow")
+    await page.set_viewport_size({"width": 1280, "height": 900})
 
     await page.fill("input[name=deal_id]", str(deals["invoiced"]))
     await page.click("button:text('Open deal')")
