@@ -34,7 +34,7 @@ from app.inbox.repository import InboxRepository
 from app.logging import configure_logging
 from app.main import create_app
 from app.mapping import MappingError, load_mapping, read_mapping_text
-from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
+from app.mapping_assist import Suggestion, suggest, yaml_skeleton
 from app.mapping_store import CurrentMapping, How, Mappings, validated
 from app.queue import Queue
 from app.runtime import Database, Upstreams
@@ -407,20 +407,18 @@ def mappings_suggest(
 
 
 async def _suggest(settings: Settings) -> Suggestion:
+    mapping = load_mapping(settings.ledger_mappings_path)
     upstreams = Upstreams.open(settings)
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
-            task = bar.add_task("Reading Kommo catalogs…", total=None)
-            products = await upstreams.crm.products(
-                on_page=lambda n: bar.update(task, advance=n, description=f"{n} products read…")
+            task = bar.add_task("Reading Kommo catalogs, then Sage's ledger accounts…", total=None)
+            return await suggest(
+                upstreams,
+                mapping,
+                on_page=lambda n: bar.update(task, advance=n, description=f"{n} products read…"),
             )
-            bar.update(task, description="Reading Sage ledger accounts and tax rates…")
-            accounts = await upstreams.accounting.sales_ledger_accounts()
-            rates = await upstreams.accounting.tax_rate_names()
     finally:
         await upstreams.close()
-    mapping = load_mapping(settings.ledger_mappings_path)
-    return Suggestion(accounts, rates, unmapped_products(products, mapping))
 
 
 @events_cli.command("list")

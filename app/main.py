@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from app.body_limit import BodyLimitMiddleware
 from app.connections.config import ConnectionsConfig
 from app.connections.runtime import Connections
+from app.console import routes as console
 from app.errors import AppError, ServiceUnavailable
 from app.logging import configure_logging
 from app.mapping_store import NoMappingInForce, start_mappings
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(home.router)
+    console.install(app)
     # Webhook routes stream-check their own (smaller) limit; this covers every other body too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
 from app.domain import LedgerAccountInfo, LineItem
 from app.mapping import LedgerMapping
+
+if TYPE_CHECKING:
+    from app.runtime import Upstreams
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,17 @@ class Suggestion:
     ledger_accounts: list[LedgerAccountInfo]
     tax_rates: dict[str, str]
     unmapped: list[LineItem]
+
+
+async def suggest(
+    upstreams: Upstreams, mapping: LedgerMapping, *, on_page: Callable[[int], None] | None = None
+) -> Suggestion:
+    """Kommo's products with no rule in `mapping`, next to Sage's sales ledger accounts and tax
+    rates: what `sagebridge mappings suggest` prints and the console's mapping page shows."""
+    products = await upstreams.crm.products(on_page=on_page)
+    accounts = await upstreams.accounting.sales_ledger_accounts()
+    rates = await upstreams.accounting.tax_rate_names()
+    return Suggestion(accounts, rates, unmapped_products(products, mapping))
 
 
 def unmapped_products(products: list[LineItem], mapping: LedgerMapping) -> list[LineItem]:

@@ -70,6 +70,8 @@ class Settings(BaseSettings, ConnectionSettings):
     api_workers: int = Field(default=1, ge=1, le=64)
     max_webhook_body_bytes: int = 256 * 1024
     ops_api_token: SecretStr | None = None
+    # How long a console login lasts (the ops token exchanged for a session cookie).
+    console_session_minutes: int = Field(default=480, ge=5, le=7 * 24 * 60)
     log_level: str = "INFO"
     log_json: bool = False
     # /docs, /redoc and /openapi.json. Unset: on in the sandbox run only (Swagger UI loads its

@@ -74,6 +74,14 @@ class ConnectionInfo(BaseModel):
     refreshed_at: datetime | None
     updated_at: datetime
 
+    @property
+    def grant_expires_at(self) -> datetime | None:
+        """What must be renewed before it runs out: the refresh token, or a long-lived token
+        (which has none) itself."""
+        if self.kind == GrantKind.LONG_LIVED:
+            return self.access_expires_at
+        return self.refresh_expires_at
+
     @classmethod
     def of(cls, row: Connection) -> ConnectionInfo:
         return cls(

@@ -134,6 +134,16 @@ class InboxRepository:
         rows = await self.session.scalars(select(InboxEvent).where(InboxEvent.id.in_(ids)))
         return {row.id: row for row in rows.all()}
 
+    async def for_deal(self, deal_id: str, *, limit: int = 100) -> list[InboxEvent]:
+        """The deal's newest events (moves into the stage, payment callbacks), newest first."""
+        stmt = (
+            select(InboxEvent)
+            .where(InboxEvent.deal_id == deal_id)
+            .order_by(InboxEvent.id.desc())
+            .limit(limit)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
     async def list(
         self, *, states: list[str] | None, limit: int, offset: int
     ) -> tuple[list[InboxEvent], int]:

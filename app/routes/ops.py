@@ -99,7 +99,7 @@ async def retry_queue(
     states = [s.value for s in (state or NEEDS_ATTENTION)]
     rows, total = await InboxRepository(session).list(states=states, limit=limit, offset=offset)
     items = [
-        _view(row, settings.kommo_base_url, len(settings.retry_delays_seconds)) for row in rows
+        event_view(row, settings.kommo_base_url, len(settings.retry_delays_seconds)) for row in rows
     ]
     return EventPage(total=total, limit=limit, offset=offset, items=items)
 
@@ -117,7 +117,7 @@ async def status(session: SessionDep, queue: QueueDep, settings: SettingsDep) ->
 @router.get("/events/{event_id}", response_model=EventView)
 async def get_event(event_id: EventId, session: SessionDep, settings: SettingsDep) -> EventView:
     event = await operations.get_event(session, event_id)
-    return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
+    return event_view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
 @router.post("/events/{event_id}/replay", response_model=EventView)
@@ -126,7 +126,7 @@ async def replay_event(
 ) -> EventView:
     """Run the event again from the start; a deal already invoiced is not invoiced twice."""
     event = await operations.replay(session, queue, event_id)
-    return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
+    return event_view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
 @router.post("/events/{event_id}/discard", response_model=EventView)
@@ -135,7 +135,7 @@ async def discard_event(
 ) -> EventView:
     """End an event by hand (e.g. the deal was invoiced outside the bridge)."""
     event = await operations.discard(session, event_id, body.reason)
-    return _view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
+    return event_view(event, settings.kommo_base_url, len(settings.retry_delays_seconds))
 
 
 @router.post("/events/replay-needs-mapping", response_model=ReplayedMapping)
@@ -150,7 +150,7 @@ async def replay_needs_mapping(
 
 @router.get("/mappings", response_model=MappingView)
 async def current_mapping(mappings: MappingsDep) -> MappingView:
-    return _mapping_view(await mappings.current(), await mappings.last_refusal())
+    return mapping_view(await mappings.current(), await mappings.last_refusal())
 
 
 @router.post("/mappings/reload", response_model=MappingView)
@@ -164,10 +164,10 @@ async def reload_mapping(mappings: MappingsDep, request: Request) -> MappingView
             "the mapping was refused and the previous one stays in force: "
             + "; ".join(exc.problems)
         ) from exc
-    return _mapping_view(current, None)
+    return mapping_view(current, None)
 
 
-def _mapping_view(current: CurrentMapping, refusal: MappingRefusal | None) -> MappingView:
+def mapping_view(current: CurrentMapping, refusal: MappingRefusal | None) -> MappingView:
     return MappingView(
         id=current.id,
         sha256=current.sha256,
@@ -180,7 +180,7 @@ def _mapping_view(current: CurrentMapping, refusal: MappingRefusal | None) -> Ma
     )
 
 
-def _view(event: InboxEvent, kommo_base_url: str | None, retries: int) -> EventView:
+def event_view(event: InboxEvent, kommo_base_url: str | None, retries: int) -> EventView:
     base = (kommo_base_url or "").rstrip("/")
     deal_url = f"{base}/leads/detail/{event.deal_id}" if base and event.deal_id else None
     return EventView(
