@@ -24,7 +24,7 @@ async def serve_demo_sandbox(settings: Settings) -> AsyncIterator[RunningSandbox
     ) as sandbox:
         secret = settings.secret("kommo_webhook_secret")
         hook = f"http://127.0.0.1:{settings.api_port}/webhooks/kommo/{secret}"
-        register_webhook(sandbox.kommo.state, hook)
+        register_webhook(sandbox.kommo.state, hook, ("status_lead", "delete_lead"))
         log.info(
             "sandbox.ready",
             kommo=sandbox.kommo_url,
