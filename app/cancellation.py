@@ -30,6 +30,7 @@ from app.models import (
     InvoiceAdjustment,
     InvoiceRecordState,
 )
+from app.money import shown_amount
 from app.payment_status import VOID, shown_view, write_changes
 from app.ports import DealNotFound
 from app.repositories import AdjustmentRepository, InvoiceRepository
@@ -135,7 +136,9 @@ def _state(posted: InvoiceDetail | None) -> str:
         return ""
     money = posted.money
     status = posted.status_id.lower().replace("_", " ")
-    return f" ({status}, {money.outstanding} outstanding)" if money.outstanding is not None else ""
+    if money.outstanding is None:
+        return f" ({status})"
+    return f" ({status}, {shown_amount(money.outstanding)} outstanding)"
 
 
 async def _start(

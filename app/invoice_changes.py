@@ -45,6 +45,7 @@ from app.models import (
     InvoiceAdjustment,
     InvoiceRecordState,
 )
+from app.money import shown_amount
 from app.ports import DealNotFound
 from app.repositories import AdjustmentRepository, InvoiceRepository
 
@@ -149,9 +150,9 @@ def _money_on_it(posted: InvoiceDetail) -> str:
     if posted.status_id == "VOID":
         return "it is void in Sage"
     return (
-        f"it is {posted.status_id.lower().replace('_', ' ')} in Sage (paid {money.paid or 0}, "
-        f"credited {money.credited or 0}), and the bridge never credits an invoice with money "
-        "on it"
+        f"it is {posted.status_id.lower().replace('_', ' ')} in Sage (paid "
+        f"{shown_amount(money.paid)}, credited {shown_amount(money.credited)}), and the bridge "
+        "never credits an invoice with money on it"
     )
 
 
@@ -196,12 +197,19 @@ def _line_differences(name: str, now: list[InvoiceLine], then: list[InvoiceLine]
         for attribute, label in FIELDS:
             before, after = getattr(old, attribute), getattr(new, attribute)
             if (before or 0) != (after or 0):
-                found.append(f"'{name}': {label} {before} → {after}")
+                found.append(f"'{name}': {label} {_shown(before)} → {_shown(after)}")
     return found
 
 
 def _describe(line: InvoiceLine) -> str:
-    return f"{line.quantity} × {line.unit_price}"
+    return f"{_shown(line.quantity)} × {_shown(line.unit_price)}"
+
+
+def _shown(value: object) -> str:
+    """3.0 and 3 are the same quantity: numbers without trailing zeros."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 def _changes_text(number: str, found: list[str]) -> str:

@@ -35,6 +35,7 @@ from app.domain import (
     PaymentView,
 )
 from app.errors import InvoiceBlocked
+from app.money import shown_amount
 from app.ports import DealNotFound
 
 log = structlog.get_logger(__name__)
@@ -329,7 +330,7 @@ def _text_id(value: int | None) -> str | None:
 
 
 def _amount(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+    return None if value is None else shown_amount(value)
 
 
 def _timestamp(day: date) -> int:
