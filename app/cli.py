@@ -31,12 +31,14 @@ from app.mapping import MappingError, load_mapping
 from app.mapping_assist import Suggestion, unmapped_products, yaml_skeleton
 from app.mapping_store import CurrentMapping, How, Mappings, check_ids
 from app.queue import Queue
+from app.reconciliation_cli import reconcile_cli
 from app.runtime import Database, Upstreams
 from app.settings import ConfigError, Settings, get_settings
 from app.workers.main import build_worker
 
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
 cli.add_typer(connections_cli, name="connections")
+cli.add_typer(reconcile_cli, name="reconcile")
 log = structlog.get_logger(__name__)
 WORKER_RESTART_SECONDS = 2.0
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,17 @@ from app.logging import configure_logging
 from app.mapping_store import NoMappingInForce, start_mappings
 from app.metrics import WEBHOOKS
 from app.queue import Queue
-from app.routes import alerts, connections, health, metrics, ops, sage_callbacks, sync_log, webhooks
+from app.routes import (
+    alerts,
+    connections,
+    health,
+    metrics,
+    ops,
+    reconciliation,
+    sage_callbacks,
+    sync_log,
+    webhooks,
+)
 from app.runtime import Database, Upstreams
 from app.settings import Settings, get_settings
 
@@ -68,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
+    app.include_router(reconciliation.router)
     app.include_router(sync_log.router)
     app.include_router(alerts.router)
     app.include_router(connections.router)

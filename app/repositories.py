@@ -76,15 +76,25 @@ class InvoiceRepository:
         record.state = InvoiceRecordState.POSTING.value
         return await _insert_once(self.session, record)
 
-    async def shown_since(self, *, crm: str, account_id: str, since: datetime) -> list[DealInvoice]:
+    async def shown_since(self, *, crm: str, since: datetime) -> list[DealInvoice]:
         """The invoices deals show (written back), raised since `since`."""
         stmt = select(DealInvoice).where(
             DealInvoice.crm == crm,
-            DealInvoice.account_id == account_id,
             DealInvoice.state == InvoiceRecordState.WRITTEN_BACK.value,
             DealInvoice.created_at >= since,
         )
         return list((await self.session.scalars(stmt.order_by(DealInvoice.id))).all())
+
+    async def invoiced_deals(self, *, crm: str, deal_ids: list[str]) -> dict[str, DealInvoice]:
+        """Those of these deals that have an invoice (not merely one being raised)."""
+        if not deal_ids:
+            return {}
+        stmt = select(DealInvoice).where(
+            DealInvoice.crm == crm,
+            DealInvoice.deal_id.in_(deal_ids),
+            DealInvoice.invoice_id.is_not(None),
+        )
+        return {row.deal_id: row for row in (await self.session.scalars(stmt)).all()}
 
 
 async def _insert_once(session: AsyncSession, row: Row) -> Row | None:
@@ -149,6 +159,12 @@ class ReportRepository:
     async def latest(self) -> ReconciliationReport | None:
         stmt = select(ReconciliationReport).order_by(ReconciliationReport.started_at.desc())
         return (await self.session.scalars(stmt.limit(1))).first()
+
+    async def latest_counts(self) -> dict[str, int] | None:
+        """The latest report's counts alone (its rows may be many)."""
+        stmt = select(ReconciliationReport.counts).order_by(ReconciliationReport.started_at.desc())
+        counts: dict[str, int] | None = (await self.session.scalars(stmt.limit(1))).first()
+        return counts
 
 
 class SyncLogRepository:

@@ -305,12 +305,14 @@ class Sage:
         total: str = "10.00",
         due: date | None = None,
         status: InvoiceStatus = InvoiceStatus.UNPAID,
+        reference: str | None = None,
     ) -> str:
         """An invoice for a customer, created at `at` (net = `total`, zero-rated)."""
         data: dict[str, Any] = {
             "contact_id": self._customer(),
             "status_id": status.value,
             "date": at.date().isoformat(),
+            "reference": reference,
             "invoice_lines": [
                 {
                     "description": "Goods",
