@@ -31,7 +31,7 @@ from app.models import (
     InvoiceRecordState,
 )
 from app.money import shown_amount
-from app.payment_status import VOID, shown_view, write_changes
+from app.payment_status import VOID, remember_shown, shown_view, write_changes
 from app.ports import DealNotFound
 from app.repositories import AdjustmentRepository, InvoiceRepository
 
@@ -189,10 +189,9 @@ async def _done(
     if adjustment is not None:
         adjustment.state = AdjustmentState.DONE.value
     record = found.record
-    if found.deal is not None:
-        shown = PaymentView(status=VOID, outstanding=Decimal(0)).changes_from(shown_view(record))
-        if shown is not None:
-            await write_changes(bridge.crm, [(record, shown)])
-    else:
-        record.payment_status = VOID
+    shown = PaymentView(status=VOID, outstanding=Decimal(0)).changes_from(shown_view(record))
+    if shown is not None and found.deal is not None:
+        await write_changes(bridge.crm, [(record, shown)])
+    elif shown is not None:  # a deleted deal shows nothing: remembered, never written
+        remember_shown(record, shown)
     await session.commit()

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import lineage
 from app.domain import InvoiceMoney, InvoiceStatus, PaymentView
+from app.errors import UpstreamPermanentError
 from app.models import DealInvoice
 from app.ports import Accounting, Crm
 from app.repositories import CursorRepository, InvoiceRepository
@@ -123,8 +124,14 @@ async def apply_statuses(
 
 
 async def write_changes(crm: Crm, changes: list[tuple[DealInvoice, PaymentView]]) -> None:
-    """Write to the deals in one batch, then remember it on each record (not committed)."""
-    await crm.write_payments(updates=[(record.deal_id, view) for record, view in changes])
+    """Write to the deals in one batch, then remember it on each record (not committed). A batch
+    the CRM refuses (all or nothing: one deleted deal refuses it whole) is written deal by deal;
+    a deal refused on its own is logged and remembered, so it does not hold up the others at
+    every poll."""
+    try:
+        await crm.write_payments(updates=[(record.deal_id, view) for record, view in changes])
+    except UpstreamPermanentError:
+        await _one_by_one(crm, changes)
     for record, view in changes:
         remember_shown(record, view)
         shown = {k: str(v) for k, v in vars(view).items() if v is not None}
@@ -133,6 +140,15 @@ async def write_changes(crm: Crm, changes: list[tuple[DealInvoice, PaymentView]]
             "deal", "updated", invoice_id=record.invoice_id, payment_status=status, **shown
         )
         log.info("deal.payment_status", deal_id=record.deal_id, status=status, **shown)
+
+
+async def _one_by_one(crm: Crm, changes: list[tuple[DealInvoice, PaymentView]]) -> None:
+    for record, view in changes:
+        try:
+            await crm.write_payments(updates=[(record.deal_id, view)])
+        except UpstreamPermanentError as exc:
+            log.warning("deal.write_refused", deal_id=record.deal_id, error=exc.detail)
+            lineage.note("deal", "write_refused", deal_id=record.deal_id, error=exc.detail)
 
 
 def _is_older(status: InvoiceStatus, record: DealInvoice) -> bool:

@@ -145,3 +145,24 @@ async def test_an_invoice_voided_by_hand_in_sage_shows_void(
     assert [(item["id"], fields(item)) for item in kommo.batch_patches[-1]] == [
         (1, {STATUS: 15, OUTSTANDING: "0.00"})
     ]
+
+
+async def test_a_deleted_deal_in_the_batch_does_not_hold_up_the_others(
+    sessionmaker: Maker, bridge: Bridge, kommo: Kommo, sage: Sage, two_invoiced: tuple[str, str]
+) -> None:
+    """Kommo refuses a batch whole when one of its deals is gone: the others are then written
+    one by one, the gone one is logged, and the next poll does not try again."""
+    first, second = two_invoiced
+    kommo.delete_lead(2)  # deleted in Kommo; its hook never reached the bridge
+    now = utcnow() + timedelta(seconds=1)
+    sage.pay(first, "100.00", now)
+    sage.pay(second, "100.00", now)
+
+    assert await poll(sessionmaker, bridge, at=now) == 2
+    assert [item["id"] for item in kommo.batch_patches[-1]] == [1]
+    assert kommo.shown(1)[PAID] == "100.00"
+    refused = [e for e in kommo.sandbox.requests.entries(method="PATCH") if e.status == 400]
+    assert [[item["id"] for item in entry.body] for entry in refused] == [[1, 2], [2]]
+
+    assert await poll(sessionmaker, bridge, at=now + timedelta(seconds=1)) == 0
+    assert len(kommo.sandbox.requests.entries(method="PATCH")) == 2 + 3  # write-backs + poll
