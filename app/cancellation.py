@@ -75,18 +75,18 @@ async def cancel_invoice(
     started = await adjustments.get(kind=AdjustmentKind.VOID, invoice_id=record.invoice_id)
     if started is not None and started.state == AdjustmentState.DONE:
         return Voided(f"invoice {record.invoice_number} was voided already")
-    if started is None and bridge.config.cancel_policy is CancelPolicy.TASK:
-        return _kept(found, "the invoice stands (CANCEL_POLICY=task)", None)
     posted = await bridge.accounting.get_invoice(invoice_id=record.invoice_id)
-    if posted is not None and posted.status_id != "VOID":
-        if posted.status_id != VOIDABLE or posted.settled_any:
-            return _kept(
-                found, "it has money paid or credited on it, so it is never voided", posted
-            )
-        started = started or await _start(session, job, found, posted)
-        refusal = await _void(bridge, found, started)
-        if refusal is not None:
-            return _kept(found, refusal, posted)
+    if posted is None or posted.status_id == "VOID":  # voided or deleted in Sage already
+        await _done(session, bridge, found, started)
+        return Voided(f"invoice {record.invoice_number} is void in Sage already")
+    if started is None and bridge.config.cancel_policy is CancelPolicy.TASK:
+        return _kept(found, "CANCEL_POLICY is task, so the bridge leaves it to you", posted)
+    if posted.status_id != VOIDABLE or posted.settled_any:
+        return _kept(found, "it has money paid or credited on it, so it is never voided", posted)
+    started = started or await _start(session, job, found, posted)
+    refusal = await _void(bridge, found, started)
+    if refusal is not None:
+        return _kept(found, refusal, posted)
     await _done(session, bridge, found, started)
     return Voided(f"invoice {record.invoice_number} voided: the deal was {found.how}")
 

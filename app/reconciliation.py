@@ -254,17 +254,20 @@ class _Checks:
         return rows
 
     async def _voided(self, records: list[DealInvoice], ours: dict[str, InvoiceRef]) -> list[Row]:
+        """Deals that still show an invoice cancelled in Sage (not by the bridge); a deal the
+        CRM no longer has shows nothing."""
         ids = [record.invoice_id for record in records if record.invoice_id]
         by_bridge = await AdjustmentRepository(self.session).voided(ids)
-        rows = []
+        found = []
         for record in records:
             if record.invoice_id is None or record.invoice_id in by_bridge:
                 continue
             listed = ours.get(record.invoice_id)
             status = listed.status_id if listed else await self._status(record.invoice_id)
             if status in (VOID, None):
-                rows.append(self._voided_row(record, "voided" if status else "deleted"))
-        return rows
+                found.append((record, "voided" if status else "deleted"))
+        existing = await self.bridge.crm.existing_deals(deal_ids=[r.deal_id for r, _ in found])
+        return [self._voided_row(r, how) for r, how in found if r.deal_id in existing]
 
     async def _status(self, invoice_id: str) -> str | None:
         """An invoice missing from the listing: void, or gone (None)."""

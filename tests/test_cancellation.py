@@ -69,14 +69,16 @@ async def test_a_lost_deal_under_the_task_policy_keeps_its_invoice_and_gets_a_ta
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.KEPT
     (task,) = kommo.tasks
     assert task["text"] == (
-        "This deal was lost, but Sage invoice SI-1 stands: the invoice stands "
-        "(CANCEL_POLICY=task). If the sale is off, void the invoice in Sage, or raise a credit "
-        "note for what was paid; if not, move the deal back to where it belongs."
+        "This deal was lost, but Sage invoice SI-1 stands (unpaid, 359.96 outstanding): "
+        "CANCEL_POLICY is task, so the bridge leaves it to you. If the sale is off, void the "
+        "invoice in Sage, or raise a credit note for what was paid; if not, move the deal back "
+        "to where it belongs."
     )
     event = await load_event(sessionmaker, event_id)
     assert (event.task_reason, event.last_error) == (
         TaskReason.INVOICE_KEPT,
-        "the deal was lost; invoice SI-1 stands: the invoice stands (CANCEL_POLICY=task)",
+        "the deal was lost; invoice SI-1 stands: CANCEL_POLICY is task, so the bridge leaves it "
+        "to you",
     )
     (invoice,) = sage.invoices
     assert (invoice.status.value, sage.deletes()) == ("UNPAID", [])
@@ -172,8 +174,8 @@ async def test_a_deleted_deal_whose_invoice_is_kept_has_nowhere_for_a_task(
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.KEPT
     event = await load_event(sessionmaker, event_id)
     assert event.last_error == (
-        "the deal was deleted; invoice SI-1 stands: the invoice stands (CANCEL_POLICY=task); "
-        "the deal is gone, so no task could be opened"
+        "the deal was deleted; invoice SI-1 stands: CANCEL_POLICY is task, so the bridge leaves "
+        "it to you; the deal is gone, so no task could be opened"
     )
     assert (kommo.tasks, sage.deletes()) == ([], [])
 
@@ -193,6 +195,21 @@ async def test_a_deal_no_longer_lost_or_restored_is_left_alone(
         "the deal was restored in the CRM",
     ]
     assert sage.deletes() == []
+
+
+async def test_an_invoice_voided_in_sage_already_is_not_kept_and_the_deal_shows_void(
+    sessionmaker: Maker, settings: Settings, bridge: tuple[Bridge, Any], kommo: Kommo, sage: Sage
+) -> None:
+    await invoiced(sessionmaker, settings, bridge[0], kommo)
+    (invoice,) = sage.invoices
+    sage.void(invoice.id, "Raised by mistake", utcnow())
+
+    event_id = await lose(sessionmaker, settings, kommo)
+
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.VOIDED
+    event = await load_event(sessionmaker, event_id)
+    assert event.last_error == "invoice SI-1 is void in Sage already"
+    assert (kommo.tasks, sage.deletes(), kommo.shown(1)[950]) == ([], [], 15)
 
 
 async def test_a_void_answer_lost_on_the_way_is_not_sent_twice(

@@ -63,11 +63,11 @@ def invoice_of(sage: Sage, lead_id: int) -> Any:
 async def planted(
     sessionmaker: Maker, settings: Settings, bridge: Bridge, kommo: Kommo, sage: Sage
 ) -> dict[str, int]:
-    """Deals 1-12; returns the event ids the findings name."""
-    for lead_id in range(1, 13):
+    """Deals 1-13; returns the event ids the findings name."""
+    for lead_id in range(1, 14):
         kommo.add_lead(lead_id, products=[(MYSTERY if lead_id in (2, 12) else WIDGET, 1)])
     events = {}
-    for lead_id in (1, 4, 5, 6, 7, 8, 9, 10):
+    for lead_id in (1, 4, 5, 6, 7, 8, 9, 10, 13):
         events[f"raised {lead_id}"] = await raised(sessionmaker, settings, bridge, lead_id)
     for lead_id in (2, 12):  # a product with no ledger mapping: no invoice
         events[f"unmapped {lead_id}"] = await record_trigger(sessionmaker, settings, lead_id)
@@ -82,6 +82,8 @@ async def planted(
     sage.add_invoice(now, total="23.99", reference="KOMMO-5")  # raised again by hand in Sage
     kommo.set_products(7, [(WIDGET, 2)])  # the deal changed; its invoice did not
     sage.void(invoice_of(sage, 8).id, "Raised by mistake", now)  # voided by hand in Sage
+    sage.void(invoice_of(sage, 13).id, "Deal dropped", now)  # …and the deal deleted: in order
+    kommo.delete_lead(13)
     kommo.state.leads[9].status_id = LOST  # lost, and voided by the bridge: in order
     lost = status_webhook(lead_entry(9, status_id=LOST, updated_at=1_760_000_900))
     (event_id,) = await record_webhook(sessionmaker, settings, lost)
