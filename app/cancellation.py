@@ -146,16 +146,10 @@ async def _start(
 ) -> InvoiceAdjustment:
     """The marker, committed before the DELETE."""
     record = found.record
-    assert record.invoice_id is not None
-    adjustment = InvoiceAdjustment(
-        crm=record.crm,
-        account_id=record.account_id,
-        deal_id=record.deal_id,
+    adjustment = InvoiceAdjustment.of(
+        record,
+        AdjustmentKind.VOID,
         event_id=job.event_id,
-        kind=AdjustmentKind.VOID.value,
-        invoice_id=record.invoice_id,
-        invoice_number=record.invoice_number,
-        invoice_reference=record.reference,
         contact_id=posted.contact_id,
         amount=posted.money.total,
         reason=f"Kommo deal {record.deal_id} was {found.how}",

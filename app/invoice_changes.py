@@ -240,21 +240,15 @@ async def _start_reissue(
 ) -> InvoiceAdjustment:
     """The marker, committed before anything is posted: one credit note per invoice."""
     assert record.invoice_id is not None
-    adjustment = InvoiceAdjustment(
-        crm=record.crm,
-        account_id=record.account_id,
-        deal_id=record.deal_id,
+    key = idempotency_key(record.crm, record.account_id, record.deal_id, "cn", record.invoice_id)
+    adjustment = InvoiceAdjustment.of(
+        record,
+        AdjustmentKind.CREDIT_NOTE,
         event_id=job.event_id,
-        kind=AdjustmentKind.CREDIT_NOTE.value,
-        invoice_id=record.invoice_id,
-        invoice_number=record.invoice_number,
-        invoice_reference=record.reference,
         contact_id=posted.contact_id or record.contact_id,
         amount=posted.money.total,
         reason="; ".join(found),
-        idempotency_key=idempotency_key(
-            record.crm, record.account_id, record.deal_id, "cn", record.invoice_id
-        ),
+        idempotency_key=key,
     )
     started = await AdjustmentRepository(session).start(adjustment)
     if started is None:  # another attempt started it: finish that one

@@ -145,6 +145,25 @@ class InvoiceAdjustment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    @classmethod
+    def of(
+        cls, record: DealInvoice, kind: AdjustmentKind, *, event_id: int, **what: Any
+    ) -> InvoiceAdjustment:
+        """The adjustment of the deal's invoice as the deal shows it now; `what`: contact_id,
+        amount, reason, idempotency_key."""
+        assert record.invoice_id is not None
+        return cls(
+            crm=record.crm,
+            account_id=record.account_id,
+            deal_id=record.deal_id,
+            event_id=event_id,
+            kind=kind.value,
+            invoice_id=record.invoice_id,
+            invoice_number=record.invoice_number,
+            invoice_reference=record.reference,
+            **what,
+        )
+
 
 class ReconciliationReport(Base):
     """One run of the reconciliation report: what it found, row by row, and the counts."""
