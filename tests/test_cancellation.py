@@ -9,14 +9,17 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from arq.connections import ArqRedis
 from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bridge import Bridge, CancelPolicy
 from app.cancellation import NOT_INVOICED
+from app.inbox import ops as operations
 from app.inbox.models import EventState, InboxEvent, TaskReason
 from app.models import InvoiceAdjustment, utcnow
+from app.queue import Queue
 from app.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.helpers import (
@@ -264,3 +267,25 @@ async def test_only_lost_or_deleted_deals_that_were_invoiced_become_work(
 async def adjustments(sessionmaker: Maker) -> list[InvoiceAdjustment]:
     async with sessionmaker() as session:
         return list((await session.scalars(select(InvoiceAdjustment))).all())
+
+
+async def test_ops_switch_to_the_void_policy_and_replay_a_kept_deletion(
+    sessionmaker: Maker,
+    settings: Settings,
+    bridge: tuple[Bridge, Any],
+    voiding: Bridge,
+    kommo: Kommo,
+    sage: Sage,
+    queue: ArqRedis,
+) -> None:
+    await invoiced(sessionmaker, settings, bridge[0], kommo)
+    kommo.delete_lead(1)
+    (event_id,) = await record_webhook(sessionmaker, settings, lead_deleted(1))
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.KEPT
+
+    async with sessionmaker() as session:
+        await operations.replay(session, Queue(queue), event_id)
+
+    assert await run_event(sessionmaker, voiding, event_id) == EventState.VOIDED
+    (invoice,) = sage.invoices
+    assert invoice.void_reason == "Kommo deal 1 was deleted"
