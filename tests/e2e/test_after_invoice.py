@@ -53,13 +53,12 @@ from tests.e2e.test_end_to_end import (
     _free_port,
     _truncate,
     _wait_healthy,
-    e2e_database,
     settled,
 )
+from tests.e2e.test_end_to_end import e2e_database as e2e_database  # this module's fixture too
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-__all__ = ["e2e_database"]  # the module's database fixture, shared with test_end_to_end
 MONEY = {
     "KOMMO_PAYMENT_STATUS_FIELD_ID": str(FIELD_PAYMENT_STATUS),
     "KOMMO_PAYMENT_STATUS_ENUMS": json.dumps(
