@@ -37,12 +37,14 @@ from app.mapping import MappingError, load_mapping, read_mapping_text
 from app.mapping_assist import Suggestion, suggest, yaml_skeleton
 from app.mapping_store import CurrentMapping, How, Mappings, validated
 from app.queue import Queue
+from app.reconciliation_cli import reconcile_cli
 from app.runtime import Database, Upstreams
 from app.settings import ConfigError, Settings, get_settings
 from app.workers.main import build_worker
 
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
 cli.add_typer(connections_cli, name="connections")
+cli.add_typer(reconcile_cli, name="reconcile")
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 WORKER_RESTART_SECONDS = 2.0

@@ -36,6 +36,8 @@ from sandbox.seed import (
 log = structlog.get_logger(__name__)
 SAVE_EVERY_SECONDS = 2.0
 WEBHOOK_PATH = "/webhooks/kommo/"
+# A deal moved between stages, and a deal deleted (a cancelled invoice, see CANCEL_POLICY).
+HOOK_EVENTS = ("status_lead", "delete_lead")
 
 
 class SandboxOutOfStep(Exception):
@@ -126,14 +128,17 @@ async def _bridge_events(settings: Settings) -> int:
 
 
 def _subscribe(state: KommoState, hook: str) -> None:
-    """One webhook to this bridge: a restored one to another address (API_PORT changed, or
-    the webhook secret) is replaced."""
+    """One webhook to this bridge, for the events it acts on: a restored one to another
+    address (API_PORT changed, or the webhook secret) or for other events is replaced."""
     with state.lock:
-        if any(h.destination == hook for h in state.webhooks.values()):
+        if any(
+            h.destination == hook and tuple(h.settings) == HOOK_EVENTS
+            for h in state.webhooks.values()
+        ):
             return
         for old in [h for h in state.webhooks.values() if WEBHOOK_PATH in h.destination]:
             del state.webhooks[old.id]
-        register_webhook(state, hook)
+        register_webhook(state, hook, HOOK_EVENTS)
 
 
 def _log_ready(sandbox: RunningSandbox, settings: Settings) -> None:

@@ -111,6 +111,82 @@ class InvoiceRef:
     tax_amount: Decimal | None = None
     due_date: dt.date | None = None
     currency: str | None = None
+    # The accounting system's status id (Sage: UNPAID, PART_PAID, PAID, VOID), when listed.
+    status_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InvoiceMoney:
+    """What has been paid or credited on an invoice and what is left; None: not known."""
+
+    total: Decimal | None = None
+    paid: Decimal | None = None
+    credited: Decimal | None = None
+    outstanding: Decimal | None = None
+    last_payment: dt.date | None = None
+    credit_notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InvoiceDetail:
+    """An invoice as the accounting system holds it now: its lines, status and money."""
+
+    id: str
+    number: str | None
+    status_id: str
+    contact_id: str | None
+    date: dt.date | None
+    currency: str | None
+    lines: tuple[InvoiceLine, ...]
+    money: InvoiceMoney
+
+    @property
+    def settled_any(self) -> bool:
+        """Something paid or credited on it: it is never voided or reissued by the bridge."""
+        return bool(self.money.paid) or bool(self.money.credited)
+
+
+@dataclass(frozen=True)
+class CreditNoteDraft:
+    """A credit note for one invoice, whole: its lines, so the invoice is cancelled out."""
+
+    contact_id: str
+    date: dt.date
+    original_invoice_date: dt.date | None
+    reference: str
+    idempotency_key: str
+    lines: tuple[InvoiceLine, ...]
+    notes: str | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class CreditNoteRef:
+    id: str
+    number: str | None
+    total_amount: Decimal | None = None
+    outstanding_amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    """What a deal shows about its invoice's money. A field left None is not written."""
+
+    status: str | None = None
+    paid: Decimal | None = None
+    outstanding: Decimal | None = None
+    last_payment: dt.date | None = None
+    credited: Decimal | None = None
+    credit_notes: str | None = None
+
+    def changes_from(self, shown: PaymentView) -> PaymentView | None:
+        """Only the fields that differ from what the deal shows; None when nothing does."""
+        changed = {
+            name: value
+            for name, value in vars(self).items()
+            if value is not None and value != getattr(shown, name)
+        }
+        return PaymentView(**changed) if changed else None
 
 
 @dataclass(frozen=True)
@@ -146,6 +222,8 @@ class InvoiceStatus:
     due_date: dt.date | None = None
     outstanding_amount: Decimal | None = None
     deleted: bool = False
+    # Paid, credited and left, when the accounting system said (a poll does; a callback may not).
+    money: InvoiceMoney | None = None
 
 
 @dataclass(frozen=True)

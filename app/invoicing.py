@@ -79,15 +79,18 @@ def idempotency_key(*parts: str) -> str:
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:32]
 
 
-def invoice_reference(crm: str, deal_id: str) -> str:
-    return f"{crm.upper()}-{deal_id}"
+def invoice_reference(crm: str, deal_id: str, revision: int = 1) -> str:
+    """`KOMMO-123`; a reissued invoice names its revision: `KOMMO-123-R2`."""
+    base = f"{crm.upper()}-{deal_id}"
+    return base if revision == 1 else f"{base}-R{revision}"
 
 
 async def raise_invoice(
-    session: AsyncSession, bridge: Bridge, job: InvoiceJob
+    session: AsyncSession, bridge: Bridge, job: InvoiceJob, *, replacing: str | None = None
 ) -> Invoiced | Skipped:
-    """The deal's invoice, raised once and shown on the deal. What stops it is raised:
-    `UnmappedLines`, `InvoiceBlocked`, `WriteBackRefused`, or an upstream error."""
+    """The deal's invoice, raised once and shown on the deal (`replacing`: what the deal's
+    number field also says, for an invoice that replaces a credited one). What stops it is
+    raised: `UnmappedLines`, `InvoiceBlocked`, `WriteBackRefused`, or an upstream error."""
     invoices = InvoiceRepository(session)
     record = await invoices.get(crm=bridge.crm.name, account_id=job.account_id, deal_id=job.deal_id)
     if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
@@ -100,8 +103,8 @@ async def raise_invoice(
     job.responsible_user_id = deal.responsible_user_id or job.responsible_user_id
     invoice = await _existing_invoice(bridge, record)
     if invoice is None:
-        cfg = bridge.config
-        if (deal.pipeline_id, deal.status_id) != (cfg.trigger_pipeline_id, cfg.trigger_status_id):
+        # A reissue's new invoice is owed whatever the stage: its credit note is already raised.
+        if (record is None or record.revision == 1) and not in_invoice_stage(bridge, deal):
             return Skipped(
                 f"the deal is now in pipeline {deal.pipeline_id} stage {deal.status_id}, "
                 "not the invoice stage"
@@ -109,8 +112,14 @@ async def raise_invoice(
         invoice = await _create_invoice(session, bridge, job, deal, record)
     record = await invoices.get(crm=bridge.crm.name, account_id=deal.account_id, deal_id=deal.id)
     assert record is not None
-    await _write_back(bridge, deal, invoice, record)
+    shown = f"{invoice.number or invoice.id} ({replacing})" if replacing else None
+    await _write_back(bridge, deal, invoice, record, shown)
     return Invoiced(invoice, f"invoice {invoice.number} ({invoice.id})")
+
+
+def in_invoice_stage(bridge: Bridge, deal: Deal) -> bool:
+    cfg = bridge.config
+    return (deal.pipeline_id, deal.status_id) == (cfg.trigger_pipeline_id, cfg.trigger_status_id)
 
 
 def _ref(record: DealInvoice) -> InvoiceRef:
@@ -131,16 +140,19 @@ def unmapped_products(exc: UnmappedLines) -> tuple[dict[str, str | None], ...]:
     )
 
 
-async def _write_back(bridge: Bridge, deal: Deal, invoice: InvoiceRef, record: DealInvoice) -> None:
+async def _write_back(
+    bridge: Bridge, deal: Deal, invoice: InvoiceRef, record: DealInvoice, shown: str | None
+) -> None:
     # A new invoice is unpaid: say so now, so the deal shows it before the first status poll.
     first_status = UNPAID if record.payment_status is None else None
     try:
         await bridge.crm.write_invoice(
-            deal_id=deal.id, invoice=invoice, payment_status=first_status
+            deal_id=deal.id, invoice=invoice, payment_status=first_status, shown_number=shown
         )
     except UpstreamPermanentError as exc:
         raise WriteBackRefused(invoice, exc) from exc
-    lineage.note("deal", "updated", invoice_number=invoice.number, invoice_url=invoice.url)
+    number = shown or invoice.number
+    lineage.note("deal", "updated", invoice_number=number, invoice_url=invoice.url)
     record.payment_status = record.payment_status or first_status
     record.state = InvoiceRecordState.WRITTEN_BACK.value
     log.info(
@@ -173,7 +185,7 @@ async def _create_invoice(
     record: DealInvoice | None,
 ) -> InvoiceRef:
     contents = await bridge.crm.deal_contents(deal=deal)
-    lines = await _invoice_lines(bridge, contents.lines)
+    lines = await price_lines(bridge, contents.lines)
     business = await bridge.accounting.business_currency()
     currency = invoice_currency(contents.currency, business, bridge.config.currency_policy)
     contact = await _resolve_contact(session, bridge, contents.customer, business, currency)
@@ -294,7 +306,9 @@ def _describe_line(line: LineItem) -> str:
     return f"'{line.name}' (element {line.element_id}{', ' + extra if extra else ''})"
 
 
-async def _invoice_lines(bridge: Bridge, items: tuple[LineItem, ...]) -> tuple[InvoiceLine, ...]:
+async def price_lines(bridge: Bridge, items: tuple[LineItem, ...]) -> tuple[InvoiceLine, ...]:
+    """The deal's lines mapped and taxed, as an invoice would carry them (`UnmappedLines` or
+    `InvoiceBlocked` when they cannot be)."""
     if not items:
         raise InvoiceBlocked("the deal has no products", f"Add them, {AGAIN}.")
     mapping = await bridge.mapping()
@@ -437,7 +451,7 @@ def _draft(
         contact_id=contact_id,
         date=today,
         due_date=today + timedelta(days=due_days) if due_days is not None else None,
-        reference=invoice_reference(bridge.crm.name, deal.id),
+        reference=record.reference if record else invoice_reference(bridge.crm.name, deal.id),
         idempotency_key=key or idempotency_key(bridge.crm.name, deal.account_id, deal.id),
         lines=lines,
         notes=f"{deal.name} ({bridge.crm.deal_url(deal_id=deal.id)})",

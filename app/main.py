@@ -28,6 +28,7 @@ from app.routes import (
     home,
     metrics,
     ops,
+    reconciliation,
     sage_callbacks,
     sync_log,
     webhooks,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(sage_callbacks.router)
     app.include_router(ops.router)
+    app.include_router(reconciliation.router)
     app.include_router(sync_log.router)
     app.include_router(alerts.router)
     app.include_router(connections.router)

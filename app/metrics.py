@@ -35,6 +35,11 @@ QUEUE_DEPTH = Gauge("sagebridge_queue_depth", "Jobs waiting in the arq queue")
 OLDEST_PENDING = Gauge(
     "sagebridge_oldest_pending_event_seconds", "Age of the oldest pending or retrying event"
 )
+RECONCILIATION_ROWS = Gauge(
+    "sagebridge_reconciliation_rows",
+    "Findings of the latest reconciliation report, by kind",
+    ["kind"],
+)
 KOMMO_WEBHOOK_DISABLED = Gauge(
     "sagebridge_kommo_webhook_disabled", "1 when Kommo has disabled the bridge's webhook"
 )

@@ -1,5 +1,6 @@
-"""Database tables: the deal → invoice record, the sync log, watermarks, contact links and the
-mapping versions. The inbox of events is `app.inbox.models`, the alerts' tables
+"""Database tables: the deal → invoice record and what the bridge did to invoices after raising
+them (credit notes, voids), the sync log, watermarks, contact links, the mapping versions and
+the reconciliation reports. The inbox of events is `app.inbox.models`, the alerts' tables
 `app.alerts.models`."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -89,8 +91,92 @@ class DealInvoice(Base):
     status_source_updated_at: Mapped[datetime | None]
     outstanding_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
     due_date: Mapped[date | None] = mapped_column(Date)
+    # 1 for the deal's first invoice; each reissue (a credit note, then a new invoice) adds one,
+    # and the new invoice's reference and idempotency key name it.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The money fields as last written to the deal (PaymentView's fields, as text), so only
+    # what changes is written again.
+    shown_money: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AdjustmentKind(enum.StrEnum):
+    CREDIT_NOTE = "credit_note"  # the invoice credited whole, then reissued (CHANGE_POLICY)
+    VOID = "void"  # the invoice voided: the deal was lost or deleted (CANCEL_POLICY)
+
+
+class AdjustmentState(enum.StrEnum):
+    # Written before the accounting call: a crash here means "look it up before doing it again".
+    POSTING = "posting"
+    CREATED = "created"  # the credit note exists, not yet set against the invoice
+    ALLOCATED = "allocated"  # the credit note is set against the invoice: a new invoice is owed
+    DONE = "done"  # the new invoice is on the deal; or the invoice is voided
+
+
+class InvoiceAdjustment(Base):
+    """One thing the bridge did to an invoice it raised, once: unique per (kind, invoice)."""
+
+    __tablename__ = "invoice_adjustments"
+    __table_args__ = (
+        UniqueConstraint("kind", "invoice_id", name="uq_invoice_adjustment"),
+        Index("ix_invoice_adjustments_deal", "crm", "account_id", "deal_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[int] = mapped_column(ForeignKey("inbox_events.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    # The invoice adjusted, as it was on the deal.
+    invoice_id: Mapped[str] = mapped_column(String(64))
+    invoice_number: Mapped[str | None] = mapped_column(String(64))
+    invoice_reference: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    # Why: the differences that led to a reissue, or the void reason sent to the accounting.
+    reason: Mapped[str] = mapped_column(Text)
+    # The credit note raised (none for a void), and the key its POST carries.
+    document_id: Mapped[str | None] = mapped_column(String(64))
+    document_number: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @classmethod
+    def of(
+        cls, record: DealInvoice, kind: AdjustmentKind, *, event_id: int, **what: Any
+    ) -> InvoiceAdjustment:
+        """The adjustment of the deal's invoice as the deal shows it now; `what`: contact_id,
+        amount, reason, idempotency_key."""
+        assert record.invoice_id is not None
+        return cls(
+            crm=record.crm,
+            account_id=record.account_id,
+            deal_id=record.deal_id,
+            event_id=event_id,
+            kind=kind.value,
+            invoice_id=record.invoice_id,
+            invoice_number=record.invoice_number,
+            invoice_reference=record.reference,
+            **what,
+        )
+
+
+class ReconciliationReport(Base):
+    """One run of the reconciliation report: what it found, row by row, and the counts."""
+
+    __tablename__ = "reconciliation_reports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime]
+    counts: Mapped[dict[str, Any]]
+    rows: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # What could not be checked (an upstream down, a deal that could not be read), if anything.
+    problems: Mapped[list[str]] = mapped_column(JSON)
 
 
 class SyncRecord(Base):

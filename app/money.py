@@ -24,6 +24,11 @@ class LineAmounts:
         return self.net + self.tax
 
 
+def shown_amount(amount: Decimal | None) -> str:
+    """An amount as a person reads it: two decimal places (nothing known: 0.00)."""
+    return f"{round_money(amount or Decimal(0)):.2f}"
+
+
 def line_amounts(
     *,
     quantity: Decimal,

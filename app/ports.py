@@ -7,20 +7,25 @@ deleted or without a price, an answer that cannot be read), nothing else.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Protocol
 
 from app.domain import (
     BusinessCurrency,
+    CreditNoteDraft,
+    CreditNoteRef,
     CrmTask,
     Customer,
     CustomerRef,
     Deal,
     DealContents,
     DealInStage,
+    InvoiceDetail,
     InvoiceDraft,
     InvoiceRef,
     InvoiceStatus,
+    PaymentView,
     TaxRate,
 )
 
@@ -31,6 +36,8 @@ class DealNotFound(Exception):
 
 class Crm(Protocol):
     name: str
+    # The stage a lost deal is in (Kommo: 143, in every pipeline).
+    lost_status_id: str
 
     async def get_deal(self, *, deal_id: str) -> Deal:
         """The deal's header as it is now (its stage, its owner), and nothing more: a deal
@@ -46,9 +53,15 @@ class Crm(Protocol):
         ...
 
     async def write_invoice(
-        self, *, deal_id: str, invoice: InvoiceRef, payment_status: str | None = None
+        self,
+        *,
+        deal_id: str,
+        invoice: InvoiceRef,
+        payment_status: str | None = None,
+        shown_number: str | None = None,
     ) -> None:
-        """Show the invoice number and link (and its first payment status) on the deal."""
+        """Show the invoice number (or `shown_number`, e.g. naming the invoice it replaces) and
+        link, and its first payment status, on the deal."""
         ...
 
     async def create_task(
@@ -69,14 +82,29 @@ class Crm(Protocol):
         """Mark the tasks done with this result text (in one request where the CRM allows)."""
         ...
 
-    async def write_payment_statuses(self, *, updates: list[tuple[str, str]]) -> None:
-        """Show each (deal id, payment status) on its deal; batched where the CRM allows."""
+    async def write_payments(self, *, updates: list[tuple[str, PaymentView]]) -> None:
+        """Show each (deal id, what changed about its invoice's money) on its deal; batched
+        where the CRM allows. Fields the CRM has no place for are left out."""
         ...
 
     async def deals_in_stage(
         self, *, pipeline_id: str, status_id: str, updated_since: int
     ) -> list[DealInStage]:
         """Deals now in the stage, changed at or after `updated_since` (unix seconds)."""
+        ...
+
+    async def deals_in_stages(
+        self, *, pipeline_id: str, status_ids: list[str], updated_since: int
+    ) -> list[DealInStage]:
+        """Deals now in any of the stages, changed at or after `updated_since`."""
+        ...
+
+    async def stages_from(self, *, pipeline_id: str, status_id: str) -> list[str]:
+        """The stage and those after it in the pipeline, won included, lost left out."""
+        ...
+
+    async def existing_deals(self, *, deal_ids: list[str]) -> set[str]:
+        """Which of these deals the CRM still has (not deleted)."""
         ...
 
     async def webhook_disabled(self, *, destination_part: str) -> bool | None: ...
@@ -106,6 +134,39 @@ class Accounting(Protocol):
         ...
 
     async def create_invoice(self, *, draft: InvoiceDraft) -> InvoiceRef: ...
+
+    async def get_invoice(self, *, invoice_id: str) -> InvoiceDetail | None:
+        """The invoice as it is now; None when it no longer exists (deleted)."""
+        ...
+
+    async def void_invoice(self, *, invoice_id: str, reason: str) -> None:
+        """Cancel an invoice nothing has been paid or allocated on, saying why."""
+        ...
+
+    async def find_credit_note(self, *, reference: str) -> CreditNoteRef | None:
+        """A credit note already raised with this reference (an attempt that timed out)."""
+        ...
+
+    async def get_credit_note(self, *, credit_note_id: str) -> CreditNoteRef | None: ...
+
+    async def create_credit_note(self, *, draft: CreditNoteDraft) -> CreditNoteRef: ...
+
+    async def allocate_credit_note(
+        self,
+        *,
+        contact_id: str,
+        invoice_id: str,
+        credit_note_id: str,
+        amount: Decimal,
+        idempotency_key: str,
+    ) -> None:
+        """Set the credit note against the invoice, `amount` on each side."""
+        ...
+
+    async def referenced_invoices(self, *, prefix: str, since: date) -> list[InvoiceRef]:
+        """Invoices dated on or after `since` whose reference starts with `prefix` (with
+        their status)."""
+        ...
 
     async def tax_rates(self) -> dict[str, TaxRate]: ...
 

@@ -110,6 +110,10 @@ class Queue:
         state: dict[str, Any] | None = json.loads(raw) if raw else None
         return state
 
+    async def claim(self, name: str, *, seconds: int) -> bool:
+        """True for the one caller in the fleet that claims `name` until it expires."""
+        return bool(await self._redis.set(f"sagebridge:claim:{name}", "1", nx=True, ex=seconds))
+
     async def depth(self) -> int:
         """Jobs waiting in the queue (deferred retries included)."""
         return int(await self._redis.zcard(QUEUE_NAME))

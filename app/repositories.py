@@ -1,11 +1,12 @@
-"""SQL for invoices, the sync log, watermarks and contact links (the inbox's own is in
-`app.inbox.repository`). Callers decide when to commit."""
+"""SQL for invoices and their adjustments, the sync log, watermarks, contact links and the
+reconciliation reports (the inbox's own is in `app.inbox.repository`). Callers decide when to
+commit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,7 +15,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import as_utc, dialect_name
 from app.lineage import Entry
-from app.models import ContactLink, DealInvoice, InvoiceRecordState, SyncCursor, SyncRecord, utcnow
+from app.models import (
+    AdjustmentKind,
+    AdjustmentState,
+    ContactLink,
+    DealInvoice,
+    InvoiceAdjustment,
+    InvoiceRecordState,
+    ReconciliationReport,
+    SyncCursor,
+    SyncRecord,
+    utcnow,
+)
+
+Row = TypeVar("Row")
 
 
 class InvoiceRepository:
@@ -60,13 +74,97 @@ class InvoiceRepository:
     async def start(self, record: DealInvoice) -> DealInvoice | None:
         """Insert the POSTING marker; None when another attempt already holds this deal."""
         record.state = InvoiceRecordState.POSTING.value
-        try:
-            # A savepoint: losing the race must not roll back (and detach) the claimed event.
-            async with self.session.begin_nested():
-                self.session.add(record)
-        except IntegrityError:
-            return None
-        return record
+        return await _insert_once(self.session, record)
+
+    async def shown_since(self, *, crm: str, since: datetime) -> list[DealInvoice]:
+        """The invoices deals show (written back), raised since `since`."""
+        stmt = select(DealInvoice).where(
+            DealInvoice.crm == crm,
+            DealInvoice.state == InvoiceRecordState.WRITTEN_BACK.value,
+            DealInvoice.created_at >= since,
+        )
+        return list((await self.session.scalars(stmt.order_by(DealInvoice.id))).all())
+
+    async def invoiced_deals(self, *, crm: str, deal_ids: list[str]) -> dict[str, DealInvoice]:
+        """Those of these deals that have an invoice (not merely one being raised)."""
+        if not deal_ids:
+            return {}
+        stmt = select(DealInvoice).where(
+            DealInvoice.crm == crm,
+            DealInvoice.deal_id.in_(deal_ids),
+            DealInvoice.invoice_id.is_not(None),
+        )
+        return {row.deal_id: row for row in (await self.session.scalars(stmt)).all()}
+
+
+async def _insert_once(session: AsyncSession, row: Row) -> Row | None:
+    """Insert a marker row; None when a unique constraint says another attempt holds it."""
+    try:
+        # A savepoint: losing the race must not roll back (and detach) the claimed event.
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return None
+    return row
+
+
+class AdjustmentRepository:
+    """What the bridge did to invoices after raising them: one row per kind and invoice."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, *, kind: AdjustmentKind, invoice_id: str) -> InvoiceAdjustment | None:
+        stmt = select(InvoiceAdjustment).where(
+            InvoiceAdjustment.kind == kind.value, InvoiceAdjustment.invoice_id == invoice_id
+        )
+        return (await self.session.scalars(stmt)).one_or_none()
+
+    async def unfinished_reissue(
+        self, *, crm: str, account_id: str, deal_id: str
+    ) -> InvoiceAdjustment | None:
+        """A credit note started for the deal whose new invoice is not on the deal yet."""
+        stmt = select(InvoiceAdjustment).where(
+            InvoiceAdjustment.crm == crm,
+            InvoiceAdjustment.account_id == account_id,
+            InvoiceAdjustment.deal_id == deal_id,
+            InvoiceAdjustment.kind == AdjustmentKind.CREDIT_NOTE.value,
+            InvoiceAdjustment.state != AdjustmentState.DONE.value,
+        )
+        return (await self.session.scalars(stmt.order_by(InvoiceAdjustment.id))).first()
+
+    async def voided(self, invoice_ids: list[str]) -> set[str]:
+        """Which of these invoices the bridge itself voided (or is voiding)."""
+        if not invoice_ids:
+            return set()
+        stmt = select(InvoiceAdjustment.invoice_id).where(
+            InvoiceAdjustment.kind == AdjustmentKind.VOID.value,
+            InvoiceAdjustment.invoice_id.in_(invoice_ids),
+        )
+        return set((await self.session.scalars(stmt)).all())
+
+    async def start(self, adjustment: InvoiceAdjustment) -> InvoiceAdjustment | None:
+        """Insert the POSTING marker; None when this invoice already has one of this kind."""
+        adjustment.state = AdjustmentState.POSTING.value
+        return await _insert_once(self.session, adjustment)
+
+
+class ReportRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, report: ReconciliationReport) -> None:
+        self.session.add(report)
+
+    async def latest(self) -> ReconciliationReport | None:
+        stmt = select(ReconciliationReport).order_by(ReconciliationReport.started_at.desc())
+        return (await self.session.scalars(stmt.limit(1))).first()
+
+    async def latest_counts(self) -> dict[str, int] | None:
+        """The latest report's counts alone (its rows may be many)."""
+        stmt = select(ReconciliationReport.counts).order_by(ReconciliationReport.started_at.desc())
+        counts: dict[str, int] | None = (await self.session.scalars(stmt.limit(1))).first()
+        return counts
 
 
 class SyncLogRepository:

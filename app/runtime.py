@@ -154,6 +154,11 @@ def kommo_config(settings: Settings) -> KommoConfig:
         payment_status_enums=settings.kommo_payment_status_enums,
         product_list_ids=tuple(settings.kommo_product_list_ids),
         currency=settings.kommo_currency,
+        amount_paid_field_id=settings.kommo_amount_paid_field_id,
+        amount_outstanding_field_id=settings.kommo_amount_outstanding_field_id,
+        last_payment_date_field_id=settings.kommo_last_payment_date_field_id,
+        credit_notes_field_id=settings.kommo_credit_notes_field_id,
+        credited_amount_field_id=settings.kommo_credited_amount_field_id,
     )
 
 
@@ -171,6 +176,8 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         task_deadline=timedelta(hours=settings.kommo_task_deadline_hours),
         mapping_file=str(settings.ledger_mappings_path),
         currency_policy=settings.currency_policy,
+        change_policy=settings.change_policy,
+        cancel_policy=settings.cancel_policy,
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.alerts.config import AlertConfig
+from app.bridge import CancelPolicy, ChangePolicy
 from app.connections.config import ConnectionSettings
 from app.invoice_currency import CurrencyPolicy
 from sandbox import KOMMO_PORT, SAGE_PORT, SANDBOX_DEFAULTS
@@ -103,6 +104,12 @@ class Settings(BaseSettings, ConnectionSettings):
     # (unpaid, part_paid, paid, overdue, void). Unset: statuses are tracked but not written.
     kommo_payment_status_field_id: int | None = None
     kommo_payment_status_enums: dict[str, int] = Field(default_factory=dict)
+    # Lead fields for the invoice's money; each unset one is not written.
+    kommo_amount_paid_field_id: int | None = None
+    kommo_amount_outstanding_field_id: int | None = None
+    kommo_last_payment_date_field_id: int | None = None
+    kommo_credit_notes_field_id: int | None = None
+    kommo_credited_amount_field_id: int | None = None
     # Kommo: 7 requests/s per integration (shared by every worker, through Redis).
     kommo_rate_limit: str = "7/second"
 
@@ -117,6 +124,9 @@ class Settings(BaseSettings, ConnectionSettings):
     invoice_due_days: int | None = Field(default=None, ge=0, le=365)
     # What to do when the deal's, the business's and the customer's currencies differ.
     currency_policy: CurrencyPolicy = CurrencyPolicy.TASK
+    # An invoiced deal moved into the stage again with other lines; one lost or deleted.
+    change_policy: ChangePolicy = ChangePolicy.TASK
+    cancel_policy: CancelPolicy = CancelPolicy.TASK
     # Standard Webhooks secrets ("whsec_<base64>") for POST /webhooks/sage; several for rotation.
     sage_callback_secrets: list[SecretStr] = Field(default_factory=list)
 
@@ -133,6 +143,9 @@ class Settings(BaseSettings, ConnectionSettings):
     worker_max_jobs: int = 10
     status_poll_minutes: int = Field(default=5, ge=1, le=60)
     reconcile_minutes: int = Field(default=10, ge=1, le=60)
+    # The daily reconciliation report: the UTC hour it runs, and how far back it looks.
+    reconcile_report_hour: int = Field(default=4, ge=0, le=23)
+    reconcile_report_days: int = Field(default=90, ge=1, le=3650)
 
     # Sandbox (used only when no upstream credentials are configured).
     sandbox_sage_port: int = SAGE_PORT

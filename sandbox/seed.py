@@ -128,7 +128,14 @@ STATUS_LOST = LOST_STATUS_ID
 FIELD_INVOICE_NUMBER = 6000001
 FIELD_INVOICE_LINK = 6000002
 FIELD_PAYMENT_STATUS = 6000003
-ENUM_UNPAID, ENUM_PART_PAID, ENUM_PAID, ENUM_OVERDUE, ENUM_VOID = range(6000101, 6000106)
+FIELD_AMOUNT_PAID = 6000004
+FIELD_AMOUNT_OUTSTANDING = 6000005
+FIELD_LAST_PAYMENT_DATE = 6000006
+FIELD_CREDIT_NOTES = 6000007
+FIELD_CREDITED_AMOUNT = 6000008
+ENUM_UNPAID, ENUM_PART_PAID, ENUM_PAID, ENUM_OVERDUE, ENUM_VOID, ENUM_CREDITED = range(
+    6000101, 6000107
+)
 FIELD_CONTACT_PHONE = 6100001
 FIELD_CONTACT_EMAIL = 6100002
 ENUM_PHONE_WORK = 6100101
@@ -170,6 +177,7 @@ _PAYMENT_OPTIONS = (
     (ENUM_PAID, "Paid"),
     (ENUM_OVERDUE, "Overdue"),
     (ENUM_VOID, "Void"),
+    (ENUM_CREDITED, "Credited"),
 )
 _PHONE_KINDS = ("WORK", "WORKDD", "MOB", "FAX", "HOME", "OTHER")
 _EMAIL_KINDS = ("WORK", "PRIV", "OTHER")
@@ -224,6 +232,11 @@ def _seed_lead_fields(state: KommoState) -> None:
         CustomField(FIELD_INVOICE_NUMBER, "Invoice number", "text", None, 10, "leads"),
         CustomField(FIELD_INVOICE_LINK, "Invoice link", "url", None, 20, "leads"),
         CustomField(FIELD_PAYMENT_STATUS, "Payment status", "select", None, 30, "leads", options),
+        CustomField(FIELD_AMOUNT_PAID, "Amount paid", "numeric", None, 40, "leads"),
+        CustomField(FIELD_AMOUNT_OUTSTANDING, "Amount outstanding", "numeric", None, 50, "leads"),
+        CustomField(FIELD_LAST_PAYMENT_DATE, "Last payment", "date", None, 60, "leads"),
+        CustomField(FIELD_CREDIT_NOTES, "Credit notes", "text", None, 70, "leads"),
+        CustomField(FIELD_CREDITED_AMOUNT, "Amount credited", "numeric", None, 80, "leads"),
     ):
         state.lead_fields[field.id] = field
 

@@ -54,6 +54,8 @@ OPS_TOKEN = "ops-token-for-tests-0123456789abcdef"
 # Standard Webhooks secrets: the current key and the one being rotated out.
 CALLBACK_SECRETS = ["whsec_" + "a2V5LW9uZS1mb3ItY2FsbGJhY2tzLTAwMDE=", "whsec_b2xkLWtleS10d28="]
 TABLES = (
+    "invoice_adjustments",
+    "reconciliation_reports",
     "deal_tasks",
     "sync_records",
     "deal_invoices",

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bridge import Bridge
 from app.clients.kommo.webhook import parse_webhook
-from app.inbox.intake import kommo_events
+from app.inbox.intake import KommoBatch, kommo_events
 from app.inbox.models import EventState, InboxEvent
 from app.inbox.repository import InboxRepository
 from app.inbox.runner import process_event
@@ -86,6 +86,30 @@ def lead_entry(
         "updated_at": extra.pop("updated_at", 1_760_000_000),
         **extra,
     }
+
+
+async def record_webhook(sessionmaker: Maker, settings: Settings, body: bytes) -> list[int]:
+    """Store a Kommo webhook's lead entries as the route does (the database decides which
+    lost or deleted deals are work); return the ids now due."""
+    batch = KommoBatch(
+        kommo_events(
+            parse_webhook(body),
+            account_id=str(settings.kommo_account_id),
+            trigger_pipeline_id="500",
+            trigger_status_id="503",
+        )
+    )
+    async with sessionmaker() as session:
+        ids = await InboxRepository(session).record(await batch.decide(session))
+        await session.commit()
+    return ids
+
+
+def lead_deleted(*lead_ids: int, account_id: int = 29000001) -> bytes:
+    """A Kommo `leads[delete]` body, as public handlers read it."""
+    pairs = [(f"leads[delete][{i}][id]", str(lead_id)) for i, lead_id in enumerate(lead_ids)]
+    pairs += [("account[subdomain]", "testco"), ("account[id]", str(account_id))]
+    return urlencode(pairs).encode()
 
 
 async def record_trigger(

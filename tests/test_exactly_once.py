@@ -152,7 +152,8 @@ async def test_replaying_an_invoiced_deal_does_not_invoice_it_again(
         )
         await session.commit()
 
-    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    # Run again, the invoiced deal is compared with its invoice (CHANGE_POLICY), not re-raised.
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.UNCHANGED
     assert len(sage.invoice_posts) == 1
 
 
@@ -173,13 +174,13 @@ async def test_a_refused_post_closes_its_key_and_the_fixed_deal_gets_one_invoice
         )
         await session.commit()
     assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
-    # ... and once more: the invoice exists, nothing is posted again.
+    # ... and once more: the invoice exists, nothing is posted again (the deal is unchanged).
     async with sessionmaker() as session:
         await session.execute(
             update(InboxEvent).where(InboxEvent.id == event_id).values(state="pending")
         )
         await session.commit()
-    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.INVOICED
+    assert await run_event(sessionmaker, bridge[0], event_id) == EventState.UNCHANGED
 
     keys = [a["sales_invoice"]["idempotency_id"] for a in sage.invoice_attempts]
     assert len(keys) == 2 and keys[0] != keys[1]

@@ -7,8 +7,9 @@ seed a simulator's state through its models and read what the bridge sent from i
 log: they answer nothing themselves, the sandbox does.
 
 The Kommo account (29000001, testco.kommo.com): manager 42 (and 77), pipeline 500 whose stage
-503 is the trigger, lead fields 900/901 (invoice number, link) and 950 (payment status, options
-11-15), contact 7001 Ada Lovelace (ada@example.com), a products list (77) with PRICE, SKU and
+503 is the trigger, lead fields 900/901 (invoice number, link), 950 (payment status, options
+11-16) and 951-955 (amount paid, outstanding, last payment date, credit notes, credited),
+contact 7001 Ada Lovelace (ada@example.com), a products list (77) with PRICE, SKU and
 TYPE fields and the elements 101-105 of tests/data/ledger_mappings.yaml, next to an invoices
 list (78). The Sage business ("b" * 32, GBP): the ledger accounts and tax rates that mapping
 names, and a bank account for payments.
@@ -47,6 +48,7 @@ from sandbox.kommo.models import (
     Webhook,
 )
 from sandbox.sage import SageConfig, SageSandbox, SageState, build_sage
+from sandbox.sage.crediting import credit_by_hand
 from sandbox.sage.invoicing import create_invoice, void_invoice
 from sandbox.sage.models import (
     BankAccount,
@@ -54,6 +56,7 @@ from sandbox.sage.models import (
     Business,
     ContactPerson,
     LedgerAccount,
+    SalesCreditNote,
     SalesInvoice,
     TaxKind,
     TaxRate,
@@ -75,7 +78,22 @@ MANAGER, OTHER_MANAGER = 42, 77
 PIPELINE, TRIGGER_STATUS = 500, 503
 PRODUCTS, INVOICES = 77, 78
 CONTACT_ADA = 7001
-PAYMENT_ENUMS = {"unpaid": 11, "part_paid": 12, "paid": 13, "overdue": 14, "void": 15}
+PAYMENT_ENUMS = {
+    "unpaid": 11,
+    "part_paid": 12,
+    "paid": 13,
+    "overdue": 14,
+    "void": 15,
+    "credited": 16,
+}
+# The lead fields of the invoice's money: setting name → field id.
+MONEY_FIELDS = {
+    "kommo_amount_paid_field_id": 951,
+    "kommo_amount_outstanding_field_id": 952,
+    "kommo_last_payment_date_field_id": 953,
+    "kommo_credit_notes_field_id": 954,
+    "kommo_credited_amount_field_id": 955,
+}
 BANK_ACCOUNT = "ba" + "0" * 30
 CREATED = 1_760_000_000
 # (id, name, price, SKU, type): the products tests/data/ledger_mappings.yaml maps (104 it doesn't).
@@ -192,6 +210,20 @@ class Kommo:
         catalog = next(c for c in self.state.catalogs.values() if element_id in c.elements)
         return ElementLink(element_id, catalog.id, Decimal(str(quantity)), price_id)
 
+    def set_products(self, lead_id: int, products: list[tuple[Any, ...]]) -> None:
+        """The deal's products edited in Kommo: (element id, quantity[, price_id]) per link."""
+        lead = self.state.leads[lead_id]
+        lead.elements = [self._link(*product) for product in products]
+
+    def delete_lead(self, lead_id: int) -> None:
+        """The deal deleted in Kommo's UI: into the trash (the test sends the hook itself)."""
+        self.state.deleted_leads[lead_id] = self.state.leads.pop(lead_id)
+
+    def shown(self, lead_id: int) -> dict[int, Any]:
+        """The deal's custom field values now, by field id (one value each)."""
+        fields = self.state.leads[lead_id].fields
+        return {key: (v[0].get("enum_id") or v[0]["value"]) for key, v in fields.items() if v}
+
     def element(self, element_id: int) -> CatalogElement:
         return next(
             c.elements[element_id] for c in self.state.catalogs.values() if element_id in c.elements
@@ -273,12 +305,14 @@ class Sage:
         total: str = "10.00",
         due: date | None = None,
         status: InvoiceStatus = InvoiceStatus.UNPAID,
+        reference: str | None = None,
     ) -> str:
         """An invoice for a customer, created at `at` (net = `total`, zero-rated)."""
         data: dict[str, Any] = {
             "contact_id": self._customer(),
             "status_id": status.value,
             "date": at.date().isoformat(),
+            "reference": reference,
             "invoice_lines": [
                 {
                     "description": "Goods",
@@ -305,6 +339,16 @@ class Sage:
             "allocated_artefacts": [{"artefact_id": invoice_id, "amount": amount}],
         }
         record_payment(self.book, data, now=at)
+
+    def credit(self, invoice_id: str, amount: str | None, at: datetime) -> SalesCreditNote:
+        """A credit note made by hand in Sage for the invoice, allocated to it (None: whole)."""
+        invoice = self.book.invoices[invoice_id]
+        given = Decimal(amount) if amount is not None else None
+        return credit_by_hand(self.book, invoice, given, at.date(), None, now=at)
+
+    def void(self, invoice_id: str, reason: str, at: datetime) -> None:
+        """The invoice voided by hand in Sage."""
+        void_invoice(self.book.invoices[invoice_id], reason, now=at)
 
     def delete_draft(self, at: datetime) -> str:
         """A DRAFT invoice created and deleted at `at` (it is then listed by deleted_since)."""
@@ -337,6 +381,22 @@ class Sage:
     @property
     def contact_posts(self) -> list[Any]:
         return sent(self.sandbox, "POST", "/v3.1/contacts")
+
+    @property
+    def credit_notes(self) -> list[SalesCreditNote]:
+        return list(self.book.credit_notes.values())
+
+    @property
+    def credit_note_posts(self) -> list[Any]:
+        return sent(self.sandbox, "POST", "/v3.1/sales_credit_notes")
+
+    @property
+    def allocation_posts(self) -> list[Any]:
+        return sent(self.sandbox, "POST", "/v3.1/contact_allocations")
+
+    def deletes(self) -> list[RecordedRequest]:
+        """Every DELETE that reached Sage (voids)."""
+        return self.sandbox.requests.entries(method="DELETE")
 
     def queries(self, path: str) -> list[dict[str, str]]:
         """The query of each GET to `path`, one value per parameter."""
@@ -404,6 +464,11 @@ def _seed_lead_fields(state: KommoState) -> None:
         CustomField(900, "Invoice number", "text", None, 10, "leads"),
         CustomField(901, "Invoice link", "url", None, 20, "leads"),
         CustomField(950, "Payment status", "select", None, 30, "leads", options),
+        CustomField(951, "Amount paid", "numeric", None, 40, "leads"),
+        CustomField(952, "Amount outstanding", "numeric", None, 50, "leads"),
+        CustomField(953, "Last payment", "date", None, 60, "leads"),
+        CustomField(954, "Credit notes", "text", None, 70, "leads"),
+        CustomField(955, "Amount credited", "numeric", None, 80, "leads"),
     ):
         state.lead_fields[field.id] = field
 

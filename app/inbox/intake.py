@@ -1,15 +1,21 @@
 """Where events enter the inbox: every `NewEvent` is built here, from a CRM webhook, a signed
-accounting callback or reconciliation, and says whether it is work or only recorded."""
+accounting callback or reconciliation, and says whether it is work or only recorded.
+
+A Kommo lead entry is work when it is a move into the trigger stage (the invoice, or the change
+check of an invoiced deal), or when it cancels a deal the bridge invoiced: a move to closed-lost
+(143) or a deletion. Whether a deal was invoiced is the database's to say (`KommoBatch.decide`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.cancellation import NOT_INVOICED
 from app.clients.kommo.webhook import KommoWebhook, WebhookEntry
 from app.domain import DealInStage, InvoiceStatus
 from app.errors import ServiceUnavailable
@@ -25,9 +31,16 @@ Events = Sequence[NewEvent] | Callable[[AsyncSession], Awaitable[Sequence[NewEve
 
 SOURCE = "kommo"
 # The entities the bridge acts on: every lead entry is stored (a status change into the trigger
-# stage is work; deletes and other moves are kept for what acts on them later). Contacts,
-# companies, tasks, catalogs… are only counted: storing them would let any body fill the inbox.
+# stage is work, and so is a lost or deleted deal that was invoiced; other entries are kept
+# as skipped). Contacts, companies, tasks, catalogs… are only counted: storing them would let
+# any body fill the inbox.
 STORED_ENTITIES = frozenset({"leads"})
+LOST_STATUS_ID = "143"  # "closed - lost", in every Kommo pipeline
+
+
+def cancels(action: str, status_id: str | None) -> bool:
+    """A lead deleted, or moved to closed-lost: what cancels the deal's invoice (CANCEL_POLICY)."""
+    return action == "leads.delete" or (action == "leads.status" and status_id == LOST_STATUS_ID)
 
 
 def kommo_events(
@@ -52,7 +65,11 @@ def _event(entry: WebhookEntry, account_id: str, trigger: tuple[str, str]) -> Ne
             f"{SOURCE}:{account_id}:{entry.entity}:{entry.entity_id}:{entry.action}:"
             f"{pipeline_id}:{status_id}:{entry.changed_at}"
         )
-        state, reason = EventState.SKIPPED, _skip_reason(entry)
+        # Work until `KommoBatch.decide` finds the deal was never invoiced.
+        if cancels(f"{entry.entity}.{entry.action}", status_id):
+            state, reason = EventState.PENDING, None
+        else:
+            state, reason = EventState.SKIPPED, _skip_reason(entry)
     return NewEvent(
         source=SOURCE,
         dedupe_key=key,
@@ -67,6 +84,37 @@ def _event(entry: WebhookEntry, account_id: str, trigger: tuple[str, str]) -> Ne
         payload=asdict(entry),
         last_error=reason,
     )
+
+
+@dataclass
+class KommoBatch:
+    """One webhook's lead events. A lost or deleted deal is work only when the bridge invoiced
+    it: `decide` asks the database, under `accept`'s 503 guard, and keeps what it decided."""
+
+    events: list[NewEvent]
+
+    async def decide(self, session: AsyncSession) -> list[NewEvent]:
+        candidates = [e for e in self.events if _is_cancellation(e)]
+        invoiced: set[tuple[str, str]] = set()
+        for account_id in {e.account_id for e in candidates}:
+            deals = [e.deal_id for e in candidates if e.account_id == account_id]
+            found = await InvoiceRepository(session).has_invoice(
+                crm=SOURCE, account_id=account_id, deal_ids=deals
+            )
+            invoiced |= {(account_id, deal_id) for deal_id in found}
+        self.events = [
+            _not_work(e) if _is_cancellation(e) and (e.account_id, e.deal_id) not in invoiced else e
+            for e in self.events
+        ]
+        return self.events
+
+
+def _is_cancellation(event: NewEvent) -> bool:
+    return event.state == EventState.PENDING and cancels(event.action, event.status_id)
+
+
+def _not_work(event: NewEvent) -> NewEvent:
+    return replace(event, state=EventState.SKIPPED, last_error=NOT_INVOICED)
 
 
 def trigger_dedupe_key(account_id: str, deal_id: str, pipeline_id: str, status_id: str) -> str:

@@ -16,7 +16,14 @@ import structlog
 from app import lineage
 from app.connections.errors import ReauthorizationRequired
 from app.errors import BadRequest
-from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskReason, TaskState
+from app.inbox.models import (
+    RESOLVED_STATES,
+    TERMINAL_STATES,
+    EventState,
+    InboxEvent,
+    TaskReason,
+    TaskState,
+)
 from app.metrics import EVENTS_FINISHED, RETRIES, TASKS_OPENED
 from app.models import utcnow
 
@@ -67,7 +74,7 @@ def finish(event: InboxEvent, outcome: Outcome) -> None:
 
 
 def tasks_to_close(event: InboxEvent) -> None:
-    """Invoiced, and the bridge has tasks open for the deal: completing them is due."""
+    """Resolved, and the bridge has tasks open for the deal: completing them is due."""
     event.task_state = TaskState.PENDING.value
     event.next_attempt_at = utcnow()
 
@@ -219,7 +226,7 @@ def tasks_closed(event: InboxEvent, task_ids: list[str]) -> None:
 def task_failed(event: InboxEvent, error: str) -> None:
     """Offered again after a delay (the sweeper), a bounded number of times. An invoiced
     event's failure to complete its tasks is recorded the same way; the invoice stands."""
-    verb = "completed" if event.state == EventState.INVOICED else "opened"
+    verb = "completed" if event.state in RESOLVED_STATES else "opened"
     action = "complete_failed" if verb == "completed" else "create_failed"
     lineage.note("task", action, attempt=event.task_attempts, error=error)
     if event.task_attempts >= MAX_TASK_ATTEMPTS:

@@ -24,6 +24,13 @@ class EventState(enum.StrEnum):
     FAILED = "failed"  # terminal: permanent error or retries exhausted; manager has a task
     APPLIED = "applied"  # terminal: an accounting status callback was applied to the deal
     DISCARDED = "discarded"  # terminal: ops ended it by hand, with a reason
+    # An invoiced deal moved into the trigger stage again (CHANGE_POLICY):
+    UNCHANGED = "unchanged"  # terminal: its lines are what was invoiced; nothing done
+    CHANGED = "changed"  # terminal: its lines differ; the manager has a task listing how
+    REISSUED = "reissued"  # terminal: the old invoice credited in full, a new one on the deal
+    # An invoiced deal lost or deleted (CANCEL_POLICY):
+    VOIDED = "voided"  # terminal: its unpaid invoice is voided and the deal shows "void"
+    KEPT = "kept"  # terminal: its invoice stands (policy, or money on it); a task says so
 
 
 TERMINAL_STATES = frozenset(
@@ -34,11 +41,32 @@ TERMINAL_STATES = frozenset(
         EventState.FAILED,
         EventState.APPLIED,
         EventState.DISCARDED,
+        EventState.UNCHANGED,
+        EventState.CHANGED,
+        EventState.REISSUED,
+        EventState.VOIDED,
+        EventState.KEPT,
     }
 )
-# A later move of the deal into the trigger stage starts these over.
-# Not DISCARDED: ops end an event by hand when, e.g., the deal was invoiced outside the bridge.
-REOPENABLE_STATES = frozenset({EventState.SKIPPED, EventState.NEEDS_MAPPING, EventState.FAILED})
+# A later move of the deal into the trigger stage starts these over: an invoiced deal's lines
+# are compared with its invoice again. Not DISCARDED: ops end an event by hand when, e.g., the
+# deal was invoiced outside the bridge.
+REOPENABLE_STATES = frozenset(
+    {
+        EventState.SKIPPED,
+        EventState.NEEDS_MAPPING,
+        EventState.FAILED,
+        EventState.INVOICED,
+        EventState.UNCHANGED,
+        EventState.CHANGED,
+        EventState.REISSUED,
+    }
+)
+# Ends after which the deal needs nothing more from its manager: the bridge's open tasks for it
+# are completed.
+RESOLVED_STATES = frozenset(
+    {EventState.INVOICED, EventState.UNCHANGED, EventState.REISSUED, EventState.VOIDED}
+)
 # Waiting for a worker: the sweeper re-delivers these, and their age is the queue's lag.
 ACTIVE_STATES = (EventState.PENDING, EventState.RETRYING)
 # What ops look at unless they ask for other states: `/ops/retries` and `sagebridge events list`.
@@ -48,6 +76,8 @@ NEEDS_ATTENTION = (
     EventState.WAITING_CONNECTION,
     EventState.FAILED,
     EventState.NEEDS_MAPPING,
+    EventState.CHANGED,
+    EventState.KEPT,
 )
 
 
@@ -57,17 +87,19 @@ class TaskState(enum.StrEnum):
 
     PENDING = "pending"  # task work is due (the sweeper offers it again after a failure)
     CREATED = "created"  # the manager's task is open (opened now, or the deal's open one reused)
-    CLOSED = "closed"  # invoiced: the bridge's open tasks for the deal are completed
+    CLOSED = "closed"  # resolved: the bridge's open tasks for the deal are completed
     FAILED = "failed"  # the CRM refused it every time; ops see it in the retry queue
 
 
 class TaskReason(enum.StrEnum):
     """Why the bridge asks a manager for something: one open task per deal and reason. Every
-    reason is resolved once the deal is invoiced (and its invoice shown on the deal)."""
+    reason is resolved once the deal ends in a resolved state (`RESOLVED_STATES`)."""
 
     NOT_RAISED = "not_raised"  # no invoice: a refusal, retries exhausted, the deal's own data
     NEEDS_MAPPING = "needs_mapping"  # no invoice: a product has no ledger mapping
     WRITE_BACK_REFUSED = "write_back_refused"  # the invoice exists; the CRM would not show it
+    DEAL_CHANGED = "deal_changed"  # the deal's lines differ from its invoice; nothing was posted
+    INVOICE_KEPT = "invoice_kept"  # the deal was lost or deleted; its invoice stands
 
 
 class InboxEvent(Base):

@@ -18,7 +18,8 @@ from app.mapping import LedgerMapping
 from app.queue import Queue
 from app.repositories import SyncLogRepository
 
-REPLAYABLE = ("leads.status", "sales_invoice.status")
+# A status change (an invoice, a change check, a lost deal), a deletion, a Sage callback.
+REPLAYABLE = ("leads.status", "leads.delete", "sales_invoice.status")
 
 
 async def get_event(session: AsyncSession, event_id: int) -> InboxEvent:

@@ -130,6 +130,12 @@ class InboxRepository:
     async def get(self, event_id: int) -> InboxEvent | None:
         return await self.session.get(InboxEvent, event_id)
 
+    async def by_dedupe_keys(self, keys: list[str]) -> dict[str, InboxEvent]:
+        if not keys:
+            return {}
+        rows = await self.session.scalars(select(InboxEvent).where(InboxEvent.dedupe_key.in_(keys)))
+        return {row.dedupe_key: row for row in rows.all()}
+
     async def get_many(self, ids: set[int]) -> dict[int, InboxEvent]:
         rows = await self.session.scalars(select(InboxEvent).where(InboxEvent.id.in_(ids)))
         return {row.id: row for row in rows.all()}

@@ -17,19 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import lineage
 from app.bridge import Bridge
+from app.cancellation import Kept, Voided, cancel_invoice
 from app.connections.errors import ReauthorizationRequired
 from app.errors import InvoiceBlocked, UpstreamPermanentError, UpstreamTransientError
 from app.inbox import lifecycle, tasks
+from app.inbox.intake import cancels
 from app.inbox.lifecycle import Outcome
-from app.inbox.models import TERMINAL_STATES, EventState, InboxEvent, TaskReason, TaskState
+from app.inbox.models import (
+    RESOLVED_STATES,
+    TERMINAL_STATES,
+    EventState,
+    InboxEvent,
+    TaskReason,
+    TaskState,
+)
 from app.inbox.repository import InboxRepository
+from app.invoice_changes import Changed, Reissued, ReissueRefused, Unchanged, invoice_deal
 from app.invoicing import (
     Invoiced,
     InvoiceJob,
     Skipped,
     UnmappedLines,
     WriteBackRefused,
-    raise_invoice,
     unmapped_products,
 )
 from app.models import utcnow
@@ -87,8 +96,8 @@ async def _run(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None
         return
     lifecycle.finish(event, outcome)
     log.info("event.finished", state=outcome.state.value, detail=outcome.detail)
-    if outcome.state == EventState.INVOICED:
-        await tasks.after_invoice(session, bridge, event)
+    if outcome.state in RESOLVED_STATES:
+        await tasks.after_resolved(session, bridge, event)
 
 
 async def _recover(session: AsyncSession, event: InboxEvent) -> None:
@@ -103,6 +112,8 @@ async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> O
         status = status_from_payload(event.payload)
         written = await apply_statuses(session, bridge.crm, [status], today=utcnow().date())
         return Outcome(EventState.APPLIED, f"status {status.status_id}: {written} deal(s) updated")
+    if cancels(event.action, event.status_id):
+        return await _cancel(session, bridge, event)
     try:
         result = await _invoice(session, bridge, event)
     except UnmappedLines as exc:
@@ -115,20 +126,56 @@ async def _handle(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> O
     except WriteBackRefused as exc:
         reason = TaskReason.WRITE_BACK_REFUSED
         return Outcome(EventState.FAILED, exc.detail, _write_back_task_text(exc), reason)
+    except ReissueRefused as exc:
+        return Outcome(EventState.FAILED, exc.detail, exc.task_text, TaskReason.DEAL_CHANGED)
     except UpstreamPermanentError as exc:
         return Outcome(EventState.FAILED, exc.detail, _refused_task_text(exc))
-    if isinstance(result, Skipped):
-        return Outcome(EventState.SKIPPED, result.detail)
-    return Outcome(EventState.INVOICED, result.detail)
+    return _outcome(result)
 
 
-async def _invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Invoiced | Skipped:
-    job = InvoiceJob(event.id, event.account_id, event.deal_id, event.responsible_user_id)
+Result = Invoiced | Skipped | Unchanged | Changed | Reissued
+
+
+def _outcome(result: Result) -> Outcome:
+    if isinstance(result, Changed):
+        reason = TaskReason.DEAL_CHANGED
+        return Outcome(EventState.CHANGED, result.detail, result.task_text, reason)
+    state = {
+        Invoiced: EventState.INVOICED,
+        Skipped: EventState.SKIPPED,
+        Unchanged: EventState.UNCHANGED,
+        Reissued: EventState.REISSUED,
+    }[type(result)]
+    return Outcome(state, result.detail)
+
+
+async def _invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Result:
+    job = _job(event)
     try:
-        return await raise_invoice(session, bridge, job)
+        return await invoice_deal(session, bridge, job)
     finally:
         # Any task goes to whoever is responsible for the deal now, not when the hook was sent.
         event.responsible_user_id = job.responsible_user_id
+
+
+async def _cancel(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> Outcome:
+    """A lost or deleted deal: its invoice voided or kept (CANCEL_POLICY)."""
+    job = _job(event)
+    try:
+        result = await cancel_invoice(session, bridge, job, deleted=event.action == "leads.delete")
+    except UpstreamPermanentError as exc:
+        return Outcome(EventState.FAILED, exc.detail, _cancel_failed_text(exc))
+    finally:
+        event.responsible_user_id = job.responsible_user_id
+    if isinstance(result, Kept):
+        reason = TaskReason.INVOICE_KEPT
+        return Outcome(EventState.KEPT, result.detail, result.task_text, reason)
+    state = EventState.VOIDED if isinstance(result, Voided) else EventState.SKIPPED
+    return Outcome(state, result.detail)
+
+
+def _job(event: InboxEvent) -> InvoiceJob:
+    return InvoiceJob(event.id, event.account_id, event.deal_id, event.responsible_user_id)
 
 
 async def _retry_or_give_up(
@@ -164,6 +211,14 @@ def _write_back_task_text(exc: WriteBackRefused) -> str:
         f"Sage invoice {exc.invoice.number} WAS raised ({exc.invoice.url}), but "
         f"{exc.upstream.capitalize()} refused to show it on this deal: {exc.detail}. Do not "
         "raise it again; check the deal's invoice fields, or ask ops to replay the event."
+    )
+
+
+def _cancel_failed_text(exc: UpstreamPermanentError) -> str:
+    return (
+        f"This deal was lost or deleted, and the bridge could not settle its Sage invoice: "
+        f"{exc.upstream.capitalize()} refused: {exc.detail}. Check the invoice in Sage, or ask "
+        "ops to replay the event once it is fixed."
     )
 
 

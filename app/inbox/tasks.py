@@ -1,4 +1,5 @@
-"""One task per deal and reason, completed when the deal is invoiced.
+"""One task per deal and reason, completed once the deal needs nothing more (it is invoiced,
+found unchanged, reissued, or its invoice voided).
 
 Before opening a task the bridge looks for its own still-open task for the same deal and reason
 (the `deal_tasks` table, then the CRM itself, since the manager may have completed or deleted
@@ -16,7 +17,7 @@ from app.bridge import Bridge
 from app.connections.errors import ReauthorizationRequired
 from app.errors import UpstreamPermanentError, UpstreamTransientError
 from app.inbox import lifecycle
-from app.inbox.models import DealTask, EventState, InboxEvent, TaskReason
+from app.inbox.models import RESOLVED_STATES, DealTask, EventState, InboxEvent, TaskReason
 from app.inbox.repository import DealTaskRepository
 from app.models import utcnow
 from app.repositories import InvoiceRepository
@@ -30,7 +31,7 @@ async def work(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None
     lifecycle.task_attempted(event)
     await session.commit()
     try:
-        if event.state == EventState.INVOICED:
+        if event.state in RESOLVED_STATES:
             await _complete(session, bridge, event)
         else:
             await _open(session, bridge, event)
@@ -38,8 +39,8 @@ async def work(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None
         lifecycle.task_failed(event, getattr(exc, "detail", str(exc)))
 
 
-async def after_invoice(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
-    """An invoiced deal with tasks the bridge opened: completing them becomes due."""
+async def after_resolved(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> None:
+    """A deal that needs nothing more, with tasks the bridge opened: completing them is due."""
     if await DealTaskRepository(session).open_for(**_deal(bridge, event)):
         lifecycle.tasks_to_close(event)
 
@@ -102,12 +103,19 @@ async def _still_open(bridge: Bridge, row: DealTask) -> bool:
     return False
 
 
+RESULTS = {
+    EventState.VOIDED: "was voided: the deal was lost or deleted",
+    EventState.REISSUED: "replaces the earlier one, credited in full",
+}
+
+
 async def _result_text(session: AsyncSession, bridge: Bridge, event: InboxEvent) -> str:
     record = await InvoiceRepository(session).get(**_deal(bridge, event))
     number = record.invoice_number if record else None
     invoice = f"Sage invoice {number}" if number else "The Sage invoice"
     link = f" ({record.invoice_url})" if record and record.invoice_url else ""
-    return f"{invoice} was raised for this deal{link}: the bridge needs nothing more here."
+    what = RESULTS.get(EventState(event.state), "was raised for this deal")
+    return f"{invoice} {what}{link}: the bridge needs nothing more here."
 
 
 def _reason(event: InboxEvent) -> TaskReason:

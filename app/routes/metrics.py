@@ -10,6 +10,8 @@ from app.inbox.models import EventState
 from app.inbox.repository import InboxRepository
 from app.metrics import EVENTS_BY_STATE, KOMMO_WEBHOOK_DISABLED, OLDEST_PENDING, QUEUE_DEPTH
 from app.models import utcnow
+from app.reconciliation import publish
+from app.repositories import ReportRepository
 from app.routes.deps import QueueDep, SessionDep
 
 router = APIRouter(tags=["metrics"])
@@ -27,4 +29,5 @@ async def metrics(session: SessionDep, queue: QueueDep) -> Response:
     QUEUE_DEPTH.set(await queue.depth())
     hook = await queue.webhook_state()
     KOMMO_WEBHOOK_DISABLED.set(1 if hook and hook.get("state") == "disabled" else 0)
+    publish(await ReportRepository(session).latest_counts())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

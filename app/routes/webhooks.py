@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
 from app.errors import BadRequest, Forbidden, Unauthorized
-from app.inbox.intake import accept, kommo_events
+from app.inbox.intake import KommoBatch, accept, kommo_events
 from app.metrics import WEBHOOKS
 from app.routes.deps import QueueDep, SessionDep, SettingsDep, read_limited_body
 from app.settings import Settings
@@ -23,7 +23,7 @@ FORM = "application/x-www-form-urlencoded"
 
 class WebhookAck(BaseModel):
     received: int  # entries in the body
-    queued: int  # lead status changes into the trigger stage, now work
+    queued: int  # moves into the trigger stage, and invoiced deals lost or deleted: now work
     skipped: int  # other lead entries, stored with the reason
     ignored: int  # entries of entities the bridge never acts on: counted, not stored
 
@@ -38,18 +38,20 @@ async def kommo_webhook(
         request.headers.get("content-type", ""),
     )
     account_id = _check_account(hook, settings)
-    events = kommo_events(
-        hook,
-        account_id=account_id,
-        trigger_pipeline_id=str(settings.kommo_trigger_pipeline_id or 0),
-        trigger_status_id=str(settings.kommo_trigger_status_id or 0),
+    batch = KommoBatch(
+        kommo_events(
+            hook,
+            account_id=account_id,
+            trigger_pipeline_id=str(settings.kommo_trigger_pipeline_id or 0),
+            trigger_status_id=str(settings.kommo_trigger_status_id or 0),
+        )
     )
-    due = await accept(session, queue, events, retry_hint="Kommo will retry")
+    due = await accept(session, queue, batch.decide, retry_hint="Kommo will retry")
     ack = WebhookAck(
         received=len(hook.entries),
         queued=len(due),
-        skipped=sum(1 for e in events if e.state != "pending"),
-        ignored=len(hook.entries) - len(events),
+        skipped=sum(1 for e in batch.events if e.state != "pending"),
+        ignored=len(hook.entries) - len(batch.events),
     )
     WEBHOOKS.labels("kommo", "accepted").inc()
     log.info("webhook.accepted", **ack.model_dump())

@@ -2,10 +2,12 @@
 
 `process_event` runs one inbox event; `sweep` re-enqueues every event that is due but has no live
 job (Redis flushed or restarted, a worker killed), so delivery never depends on Redis alone.
+The daily reconciliation report runs in the background of one worker (`reconciliation_job`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypedDict, cast
@@ -37,10 +39,13 @@ from app.queue import (
     Queue,
     redis_settings,
 )
+from app.reconciliation import report_now
 from app.runtime import Database, Upstreams, pipeline_config
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
+# One worker in the fleet runs each day's report; the claim outlives the run, not the day.
+REPORT_CLAIM_SECONDS = 20 * 3600
 
 
 class WorkerContext(TypedDict, total=False):
@@ -54,6 +59,7 @@ class WorkerContext(TypedDict, total=False):
     upstreams: Upstreams
     mapping: Mappings
     bridge: Bridge
+    report: asyncio.Task[None]
 
 
 async def startup(ctx: WorkerContext) -> None:
@@ -81,6 +87,8 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def shutdown(ctx: WorkerContext) -> None:
+    if "report" in ctx:
+        ctx["report"].cancel()
     await ctx["upstreams"].close()
     await ctx["connections"].close()
     await ctx["db"].close()
@@ -132,6 +140,27 @@ async def reconcile_job(ctx: WorkerContext) -> int:
     return len(due)
 
 
+async def reconciliation_job(ctx: WorkerContext) -> bool:
+    """Start the daily reconciliation report in the background of this worker, if no worker
+    has today. It reads every recent deal and invoice, which may take longer than a job may run
+    (and a longer job timeout would delay the recovery of every killed job)."""
+    running = ctx.get("report")
+    if running is not None and not running.done():
+        return False
+    if not await Queue(ctx["redis"]).claim("reconciliation_report", seconds=REPORT_CLAIM_SECONDS):
+        return False
+    ctx["report"] = asyncio.create_task(_daily_report(ctx))
+    return True
+
+
+async def _daily_report(ctx: WorkerContext) -> None:
+    try:
+        days = ctx["settings"].reconcile_report_days
+        await report_now(ctx["db"].sessionmaker, ctx["bridge"], days=days)
+    except Exception:  # a background task: nobody else would see it fail
+        log.exception("reconcile_report.failed")
+
+
 async def keep_alive_job(ctx: WorkerContext) -> list[str]:
     """Refresh idle Sage grants before their 31-day refresh token expires."""
     return [str(key) for key in await keep_alive(ctx["connections"])]
@@ -179,6 +208,13 @@ def build_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -
                 timeout=timeout,
             ),
             cron(_job(alerts_job), second=20, run_at_startup=True, timeout=timeout),
+            cron(
+                _job(reconciliation_job),
+                hour=settings.reconcile_report_hour,
+                minute=23,
+                second=0,
+                timeout=timeout,
+            ),
         ],
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": QUEUE_NAME,

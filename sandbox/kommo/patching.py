@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sandbox.kommo.errors import FieldError, KommoError
@@ -25,6 +27,8 @@ from sandbox.kommo.webhooks import StatusChange
 
 NOT_A_CHOICE = "The value you selected is not a valid choice."
 ENUM_TYPES = frozenset({"select", "radiobutton", "multiselect"})
+DATE_TYPES = frozenset({"date", "date_time", "birthday"})
+NUMERIC_TYPES = frozenset({"numeric", "price", "monetary"})
 _URL = re.compile(r"^https?://\S+$")
 _INT_KEYS = ("price", "responsible_user_id", "status_id", "pipeline_id")
 
@@ -197,8 +201,31 @@ def _plain_values(
         if known.type == "url" and not _URL.match(str(value)):
             out.add("InvalidValue", f"{path}.{index}.value", "This value is not a valid URL.")
             return None
-        values.append({"value": str(value)})
+        checked = _typed(known, value)
+        if checked is None:
+            out.add("InvalidValue", f"{path}.{index}.value", f"Not a valid {known.type} value.")
+            return None
+        values.append({"value": checked})
     return values
+
+
+def _typed(known: CustomField, value: str | int | float) -> str | int | None:
+    """Numbers as their text (Kommo's custom fields page fills numeric fields with "1.5");
+    dates as a unix timestamp, given as one or as RFC 3339 text (the same page, 'date,
+    date_time, birthday')."""
+    if known.type in DATE_TYPES:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(datetime.fromisoformat(str(value)).timestamp())
+        except ValueError:
+            return None
+    if known.type in NUMERIC_TYPES:
+        try:
+            Decimal(str(value))
+        except InvalidOperation:
+            return None
+    return str(value)
 
 
 def apply_patches(

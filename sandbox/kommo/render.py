@@ -51,7 +51,9 @@ def field_values(
     return rendered or None
 
 
-def lead(state: KommoState, item: Lead, *, site: str, with_: frozenset[str]) -> Json:
+def lead(
+    state: KommoState, item: Lead, *, site: str, with_: frozenset[str], deleted: bool = False
+) -> Json:
     return {
         "id": item.id,
         "name": item.name,
@@ -67,7 +69,7 @@ def lead(state: KommoState, item: Lead, *, site: str, with_: frozenset[str]) -> 
         "updated_at": item.updated_at,
         "closed_at": item.closed_at,
         "closest_task_at": None,
-        "is_deleted": False,
+        "is_deleted": deleted,
         "custom_fields_values": field_values(item.fields, state.lead_fields),
         "score": None,
         "account_id": state.account.id,

@@ -60,6 +60,18 @@ class KommoSandbox(Instrumented):
         self.webhooks.lead_status_changed(changes, modified_by=user_id, site=site)
         return patches
 
+    def delete_lead(self, lead_id: int, *, site: str) -> bool:
+        """What deleting a deal in Kommo's UI does: into the trash, a ``delete_lead`` hook sent.
+        False when there is no such lead."""
+        with self.state.lock:
+            lead = self.state.leads.pop(lead_id, None)
+            if lead is None:
+                return False
+            lead.updated_at = self.state.now()
+            self.state.deleted_leads[lead_id] = lead
+        self.webhooks.leads_deleted([lead_id], site=site)
+        return True
+
     def site(self, request: Request) -> str:
         """The account's base URL as clients see it (``_links``, ``account[_links][self]``)."""
         return self.config.public_base_url or str(request.base_url).rstrip("/")

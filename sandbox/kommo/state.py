@@ -35,6 +35,8 @@ class KommoState:
         self.contacts: dict[int, Contact] = {}
         self.catalogs: dict[int, Catalog] = {}
         self.leads: dict[int, Lead] = {}
+        # Leads deleted in the UI: gone from reads (204), listed with `with=only_deleted`.
+        self.deleted_leads: dict[int, Lead] = {}
         self.tasks: dict[int, Task] = {}
         self.webhooks: dict[int, Webhook] = {}
         self.clock = clock

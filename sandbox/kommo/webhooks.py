@@ -2,9 +2,12 @@
 
 On a lead stage change every enabled webhook subscribed to ``status_lead`` gets one POST,
 ``application/x-www-form-urlencoded`` with ``User-Agent: amoCRM-WebHook-client/1.0``, carrying
-``leads[status][N][...]`` for each changed lead plus ``account[...]``. Kommo waits 2 s for an
-answer; anything but 100-299 in time is invalid, and >100 invalid answers in 2 hours (the last
-one invalid too) disable the hook. Retries are not simulated (Kommo's ladder is UNCONFIRMED).
+``leads[status][N][...]`` for each changed lead plus ``account[...]``. A lead deleted in the
+UI sends ``leads[delete][N][id]`` (the key public handlers read; Kommo's webhooks page says only
+that a deletion carries the entity's id) to the hooks subscribed to ``delete_lead``. Kommo waits
+2 s for an answer; anything but 100-299 in time is invalid, and >100 invalid answers in 2 hours
+(the last one invalid too) disable the hook. Retries are not simulated (Kommo's ladder is
+UNCONFIRMED).
 
 Sending runs in background tasks so the PATCH that caused it answers at once; tests await
 ``wait_idle()`` and read ``deliveries()``.
@@ -32,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 USER_AGENT = "amoCRM-WebHook-client/1.0"
 STATUS_EVENT = "status_lead"
+DELETE_EVENT = "delete_lead"
 Outcome = Literal["delivered", "bad_status", "timeout", "error"]
 
 
@@ -70,12 +74,24 @@ class WebhookSender:
             return 0
         with self._state.lock:
             form = status_form(self._state, changes, modified_by=modified_by, site=site)
+        return self._send(STATUS_EVENT, form, [change.lead_id for change in changes])
+
+    def leads_deleted(self, lead_ids: list[int], *, site: str) -> int:
+        """Schedule one POST per hook subscribed to ``delete_lead``."""
+        if not lead_ids:
+            return 0
+        pairs = [(f"leads[delete][{i}][id]", str(lead_id)) for i, lead_id in enumerate(lead_ids)]
+        with self._state.lock:
+            form = pairs + account_pairs(self._state, site)
+        return self._send(DELETE_EVENT, form, lead_ids)
+
+    def _send(self, event: str, form: list[tuple[str, str]], lead_ids: list[int]) -> int:
+        with self._state.lock:
             targets = [
                 (hook.id, hook.destination)
                 for hook in self._state.webhooks.values()
-                if STATUS_EVENT in hook.settings and not hook.disabled
+                if event in hook.settings and not hook.disabled
             ]
-        lead_ids = [change.lead_id for change in changes]
         for hook_id, destination in targets:
             task = asyncio.get_running_loop().create_task(
                 self._deliver(hook_id, destination, form, lead_ids)
@@ -186,13 +202,16 @@ def status_form(
     for index, change in enumerate(changes):
         lead = state.leads[change.lead_id]
         pairs.extend(_lead_pairs(state, f"leads[status][{index}]", lead, change, modified_by))
+    return pairs + account_pairs(state, site)
+
+
+def account_pairs(state: KommoState, site: str) -> list[tuple[str, str]]:
     account = state.account
-    pairs += [
+    return [
         ("account[subdomain]", account.subdomain),
         ("account[id]", str(account.id)),
         ("account[_links][self]", site),
     ]
-    return pairs
 
 
 def _lead_pairs(

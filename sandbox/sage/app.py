@@ -19,7 +19,15 @@ from sandbox.sage.errors import (
     handle_sage_error,
     handle_validation_error,
 )
-from sandbox.sage.routes import contacts, control, invoices, oauth, payments, reference
+from sandbox.sage.routes import (
+    contacts,
+    control,
+    credit_notes,
+    invoices,
+    oauth,
+    payments,
+    reference,
+)
 from sandbox.sage.sandbox import SageSandbox
 from sandbox.sage.state import SageState
 
@@ -33,7 +41,7 @@ def build_sage(config: SageConfig | None = None, state: SageState | None = None)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(HTTPException, handle_http_error)
     app.add_middleware(SandboxMiddleware, instruments=sandbox.instruments)
-    for module in (oauth, reference, contacts, invoices, payments, control):
+    for module in (oauth, reference, contacts, invoices, credit_notes, payments, control):
         app.include_router(module.router)
     app.include_router(control_router(sandbox.instruments, sandbox.oauth))
     sandbox.app = app

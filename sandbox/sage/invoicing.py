@@ -1,4 +1,4 @@
-"""Sales invoice creation and voiding with the rules Sage documents.
+"""Sales invoice and credit note creation, and voiding, with the rules Sage documents.
 
 * the contact must exist (404 RecordNotFound) and be a customer (422 RecordInvalid);
 * each line's ledger account must exist and be visible in sales, its tax rate must exist
@@ -23,6 +23,8 @@ from sandbox.sage.models import (
     Contact,
     InvoiceLine,
     LedgerAccount,
+    SalesArtefact,
+    SalesCreditNote,
     SalesInvoice,
     Status,
     TaxRate,
@@ -39,13 +41,15 @@ class _LineRefs:
     raw: dict[str, Any]
     ledger: LedgerAccount
     rate: TaxRate
+    key: str = "invoice_lines"
 
     @property
     def label(self) -> str:
-        return f"Invoice line {self.index + 1}"
+        kind = "Credit note" if self.key == "credit_note_lines" else "Invoice"
+        return f"{kind} line {self.index + 1}"
 
     def source(self, attribute: str) -> str:
-        return f"invoice_lines.{self.index}.{attribute}"
+        return f"{self.key}.{self.index}.{attribute}"
 
 
 def create_invoice(
@@ -80,8 +84,37 @@ def create_invoice(
     return invoice
 
 
-def void_invoice(invoice: SalesInvoice, reason: str | None, *, now: datetime) -> bool:
-    """Void (or, for a DRAFT, delete) an invoice; returns True if it was deleted."""
+def create_credit_note(book: Book, data: dict[str, Any], *, now: datetime) -> SalesCreditNote:
+    """``data`` is the schema-valid ``sales_credit_note`` namespace of a POST body. The credit
+    note is standalone (Sage's API names no original invoice): a contact allocation sets it
+    against an invoice."""
+    contact = customer_for(book, data["contact_id"], source="contact_id")
+    currency, rate = _currency(book, contact, data)
+    lines = _priced_lines(_line_refs(book, data["credit_note_lines"], key="credit_note_lines"))
+    original = data.get("original_invoice_date")
+    note = SalesCreditNote(
+        id=new_hex_id(),
+        credit_note_number=book.next_credit_note_number(),
+        contact_id=contact.id,
+        contact_name=contact.name,
+        contact_reference=contact.reference,
+        date=date.fromisoformat(data["date"]),
+        original_invoice_date=date.fromisoformat(original) if original else None,
+        reference=data.get("reference"),
+        notes=data.get("notes"),
+        currency_id=currency,
+        exchange_rate=rate,
+        lines=lines,
+        status=_initial_status(data),
+        created_at=now,
+        updated_at=now,
+    )
+    book.credit_notes[note.id] = note
+    return note
+
+
+def void_invoice(invoice: SalesArtefact, reason: str | None, *, now: datetime) -> bool:
+    """Void (or, for a DRAFT, delete) an invoice or a credit note; True if it was deleted."""
     if invoice.status is Status.DRAFT:
         invoice.deleted_at = now
         invoice.updated_at = now
@@ -89,7 +122,9 @@ def void_invoice(invoice: SalesInvoice, reason: str | None, *, now: datetime) ->
     if invoice.status is Status.VOID:
         raise SageError.invalid("The sales invoice has already been voided.", "status")
     if invoice.allocations:
-        message = "Cannot void an invoice with payments allocated; remove the payments first."
+        # Sage's invoicing guide, 'From Part Paid Or Paid To Void': delete the payments and
+        # allocations first.
+        message = "Cannot void an artefact with payments or allocations; remove them first."
         raise SageError.invalid(message, "status")
     if not reason or not reason.strip():
         raise SageError.invalid("void_reason is required unless status is DRAFT", "void_reason")
@@ -135,29 +170,31 @@ def _due_date(data: dict[str, Any], contact: Contact, issued: date, fallback_day
     return issued + timedelta(days=days)
 
 
-def _line_refs(book: Book, raw_lines: list[dict[str, Any]]) -> list[_LineRefs]:
+def _line_refs(
+    book: Book, raw_lines: list[dict[str, Any]], key: str = "invoice_lines"
+) -> list[_LineRefs]:
     if not raw_lines:
-        raise SageError.invalid("An invoice needs at least one line.", "invoice_lines")
+        raise SageError.invalid("At least one line is needed.", key)
     refs: list[_LineRefs] = []
     missing: list[Issue] = []
     for index, raw in enumerate(raw_lines):
         ledger = book.ledger_accounts.get(raw["ledger_account_id"])
         if ledger is None or not ledger.visible_in_sales:
-            missing.append(_not_found(index, "ledger_account_id"))
+            missing.append(_not_found(key, index, "ledger_account_id"))
             continue
         rate_id = raw.get("tax_rate_id", ledger.default_tax_rate_id)
         rate = book.tax_rates.get(rate_id) if rate_id else None
         if rate is None:
-            missing.append(_not_found(index, "tax_rate_id"))
+            missing.append(_not_found(key, index, "tax_rate_id"))
             continue
-        refs.append(_LineRefs(index, raw, ledger, rate))
+        refs.append(_LineRefs(index, raw, ledger, rate, key))
     if missing:
         raise SageError(404, missing)
     return refs
 
 
-def _not_found(index: int, attribute: str) -> Issue:
-    return Issue("RecordNotFound", "Couldn't find record.", f"invoice_lines.{index}.{attribute}")
+def _not_found(key: str, index: int, attribute: str) -> Issue:
+    return Issue("RecordNotFound", "Couldn't find record.", f"{key}.{index}.{attribute}")
 
 
 def _priced_lines(refs: list[_LineRefs]) -> list[InvoiceLine]:

@@ -144,25 +144,37 @@ class InvoiceLine:
         return self.net_amount + self.tax_amount
 
 
+class AllocationKind(StrEnum):
+    """How money came off an artefact: a customer receipt, or a contact allocation that sets
+    a credit note against an invoice."""
+
+    RECEIPT = "CUSTOMER_RECEIPT"
+    ALLOCATION = "CUSTOMER_ALLOCATION"
+
+
 @dataclass
 class Allocation:
-    """Part of a contact payment allocated to one invoice."""
+    """Money taken off one artefact: part of a contact payment, or one side of a contact
+    allocation (``counterpart`` is then the other artefact: the credit note on an invoice, the
+    invoice on a credit note)."""
 
-    payment_id: str
+    payment_id: str  # the contact payment's id, or the contact allocation's
     amount: Decimal
     date: dt.date
     reference: str | None
+    kind: AllocationKind = AllocationKind.RECEIPT
+    counterpart: tuple[str, str, str] | None = None  # (collection, id, displayed_as)
 
 
-@dataclass
-class SalesInvoice:
+@dataclass(kw_only=True)
+class SalesArtefact:
+    """What a sales invoice and a sales credit note share: lines, contact, money, status."""
+
     id: str
-    invoice_number: str
     contact_id: str
     contact_name: str
     contact_reference: str
     date: dt.date
-    due_date: dt.date
     reference: str | None
     notes: str | None
     currency_id: str
@@ -170,13 +182,17 @@ class SalesInvoice:
     status: Status
     created_at: datetime
     updated_at: datetime
-    # Units of the invoice currency per 1 unit of the base currency (1 for base invoices).
+    # Units of the artefact currency per 1 unit of the base currency (1 for base artefacts).
     exchange_rate: Decimal = Decimal(1)
     void_reason: str | None = None
     deleted_at: datetime | None = None
     allocations: list[Allocation] = field(default_factory=list)
     # Added to the total only (see Book.total_adjustment).
     total_adjustment: Decimal = ZERO
+
+    @property
+    def number(self) -> str:
+        raise NotImplementedError
 
     @property
     def net_amount(self) -> Decimal:
@@ -207,6 +223,44 @@ class SalesInvoice:
             return ZERO
         return self.total_amount - self.total_paid
 
+    def settle(self, allocation: Allocation, now: datetime) -> None:
+        """Money (a receipt or an allocation) taken off: PART_PAID, or PAID once none is left."""
+        self.allocations.append(allocation)
+        self.status = Status.PAID if self.outstanding_amount == ZERO else Status.PART_PAID
+        self.updated_at = now
+
+
+@dataclass(kw_only=True)
+class SalesInvoice(SalesArtefact):
+    invoice_number: str
+    due_date: dt.date
+
+    @property
+    def number(self) -> str:
+        return self.invoice_number
+
+
+@dataclass(kw_only=True)
+class SalesCreditNote(SalesArtefact):
+    credit_note_number: str
+    original_invoice_date: dt.date | None = None
+
+    @property
+    def number(self) -> str:
+        return self.credit_note_number
+
+
+@dataclass
+class ContactAllocation:
+    """Credit notes set against invoices of one customer; the amounts add up to zero."""
+
+    id: str
+    contact_id: str
+    date: dt.date
+    # (artefact collection, artefact id, signed amount: + on invoices, - on credit notes)
+    artefacts: list[tuple[str, str, Decimal]]
+    created_at: datetime
+
 
 @dataclass
 class ContactPayment:
@@ -231,8 +285,11 @@ class Book:
     bank_accounts: dict[str, BankAccount] = field(default_factory=dict)
     contacts: dict[str, Contact] = field(default_factory=dict)
     invoices: dict[str, SalesInvoice] = field(default_factory=dict)
+    credit_notes: dict[str, SalesCreditNote] = field(default_factory=dict)
     payments: dict[str, ContactPayment] = field(default_factory=dict)
+    allocations: dict[str, ContactAllocation] = field(default_factory=dict)
     invoice_sequence: int = 0
+    credit_note_sequence: int = 0
     # (entity, idempotency_id) -> (status, body) of the first successful POST.
     idempotent: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     # A test instrument, 0 unless set: added to each new invoice's total (not its lines), for a
@@ -242,3 +299,7 @@ class Book:
     def next_invoice_number(self) -> str:
         self.invoice_sequence += 1
         return f"SI-{self.invoice_sequence}"
+
+    def next_credit_note_number(self) -> str:
+        self.credit_note_sequence += 1
+        return f"SCN-{self.credit_note_sequence}"

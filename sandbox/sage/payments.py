@@ -97,6 +97,4 @@ def _apply(
     payment: ContactPayment, pairs: list[tuple[SalesInvoice, Decimal]], now: datetime
 ) -> None:
     for invoice, amount in pairs:
-        invoice.allocations.append(Allocation(payment.id, amount, payment.date, payment.reference))
-        invoice.status = Status.PAID if invoice.outstanding_amount == ZERO else Status.PART_PAID
-        invoice.updated_at = now
+        invoice.settle(Allocation(payment.id, amount, payment.date, payment.reference), now)

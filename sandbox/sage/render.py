@@ -13,14 +13,19 @@ from sandbox.sage.models import (
     CURRENCY_NAMES,
     STATUS_NAMES,
     ZERO,
+    Allocation,
+    AllocationKind,
     BankAccount,
     Book,
     Business,
     Contact,
+    ContactAllocation,
     ContactPayment,
     ContactPerson,
     InvoiceLine,
     LedgerAccount,
+    SalesArtefact,
+    SalesCreditNote,
     SalesInvoice,
     Status,
     TaxKind,
@@ -208,15 +213,14 @@ def _person(person: ContactPerson | None, type_ids: list[str]) -> Json | None:
 
 def _balance(book: Book, item: Contact) -> Decimal:
     owed = (i.outstanding_amount for i in book.invoices.values() if i.contact_id == item.id)
-    return sum(owed, ZERO)
+    credit = (c.outstanding_amount for c in book.credit_notes.values() if c.contact_id == item.id)
+    return sum(owed, ZERO) - sum(credit, ZERO)
 
 
 def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
-    return {
+    head = {
         **ref("sales_invoices", item.id, item.invoice_number),
-        "created_at": iso(item.created_at),
-        "updated_at": iso(item.updated_at),
-        "deleted_at": iso(item.deleted_at) if item.deleted_at else None,
+        **_stamps(item),
         "links": [_ui_link(item, site)],
         "editable": item.status in (Status.DRAFT, Status.UNPAID),
         "transaction": None if item.status is Status.DRAFT else _transaction(item),
@@ -224,13 +228,50 @@ def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
         "tax_calculation_method": None,
         "invoice_number_prefix": "SI-",
         "invoice_number": item.invoice_number,
+    }
+    dates = {"date": item.date.isoformat(), "due_date": item.due_date.isoformat()}
+    return {**head, **_body(book, item, dates), "invoice_lines": _lines(book, item)}
+
+
+def credit_note(book: Book, item: SalesCreditNote, *, site: str) -> Json:
+    """A credit note has the invoice's representation (Sage's invoicing guide, 'Other Document
+    Types'), with the names of the spec's SalesCreditNote."""
+    original = item.original_invoice_date
+    head = {
+        **ref("sales_credit_notes", item.id, item.credit_note_number),
+        **_stamps(item),
+        "links": [_ui_link(item, site)],
+        "editable": item.status in (Status.DRAFT, Status.UNPAID),
+        "transaction": None if item.status is Status.DRAFT else _transaction(item),
+        "transaction_type": ref("transaction_types", "SALES_CREDIT_NOTE", "Sales Credit Note"),
+        "tax_calculation_method": None,
+        "credit_note_number_prefix": "SCN-",
+        "credit_note_number": item.credit_note_number,
+    }
+    dates = {
+        "date": item.date.isoformat(),
+        "original_invoice_date": original.isoformat() if original else None,
+    }
+    return {**head, **_body(book, item, dates), "credit_note_lines": _lines(book, item)}
+
+
+def _stamps(item: SalesArtefact) -> Json:
+    return {
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.updated_at),
+        "deleted_at": iso(item.deleted_at) if item.deleted_at else None,
+    }
+
+
+def _body(book: Book, item: SalesArtefact, dates: Json) -> Json:
+    """Everything after the number that invoices and credit notes share."""
+    return {
         "contact": ref(
             "contacts", item.contact_id, f"{item.contact_name} ({item.contact_reference})"
         ),
         "contact_name": item.contact_name,
         "contact_reference": item.contact_reference,
-        "date": item.date.isoformat(),
-        "due_date": item.due_date.isoformat(),
+        **dates,
         "reference": item.reference,
         "main_address_free_form": "",
         "main_address": _blank_address(book, item),
@@ -245,19 +286,22 @@ def invoice(book: Book, item: SalesInvoice, *, site: str) -> Json:
         "sent": False,
         "sent_by_email": False,
         "void_reason": item.void_reason,
-        "invoice_lines": [_line(book, item, line) for line in item.lines],
         "tax_analysis": _tax_analysis(book, item),
-        "payments_allocations": _allocations(item),
+        "payments_allocations": [_allocation(a) for a in item.allocations],
         "last_paid": _last_paid(item),
         "tax_reconciled": False,
     }
 
 
-def _transaction(item: SalesInvoice) -> Json:
-    return ref("transactions", item.id, item.invoice_number)
+def _lines(book: Book, item: SalesArtefact) -> list[Json]:
+    return [_line(book, item, line) for line in item.lines]
 
 
-def _blank_address(book: Book, item: SalesInvoice) -> Json:
+def _transaction(item: SalesArtefact) -> Json:
+    return ref("transactions", item.id, item.number)
+
+
+def _blank_address(book: Book, item: SalesArtefact) -> Json:
     """The invoice's copy of the customer's address (the sandbox keeps no addresses)."""
     country = book.business.country_id
     return {
@@ -292,7 +336,7 @@ def _shipping(book: Book) -> Json:
     }
 
 
-def _tax_analysis(book: Book, item: SalesInvoice) -> list[Json]:
+def _tax_analysis(book: Book, item: SalesArtefact) -> list[Json]:
     by_rate: dict[str, list[InvoiceLine]] = {}
     for line in item.lines:
         by_rate.setdefault(line.tax_rate_id, []).append(line)
@@ -313,15 +357,17 @@ def _tax_analysis(book: Book, item: SalesInvoice) -> list[Json]:
     return analysis
 
 
-def ui_path(invoice_id: str) -> str:
-    return f"/sandbox/ui/sales_invoices/{invoice_id}"
+def ui_path(invoice_id: str, collection: str = "sales_invoices") -> str:
+    return f"/sandbox/ui/{collection}/{invoice_id}"
 
 
-def _ui_link(item: SalesInvoice, site: str) -> Json:
-    return {"href": f"{site}{ui_path(item.id)}", "rel": "alternate", "type": "text/html"}
+def _ui_link(item: SalesArtefact, site: str) -> Json:
+    collection = "sales_credit_notes" if isinstance(item, SalesCreditNote) else "sales_invoices"
+    href = f"{site}{ui_path(item.id, collection)}"
+    return {"href": href, "rel": "alternate", "type": "text/html"}
 
 
-def _invoice_amounts(item: SalesInvoice) -> Json:
+def _invoice_amounts(item: SalesArtefact) -> Json:
     amounts = {
         "net_amount": item.net_amount,
         "tax_amount": item.tax_amount,
@@ -342,7 +388,7 @@ def _invoice_amounts(item: SalesInvoice) -> Json:
     return {key: as_number(value) for key, value in amounts.items()}
 
 
-def _line(book: Book, item: SalesInvoice, line: InvoiceLine) -> Json:
+def _line(book: Book, item: SalesArtefact, line: InvoiceLine) -> Json:
     ledger = book.ledger_accounts[line.ledger_account_id]
     rate = book.tax_rates[line.tax_rate_id]
     gross = line.quantity * line.unit_price
@@ -386,8 +432,8 @@ def _breakdown(rate: TaxRate, amount: Decimal) -> Json:
     }
 
 
-def _last_paid(item: SalesInvoice) -> str | None:
-    dates = [a.date for a in item.allocations]
+def _last_paid(item: SalesArtefact) -> str | None:
+    dates = [a.date for a in item.allocations if a.kind is AllocationKind.RECEIPT]
     return max(dates).isoformat() if dates else None
 
 
@@ -395,20 +441,58 @@ def _tax_ref(rate: TaxRate) -> Json:
     return ref("tax_rates", rate.id, f"{rate.name} {rate.percentage:.2f}%")
 
 
-def _allocations(item: SalesInvoice) -> list[Json]:
-    return [
-        {
-            "links": [],
-            "date": a.date.isoformat(),
-            "type": ref("transaction_types", "CUSTOMER_RECEIPT", "Customer Receipt"),
-            "reference": a.reference,
-            "amount": as_number(a.amount),
-            "discount": "0.0",
-            "contact_payment": {"id": a.payment_id, "$path": f"/contact_payments/{a.payment_id}"},
-            "displayed_as": a.reference or "Customer Receipt",
-        }
-        for a in item.allocations
-    ]
+def _allocation(item: Allocation) -> Json:
+    """One entry of ``payments_allocations``, in the spec's PaymentAllocation shape
+    (tests/contracts/sage/sales_invoice_part_paid_and_credited.json): a receipt names its
+    contact payment; an allocation names itself and the artefact on the other side."""
+    receipt = item.kind is AllocationKind.RECEIPT
+    other = ref(*item.counterpart) if item.counterpart else None
+    shown = item.reference or (other["displayed_as"] if other else "Customer Receipt")
+    return {
+        "links": [],
+        "date": item.date.isoformat(),
+        "type": item.kind.value,
+        "reference": item.reference,
+        "amount": as_number(item.amount),
+        "discount": "0.0",
+        "stripe_transaction_id": None,
+        "contact_allocation": None
+        if receipt
+        else ref("contact_allocations", item.payment_id, "Customer Allocation"),
+        "artefact": None if receipt else other,
+        "contact_payment": ref("contact_payments", item.payment_id, shown) if receipt else None,
+        "displayed_as": shown,
+        "negative_payment": False,
+    }
+
+
+def contact_allocation(book: Book, item: ContactAllocation) -> Json:
+    """The spec's ContactAllocation (tests/contracts/sage/contact_allocation_created.json)."""
+    contact = book.contacts[item.contact_id]
+    return {
+        **ref("contact_allocations", item.id, "Customer Allocation"),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.created_at),
+        "links": [],
+        "transaction": ref("transactions", item.id, "Customer Allocation"),
+        "transaction_type": ref("transaction_types", "CUSTOMER_ALLOCATION", "Customer Allocation"),
+        "deleted_at": None,
+        "date": item.date.isoformat(),
+        "contact": ref("contacts", contact.id, f"{contact.name} ({contact.reference})"),
+        "allocated_artefacts": [
+            {
+                "id": f"{item.id[:24]}{index:08x}",
+                "artefact": ref(collection, key, _number(book, collection, key)),
+                "amount": as_number(amount),
+            }
+            for index, (collection, key, amount) in enumerate(item.artefacts)
+        ],
+    }
+
+
+def _number(book: Book, collection: str, key: str) -> str:
+    found = book.credit_notes if collection == "sales_credit_notes" else book.invoices
+    return found[key].number
 
 
 def payment(book: Book, item: ContactPayment) -> Json:

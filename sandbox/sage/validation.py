@@ -27,7 +27,13 @@ from referencing.jsonschema import DRAFT4
 from sandbox.sage.errors import Issue, SageError
 
 DOCUMENT_URI = "urn:sage:accounting:v3.1:swagger"
-CHECKED_DEFINITIONS = ("postContacts", "postSalesInvoices", "postContactPayments")
+CHECKED_DEFINITIONS = (
+    "postContacts",
+    "postSalesInvoices",
+    "postSalesCreditNotes",
+    "postContactPayments",
+    "postContactAllocations",
+)
 
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
 _DECIMAL_STRING = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}

@@ -56,7 +56,7 @@ class Reads:
 
 
 async def _leads_page(client: KommoClient) -> Any:
-    return await client.leads_in_stage(pipeline_id=1300, status_id=142, updated_from=0, page=2)
+    return await client.leads_in_stages(pipeline_id=1300, status_ids=[142], updated_from=0, page=2)
 
 
 def _element_summary(elements: Any) -> Any:
@@ -134,6 +134,11 @@ READS: dict[str, Reads] = {
         [("https://webhook-uri.com", False), ("https://api.test.ru/amoWebHook", True)],
     ),
     "account_get.json": Reads(lambda c: c.get_account(), lambda a: a.currency, "USD"),
+    "pipeline_get.json": Reads(
+        lambda c: c.get_pipeline(pipeline_id=3177727),
+        lambda pipeline: [(s.id, s.sort) for s in pipeline.embedded.statuses],
+        [(32392156, 10), (32392159, 20), (32392165, 30), (142, 10000), (143, 11000)],
+    ),
 }
 
 
@@ -172,7 +177,9 @@ ANSWERS_BY_CALL = {
     "list_catalogs": ["catalogs_list.json"],
     "catalog_elements_page": ["catalog_elements_list.json"],
     "update_lead": ["lead_patch_one.json", "error_400_validation.json"],
-    "leads_in_stage": ["leads_list.json", "empty_204.json"],
+    "leads_in_stages": ["leads_list.json", "empty_204.json"],
+    "leads_by_ids": ["leads_list.json", "empty_204.json"],
+    "get_pipeline": ["pipeline_get.json"],
     "update_leads": ["leads_patch.json"],
     "list_webhooks": ["webhooks_list.json"],
     "create_tasks": ["tasks_post.json"],
@@ -386,6 +393,30 @@ async def test_the_bridge_edits_and_completes_tasks_with_the_documented_request_
     for item in complete_body:
         assert {k: v for k, v in item.items() if k != "id"}.keys() == documented["complete"].keys()
         assert type(item["result"]["text"]) is type(documented["complete"]["result"]["text"])
+
+
+async def test_the_stages_from_the_trigger_and_the_deals_still_there(
+    router: respx.MockRouter,
+) -> None:
+    """The documented pipeline: its stages by `sort`, lost (143) left out; the documented list
+    answers which leads exist, 204 when none of them does."""
+    pipeline, leads = load("pipeline_get.json"), load("leads_list.json")
+    router.get(f"{BASE}/api/v4/leads/pipelines/3177727").mock(
+        return_value=httpx.Response(200, json=pipeline.body)
+    )
+    listed = router.get(f"{BASE}/api/v4/leads").mock(
+        side_effect=[httpx.Response(200, json=leads.body), httpx.Response(204)]
+    )
+
+    async with httpx.AsyncClient(base_url=BASE) as http:
+        crm = kommo_crm(http)
+        stages = await crm.stages_from(pipeline_id="3177727", status_id="32392159")
+        found = await crm.existing_deals(deal_ids=["19619", "14460", "7"])
+        none = await crm.existing_deals(deal_ids=["7"])
+
+    assert stages == ["32392159", "32392165", "142"]
+    assert (found, none) == ({"19619", "14460"}, set())
+    assert listed.calls[0].request.url.params.get_list("filter[id][]") == ["19619", "14460", "7"]
 
 
 async def test_a_task_without_a_result_and_a_task_that_is_gone(router: respx.MockRouter) -> None:

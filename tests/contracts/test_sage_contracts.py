@@ -18,14 +18,17 @@ from typing import Any
 import httpx
 import pytest
 
+from app.clients.sage.adapter import money
 from app.clients.sage.client import _raise_for_status
 from app.clients.sage.errors import SageRequestError, SageResponseError, SageTransientError
 from app.clients.sage.schemas import (
     Base,
     Contact,
+    ContactAllocation,
     FinancialSettings,
     InvoiceState,
     LedgerAccount,
+    SalesCreditNote,
     SalesInvoice,
     TaxRate,
     read,
@@ -33,6 +36,7 @@ from app.clients.sage.schemas import (
 )
 from app.connections.errors import InvalidGrant, OAuthTransientError
 from app.connections.oauth import BusinessPage, TokenResponse, _parse, raise_for_token_error
+from app.domain import InvoiceMoney
 
 FIXTURES = Path(__file__).parent / "sage"
 Path_ = tuple[str | int, ...]
@@ -47,6 +51,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "contacts": lambda body: read_page(Contact, body),
     "sales_invoice": lambda body: read(SalesInvoice, body),
     "sales_invoices": lambda body: read_page(SalesInvoice, body),
+    "sales_credit_note": lambda body: read(SalesCreditNote, body),
+    "sales_credit_notes": lambda body: read_page(SalesCreditNote, body),
+    "contact_allocation": lambda body: read(ContactAllocation, body),
     "invoice_states": lambda body: read_page(InvoiceState, body),
     "statuses": lambda body: read_page(Base, body),
     "ledger_accounts": lambda body: read_page(LedgerAccount, body),
@@ -217,3 +224,41 @@ def test_token_refusal_is_a_dead_grant() -> None:
     fixture = load("token_error_invalid_grant.json")
     with pytest.raises(InvalidGrant, match=re.escape("invalid_grant")):
         raise_for_token_error("sage", httpx.Response(fixture["status"], json=fixture["body"]))
+
+
+def test_what_the_bridge_reads_of_the_money_on_an_invoice_and_a_credit_note() -> None:
+    """Receipts are paid, allocations of credit notes are credited; a credit note's number and
+    what is left of it; a void answer's status."""
+    invoice = read(SalesInvoice, load("sales_invoice_part_paid_and_credited.json")["body"])
+    assert money(invoice, invoice.total_amount) == InvoiceMoney(
+        total=Decimal("321.2"),
+        paid=Decimal("100.0"),
+        credited=Decimal("50.0"),
+        outstanding=Decimal("171.2"),
+        last_payment=date(2018, 6, 22),
+        credit_notes=("SCN-1",),
+    )
+    note = read(SalesCreditNote, load("sales_credit_note_created.json")["body"])
+    assert (note.credit_note_number, note.reference, note.outstanding_amount) == (
+        "SCN-1",
+        "AB-123-CN",
+        Decimal("321.2"),
+    )
+    voided = read(SalesInvoice, load("sales_invoice_voided.json")["body"])
+    assert (voided.status and voided.status.id, voided.void_reason) == (
+        "VOID",
+        "Invoice was created by accident",
+    )
+
+
+def test_without_payments_allocations_everything_paid_counts_as_paid() -> None:
+    body = load("sales_invoice_part_paid_and_credited.json")["body"]
+    del body["payments_allocations"]
+    invoice = read(SalesInvoice, body)
+
+    assert money(invoice, invoice.total_amount) == InvoiceMoney(
+        total=Decimal("321.2"),
+        paid=Decimal("150.0"),
+        outstanding=Decimal("171.2"),
+        last_payment=date(2018, 6, 25),
+    )

@@ -11,6 +11,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.cancellation import NOT_INVOICED
 from app.inbox.models import InboxEvent
 from app.main import create_app
 from app.queue import QUEUE_NAME
@@ -70,7 +71,7 @@ async def test_every_lead_entry_is_stored_other_entities_are_only_counted(
     assert response.json() == {"received": 6, "queued": 0, "skipped": 2, "ignored": 4}
     assert [(r.action, r.deal_id, r.state, r.last_error) for r in await stored(sessionmaker)] == [
         ("leads.update", "5", "skipped", "leads[update] events do not raise invoices"),
-        ("leads.delete", "8", "skipped", "leads[delete] events do not raise invoices"),
+        ("leads.delete", "8", "skipped", NOT_INVOICED),
     ]
 
 

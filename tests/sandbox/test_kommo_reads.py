@@ -287,6 +287,11 @@ async def test_pipelines_statuses_and_lead_fields(kommo_client: httpx.AsyncClien
         ("Invoice number", "text"),
         ("Invoice link", "url"),
         ("Payment status", "select"),
+        ("Amount paid", "numeric"),
+        ("Amount outstanding", "numeric"),
+        ("Last payment", "date"),
+        ("Credit notes", "text"),
+        ("Amount credited", "numeric"),
     ]
     assert by_id[6000003]["enums"] == [
         {"id": 6000101, "value": "Unpaid", "sort": 10},
@@ -294,6 +299,7 @@ async def test_pipelines_statuses_and_lead_fields(kommo_client: httpx.AsyncClien
         {"id": 6000103, "value": "Paid", "sort": 30},
         {"id": 6000104, "value": "Overdue", "sort": 40},
         {"id": 6000105, "value": "Void", "sort": 50},
+        {"id": 6000106, "value": "Credited", "sort": 60},
     ]
 
 

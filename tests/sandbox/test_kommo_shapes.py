@@ -37,6 +37,8 @@ REQUESTS: list[tuple[str, str, str, Any]] = [
     ("lead_get.json", "GET", f"/leads/{LEAD_WHOLESALE}?with=contacts,catalog_elements", None),
     ("leads_list.json", "GET", f"/leads?{IN_STAGE}&page=1&limit=2", None),
     ("leads_list.json", "GET", f"/leads?{IN_STAGE}&page=2&limit=2", None),
+    ("leads_list.json", "GET", f"/leads?filter[id][]={LEAD_SAMPLE}&limit=250", None),
+    ("pipeline_get.json", "GET", f"/leads/pipelines/{PIPELINE_SALES}", None),
     ("lead_patch_one.json", "PATCH", f"/leads/{LEAD_SAMPLE}", WRITE),
     ("leads_patch.json", "PATCH", "/leads", [{"id": LEAD_SECOND, **WRITE}]),
     ("contact_get.json", "GET", f"/contacts/{CONTACT_ADA}", None),

@@ -208,3 +208,27 @@ async def test_webhook_registered_in_the_seed_state_is_used(rig: Rig) -> None:
     await rig.sandbox.kommo.webhooks.wait_idle()
 
     assert [call.path for call in rig.receiver.calls] == ["/seeded"]
+
+
+async def test_a_deleted_lead_sends_a_delete_hook_and_reads_as_gone(rig: Rig) -> None:
+    kommo = rig.sandbox.kommo
+    register_webhook(kommo.state, rig.receiver_url + "/deleted", ("delete_lead",))
+    async with httpx.AsyncClient(base_url=rig.sandbox.kommo_url) as http:
+        response = await http.post(f"/sandbox/leads/{LEAD_SAMPLE}/delete")
+        missing = await http.post("/sandbox/leads/1/delete")
+        await kommo.webhooks.wait_idle()
+        headers = {"Authorization": f"Bearer {KOMMO_TOKEN}"}
+        read = await http.get(f"/api/v4/leads/{LEAD_SAMPLE}", headers=headers)
+        trash = await http.get("/api/v4/leads", params={"with": "only_deleted"}, headers=headers)
+
+    assert (response.status_code, missing.status_code) == (200, 404)
+    (call,) = [c for c in rig.receiver.calls if c.path == "/deleted"]
+    assert parse_qsl(call.body.decode()) == [
+        ("leads[delete][0][id]", str(LEAD_SAMPLE)),
+        ("account[subdomain]", "sandbox"),
+        ("account[id]", "31000001"),
+        ("account[_links][self]", rig.sandbox.kommo_url),
+    ]
+    assert read.status_code == 204
+    (listed,) = trash.json()["_embedded"]["leads"]
+    assert (listed["id"], listed["is_deleted"]) == (LEAD_SAMPLE, True)

@@ -9,8 +9,10 @@ import httpx
 from sandbox.kommo import KommoSandbox
 from sandbox.seed import (
     ENUM_PAID,
+    FIELD_AMOUNT_PAID,
     FIELD_INVOICE_LINK,
     FIELD_INVOICE_NUMBER,
+    FIELD_LAST_PAYMENT_DATE,
     FIELD_PAYMENT_STATUS,
     LEAD_SAMPLE,
     LEAD_SECOND,
@@ -360,3 +362,36 @@ async def test_oauth_access_token_expiry(
         401,
         "The access token has expired",
     )
+
+
+async def test_numeric_and_date_fields_take_what_kommo_documents(
+    kommo_client: httpx.AsyncClient,
+) -> None:
+    """Kommo's custom fields page: numeric values as text ("1.5"), dates as a unix timestamp
+    or RFC 3339 text."""
+    good = [
+        {"field_id": FIELD_AMOUNT_PAID, "values": [{"value": "120.50"}]},
+        {"field_id": FIELD_LAST_PAYMENT_DATE, "values": [{"value": "2024-05-03T00:00:00+00:00"}]},
+    ]
+    accepted = await kommo_client.patch(
+        f"/api/v4/leads/{LEAD_SAMPLE}", json={"custom_fields_values": good}
+    )
+    refused = await kommo_client.patch(
+        f"/api/v4/leads/{LEAD_SAMPLE}",
+        json={
+            "custom_fields_values": [
+                {"field_id": FIELD_AMOUNT_PAID, "values": [{"value": "120,50"}]},
+                {"field_id": FIELD_LAST_PAYMENT_DATE, "values": [{"value": "3 May"}]},
+            ]
+        },
+    )
+    lead = (await kommo_client.get(f"/api/v4/leads/{LEAD_SAMPLE}")).json()
+
+    assert accepted.status_code == 200
+    values = {f["field_id"]: f["values"] for f in lead["custom_fields_values"]}
+    assert values[FIELD_AMOUNT_PAID] == [{"value": "120.50"}]
+    assert values[FIELD_LAST_PAYMENT_DATE] == [{"value": 1714694400}]
+    assert [e["path"] for e in _problem(refused)[0]["errors"]] == [
+        "custom_fields_values.0.values.0.value",
+        "custom_fields_values.1.values.0.value",
+    ]

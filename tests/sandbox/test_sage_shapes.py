@@ -172,3 +172,80 @@ async def test_errors_have_sages_shape(
 
     assert response.status_code == json.loads((FIXTURES / name).read_text())["status"]
     assert differences(fixture(name), response.json()) == []
+
+
+async def _credited(client: httpx.AsyncClient) -> tuple[dict[str, Any], httpx.Response]:
+    """An invoice, a standalone credit note and their allocation, as the bridge makes them."""
+    invoice = await _invoice(client)
+    note = await client.post(
+        "/sales_credit_notes",
+        json={
+            "sales_credit_note": {
+                "contact_id": invoice["contact"]["id"],
+                "date": "2024-05-02",
+                "original_invoice_date": invoice["date"],
+                "reference": f"{invoice['reference']}-CN",
+                "notes": "Deal changed",
+                "credit_note_lines": invoice_body()["sales_invoice"]["invoice_lines"],
+            }
+        },
+    )
+    assert note.status_code == 201, note.text
+    request = json.loads((FIXTURES / "contact_allocation_created.json").read_text())
+    body = request["request_body"]
+    body["contact_allocation"]["contact_id"] = invoice["contact"]["id"]
+    sides = body["contact_allocation"]["allocated_artefacts"]
+    sides[0].update(artefact_id=invoice["id"], amount=invoice["total_amount"])
+    sides[1].update(artefact_id=note.json()["id"], amount=f"-{invoice['total_amount']}")
+    allocation = await client.post("/contact_allocations", json=body)
+    assert allocation.status_code == 201, allocation.text
+    return note.json(), allocation
+
+
+async def test_credit_notes_and_allocations_have_sages_shape(
+    sage_client: httpx.AsyncClient,
+) -> None:
+    note, allocation = await _credited(sage_client)
+    listed = await sage_client.get(
+        "/sales_credit_notes",
+        params={
+            "search": note["reference"],
+            "attributes": "credit_note_number,reference,total_amount,outstanding_amount,status,"
+            "contact",
+        },
+    )
+
+    assert differences(fixture("sales_credit_note_created.json"), note) == []
+    assert differences(fixture("sales_credit_notes_by_reference.json"), listed.json()) == []
+    assert differences(fixture("contact_allocation_created.json"), allocation.json()) == []
+
+
+async def test_payments_and_allocations_on_an_invoice_have_sages_shape(
+    sage_client: httpx.AsyncClient, sage_anonymous: httpx.AsyncClient
+) -> None:
+    invoice = await _invoice(sage_client)
+    base = f"/sandbox/sales_invoices/{invoice['id']}"
+    await sage_anonymous.post(f"{base}/payments", json={"amount": "100", "reference": "Cheque"})
+    await sage_anonymous.post(f"{base}/credit_notes", json={"amount": "50"})
+
+    read = (await sage_client.get(f"/sales_invoices/{invoice['id']}")).json()
+
+    documented = fixture("sales_invoice_part_paid_and_credited.json")
+    by_type = {item["type"]: item for item in documented.pop("payments_allocations")}
+    entries = read.pop("payments_allocations")
+    assert differences(documented, read) == []
+    assert [entry["type"] for entry in entries] == ["CUSTOMER_RECEIPT", "CUSTOMER_ALLOCATION"]
+    for entry in entries:
+        assert set(entry) == set(by_type[entry["type"]])
+        assert differences(by_type[entry["type"]], entry) == []
+
+
+async def test_a_voided_invoice_has_sages_shape(sage_client: httpx.AsyncClient) -> None:
+    invoice = await _invoice(sage_client)
+
+    voided = await sage_client.delete(
+        f"/sales_invoices/{invoice['id']}", params={"void_reason": "Deal lost"}
+    )
+
+    assert voided.status_code == 200
+    assert differences(fixture("sales_invoice_voided.json"), voided.json()) == []

@@ -6,11 +6,12 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import structlog
 
-from app.clients.kommo.client import UPSTREAM, KommoClient
+from app.clients.kommo.client import PAGE_LIMIT, UPSTREAM, KommoClient
 from app.clients.kommo.errors import KommoNotFound, KommoRequestError, KommoUnreadable
 from app.clients.kommo.lines import FieldCodes, LineReader, ProductLists, as_text
 from app.clients.kommo.schemas import (
@@ -31,8 +32,10 @@ from app.domain import (
     DealInStage,
     InvoiceRef,
     LineItem,
+    PaymentView,
 )
 from app.errors import InvoiceBlocked
+from app.money import shown_amount
 from app.ports import DealNotFound
 
 log = structlog.get_logger(__name__)
@@ -60,6 +63,12 @@ class KommoConfig:
     payment_status_enums: dict[str, int] = field(default_factory=dict)
     # Lists whose elements are products besides those of type `products` (KOMMO_PRODUCT_LIST_IDS).
     product_list_ids: tuple[int, ...] = ()
+    # Lead fields for the invoice's money (numeric, numeric, date, text, numeric); None: not shown.
+    amount_paid_field_id: int | None = None
+    amount_outstanding_field_id: int | None = None
+    last_payment_date_field_id: int | None = None
+    credit_notes_field_id: int | None = None
+    credited_amount_field_id: int | None = None
     # ISO 4217 code that overrides the account's own (KOMMO_CURRENCY).
     currency: str | None = None
 
@@ -74,10 +83,12 @@ class KommoConfig:
 
 
 BATCH_SIZE = 50  # Kommo recommends at most 50 entities per batch write
+LOST_STATUS_ID = "143"  # every pipeline's "closed - lost" (Kommo's pipelines page)
 
 
 class KommoCrm:
     name = "kommo"
+    lost_status_id = LOST_STATUS_ID
 
     def __init__(self, client: KommoClient, config: KommoConfig) -> None:
         self._client = client
@@ -126,12 +137,17 @@ class KommoCrm:
         return self._account_currency
 
     async def write_invoice(
-        self, *, deal_id: str, invoice: InvoiceRef, payment_status: str | None = None
+        self,
+        *,
+        deal_id: str,
+        invoice: InvoiceRef,
+        payment_status: str | None = None,
+        shown_number: str | None = None,
     ) -> None:
         values = [
             CustomFieldUpdate(
                 field_id=self._config.invoice_number_field_id,
-                values=[FieldValueOut(value=invoice.number or invoice.id)],
+                values=[FieldValueOut(value=shown_number or invoice.number or invoice.id)],
             )
         ]
         if invoice.url:
@@ -188,28 +204,53 @@ class KommoCrm:
         for start in range(0, len(patches), BATCH_SIZE):
             await self._client.update_tasks(patches=patches[start : start + BATCH_SIZE])
 
-    async def write_payment_statuses(self, *, updates: list[tuple[str, str]]) -> None:
-        """Set the payment status select field on many deals, in batches."""
-        field_id = self._config.payment_status_field_id
-        if field_id is None or not updates:
-            return
+    async def write_payments(self, *, updates: list[tuple[str, PaymentView]]) -> None:
+        """The payment status and money fields of many deals, 50 per PATCH /api/v4/leads; a
+        deal with nothing this account has a field for is left out."""
         patches = [
-            LeadPatch(id=int(deal_id), custom_fields_values=[status_field])
-            for deal_id, status in updates
-            if (status_field := self._status_field(status)) is not None
+            LeadPatch(id=int(deal_id), custom_fields_values=fields)
+            for deal_id, view in updates
+            if (fields := self._payment_fields(view))
         ]
         for start in range(0, len(patches), BATCH_SIZE):
             await self._client.update_leads(patches=patches[start : start + BATCH_SIZE])
 
+    def _payment_fields(self, view: PaymentView) -> list[CustomFieldUpdate]:
+        """Numbers as decimal text and the date as a unix timestamp, as Kommo's custom fields
+        page fills numeric and date fields."""
+        cfg = self._config
+        status = self._status_field(view.status)
+        day = view.last_payment
+        given: list[tuple[int | None, str | int | None]] = [
+            (cfg.amount_paid_field_id, _amount(view.paid)),
+            (cfg.amount_outstanding_field_id, _amount(view.outstanding)),
+            (cfg.last_payment_date_field_id, _timestamp(day) if day else None),
+            (cfg.credit_notes_field_id, view.credit_notes),
+            (cfg.credited_amount_field_id, _amount(view.credited)),
+        ]
+        fields = [
+            CustomFieldUpdate(field_id=field_id, values=[FieldValueOut(value=value)])
+            for field_id, value in given
+            if field_id is not None and value is not None
+        ]
+        return [status, *fields] if status is not None else fields
+
     async def deals_in_stage(
         self, *, pipeline_id: str, status_id: str, updated_since: int
+    ) -> list[DealInStage]:
+        return await self.deals_in_stages(
+            pipeline_id=pipeline_id, status_ids=[status_id], updated_since=updated_since
+        )
+
+    async def deals_in_stages(
+        self, *, pipeline_id: str, status_ids: list[str], updated_since: int
     ) -> list[DealInStage]:
         deals: list[DealInStage] = []
         page = 1
         while True:
-            result = await self._client.leads_in_stage(
+            result = await self._client.leads_in_stages(
                 pipeline_id=int(pipeline_id),
-                status_id=int(status_id),
+                status_ids=[int(s) for s in status_ids],
                 updated_from=updated_since,
                 page=page,
             )
@@ -217,6 +258,22 @@ class KommoCrm:
             if result.links.next is None or not result.embedded.leads:
                 return deals
             page += 1
+
+    async def stages_from(self, *, pipeline_id: str, status_id: str) -> list[str]:
+        pipeline = await self._client.get_pipeline(pipeline_id=int(pipeline_id))
+        stages = sorted(pipeline.embedded.statuses, key=lambda s: s.sort)
+        start = next((s.sort for s in stages if str(s.id) == status_id), None)
+        if start is None:
+            return [status_id]
+        return [str(s.id) for s in stages if s.sort >= start and str(s.id) != LOST_STATUS_ID]
+
+    async def existing_deals(self, *, deal_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(deal_ids), PAGE_LIMIT):
+            chunk = [int(i) for i in deal_ids[start : start + PAGE_LIMIT]]
+            page = await self._client.leads_by_ids(lead_ids=chunk)
+            found |= {str(lead.id) for lead in page.embedded.leads}
+        return found
 
     async def webhook_disabled(self, *, destination_part: str) -> bool | None:
         """True if Kommo disabled our hook, False if it is on, None if it is not registered."""
@@ -270,6 +327,14 @@ class KommoCrm:
 
 def _text_id(value: int | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else shown_amount(value)
+
+
+def _timestamp(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 @contextmanager

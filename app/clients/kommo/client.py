@@ -25,6 +25,7 @@ from app.clients.kommo.schemas import (
     LeadPatch,
     LeadsPage,
     LeadUpdate,
+    Pipeline,
     Task,
     TaskCreate,
     TaskPatch,
@@ -46,6 +47,7 @@ _ITEM_ENTITIES = {
     "catalog_elements": "linked element",
     "webhooks": "webhook",
     "tasks": "task",
+    "statuses": "stage",
 }
 
 
@@ -100,23 +102,34 @@ class KommoClient:
         body = update.model_dump(mode="json", exclude_none=True)
         await self._request("PATCH", f"/api/v4/leads/{lead_id}", json=body)
 
-    async def leads_in_stage(
-        self, *, pipeline_id: int, status_id: int, updated_from: int, page: int
+    async def leads_in_stages(
+        self, *, pipeline_id: int, status_ids: list[int], updated_from: int, page: int
     ) -> LeadsPage:
-        """One page of leads now in the stage and updated at or after `updated_from`."""
+        """One page of leads now in any of the stages and updated at or after `updated_from`."""
+        params: dict[str, str | int] = {}
+        for index, status_id in enumerate(status_ids):
+            params[f"filter[statuses][{index}][pipeline_id]"] = pipeline_id
+            params[f"filter[statuses][{index}][status_id]"] = status_id
+        params.update({"filter[updated_at][from]": updated_from, "page": page, "limit": PAGE_LIMIT})
+        return await self._leads_page(params)
+
+    async def leads_by_ids(self, *, lead_ids: list[int]) -> LeadsPage:
+        """The leads with these ids that Kommo still has (at most 250 ids)."""
+        params: list[tuple[str, str | int]] = [("filter[id][]", i) for i in lead_ids]
+        params.append(("limit", PAGE_LIMIT))
+        return await self._leads_page(params)
+
+    async def _leads_page(self, params: Any) -> LeadsPage:
         path = "/api/v4/leads"
-        params: dict[str, str | int] = {
-            "filter[statuses][0][pipeline_id]": pipeline_id,
-            "filter[statuses][0][status_id]": status_id,
-            "filter[updated_at][from]": updated_from,
-            "page": page,
-            "limit": PAGE_LIMIT,
-        }
         try:
             data = await self._get(path, params)
         except KommoNotFound:  # 204: no leads
             return LeadsPage()
         return _read(LeadsPage, data, where=f"GET {path}")
+
+    async def get_pipeline(self, *, pipeline_id: int) -> Pipeline:
+        path = f"/api/v4/leads/pipelines/{pipeline_id}"
+        return _read(Pipeline, await self._get(path, {}), where=f"GET {path}", entity="pipeline")
 
     async def update_leads(self, *, patches: list[LeadPatch]) -> None:
         body = [p.model_dump(mode="json", exclude_none=True) for p in patches]

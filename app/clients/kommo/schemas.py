@@ -156,6 +156,22 @@ class LeadsPage(_Model):
     links: PageLinks = Field(default_factory=PageLinks, alias="_links")
 
 
+class PipelineStatus(_Model):
+    id: int
+    sort: int = 0
+
+
+class PipelineEmbedded(_Model):
+    statuses: list[PipelineStatus] = Field(default_factory=list)
+
+
+class Pipeline(_Model):
+    """GET /api/v4/leads/pipelines/{id}: its stages, in the order `sort` gives them."""
+
+    id: int
+    embedded: PipelineEmbedded = Field(default_factory=PipelineEmbedded, alias="_embedded")
+
+
 class Webhook(_Model):
     destination: str = ""
     disabled: bool = False

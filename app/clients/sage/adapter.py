@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from app.clients.sage.client import SageClient
 from app.clients.sage.schemas import (
+    AllocatedArtefactIn,
+    ArtefactLine,
     Contact,
+    ContactAllocationIn,
     ContactIn,
     ContactPersonIn,
     InvoiceLineIn,
     InvoiceState,
+    PaymentAllocation,
     PostContact,
+    PostContactAllocation,
+    PostSalesCreditNote,
     PostSalesInvoice,
+    SalesCreditNote,
+    SalesCreditNoteIn,
     SalesInvoice,
     SalesInvoiceIn,
+    Settlement,
 )
 from app.domain import (
     BusinessCurrency,
+    CreditNoteDraft,
+    CreditNoteRef,
     Customer,
     CustomerRef,
+    InvoiceDetail,
     InvoiceDraft,
+    InvoiceLine,
+    InvoiceMoney,
     InvoiceRef,
     InvoiceStatus,
     LedgerAccountInfo,
@@ -84,18 +98,7 @@ class SageAccounting:
         return None
 
     async def create_invoice(self, *, draft: InvoiceDraft) -> InvoiceRef:
-        lines = [
-            InvoiceLineIn(
-                description=line.description,
-                ledger_account_id=line.ledger_account_id,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                discount_amount=line.discount_amount or None,
-                tax_rate_id=line.tax_rate_id,
-                tax_amount=line.tax_amount,
-            )
-            for line in draft.lines
-        ]
+        lines = _lines_out(draft.lines)
         body = PostSalesInvoice(
             sales_invoice=SalesInvoiceIn(
                 contact_id=draft.contact_id,
@@ -109,6 +112,65 @@ class SageAccounting:
             )
         )
         return self._ref(await self._client.create_sales_invoice(body=body))
+
+    async def get_invoice(self, *, invoice_id: str) -> InvoiceDetail | None:
+        invoice = await self._client.get_sales_invoice(invoice_id=invoice_id)
+        return None if invoice is None else _detail(invoice)
+
+    async def void_invoice(self, *, invoice_id: str, reason: str) -> None:
+        await self._client.void_sales_invoice(invoice_id=invoice_id, void_reason=reason)
+
+    async def referenced_invoices(self, *, prefix: str, since: date) -> list[InvoiceRef]:
+        found = await self._client.referenced_sales_invoices(search=prefix, from_date=since)
+        return [self._ref(i) for i in found if (i.reference or "").startswith(prefix)]
+
+    async def find_credit_note(self, *, reference: str) -> CreditNoteRef | None:
+        for note in await self._client.find_sales_credit_notes(search=reference):
+            if note.reference == reference:
+                return _credit_note(note)
+        return None
+
+    async def get_credit_note(self, *, credit_note_id: str) -> CreditNoteRef | None:
+        note = await self._client.get_sales_credit_note(credit_note_id=credit_note_id)
+        return None if note is None else _credit_note(note)
+
+    async def create_credit_note(self, *, draft: CreditNoteDraft) -> CreditNoteRef:
+        body = PostSalesCreditNote(
+            sales_credit_note=SalesCreditNoteIn(
+                contact_id=draft.contact_id,
+                date=draft.date,
+                original_invoice_date=draft.original_invoice_date,
+                reference=draft.reference,
+                notes=draft.notes,
+                currency_id=draft.currency,
+                credit_note_lines=_lines_out(draft.lines),
+                idempotency_id=draft.idempotency_key,
+            )
+        )
+        return _credit_note(await self._client.create_sales_credit_note(body=body))
+
+    async def allocate_credit_note(
+        self,
+        *,
+        contact_id: str,
+        invoice_id: str,
+        credit_note_id: str,
+        amount: Decimal,
+        idempotency_key: str,
+    ) -> None:
+        """Sage's invoicing guide: the invoice positive, the credit note negative."""
+        body = PostContactAllocation(
+            contact_allocation=ContactAllocationIn(
+                contact_id=contact_id,
+                date=date.today(),
+                allocated_artefacts=[
+                    AllocatedArtefactIn(artefact_id=invoice_id, amount=amount),
+                    AllocatedArtefactIn(artefact_id=credit_note_id, amount=-amount),
+                ],
+                idempotency_id=idempotency_key,
+            )
+        )
+        await self._client.create_contact_allocation(body=body)
 
     async def changed_invoices(self, *, since: datetime) -> list[InvoiceStatus]:
         """Every invoice changed at or after `since`, and every one deleted after it."""
@@ -160,6 +222,7 @@ class SageAccounting:
             tax_amount=invoice.tax_amount,
             due_date=invoice.due_date,
             currency=_code(invoice.currency.id if invoice.currency else None),
+            status_id=invoice.status.id if invoice.status else None,
         )
 
 
@@ -183,4 +246,95 @@ def _status(
         due_date=invoice.due_date,
         outstanding_amount=invoice.outstanding_amount,
         deleted=deleted,
+        money=None if deleted else money(invoice, invoice.total_amount),
+    )
+
+
+def money(settlement: Settlement, total: Decimal | None) -> InvoiceMoney:
+    """Paid (receipts) and credited (allocations: credit notes set against the invoice), split
+    from `payments_allocations`; when Sage did not list them, everything paid counts as paid."""
+    entries = settlement.payments_allocations
+    if entries is None:
+        return InvoiceMoney(
+            total=total,
+            paid=settlement.total_paid,
+            outstanding=settlement.outstanding_amount,
+            last_payment=settlement.last_paid,
+        )
+    credits = [e for e in entries if _is_allocation(e)]
+    receipts = [e for e in entries if not _is_allocation(e)]
+    dates = [e.date for e in receipts if e.date]
+    return InvoiceMoney(
+        total=total,
+        paid=_total(receipts),
+        credited=_total(credits),
+        outstanding=settlement.outstanding_amount,
+        last_payment=max(dates) if dates else settlement.last_paid,
+        credit_notes=tuple(n for e in credits if (n := _credit_note_number(e))),
+    )
+
+
+def _total(entries: list[PaymentAllocation]) -> Decimal:
+    return sum((abs(e.amount) for e in entries if e.amount is not None), Decimal(0))
+
+
+def _is_allocation(entry: PaymentAllocation) -> bool:
+    kind = entry.type if isinstance(entry.type, str) else (entry.type.id if entry.type else "")
+    return entry.contact_allocation is not None or "ALLOCATION" in (kind or "").upper()
+
+
+def _credit_note_number(entry: PaymentAllocation) -> str | None:
+    artefact = entry.artefact
+    if artefact is not None and (artefact.path or "").startswith("/sales_credit_notes/"):
+        return artefact.displayed_as or artefact.id
+    return None
+
+
+def _detail(invoice: SalesInvoice) -> InvoiceDetail:
+    return InvoiceDetail(
+        id=invoice.id,
+        number=invoice.invoice_number or invoice.displayed_as,
+        status_id=invoice.status.id or "" if invoice.status else "",
+        contact_id=invoice.contact.id if invoice.contact else None,
+        date=invoice.date,
+        currency=_code(invoice.currency.id if invoice.currency else None),
+        lines=tuple(_line(line) for line in invoice.invoice_lines or []),
+        money=money(invoice, invoice.total_amount),
+    )
+
+
+def _line(line: ArtefactLine) -> InvoiceLine:
+    return InvoiceLine(
+        description=line.description or "",
+        ledger_account_id=line.ledger_account.id or "" if line.ledger_account else "",
+        tax_rate_id=line.tax_rate.id if line.tax_rate else None,
+        quantity=line.quantity or Decimal(0),
+        unit_price=line.unit_price or Decimal(0),
+        discount_amount=line.discount_amount or Decimal(0),
+        net_amount=line.net_amount or Decimal(0),
+        tax_amount=line.tax_amount or Decimal(0),
+    )
+
+
+def _lines_out(lines: tuple[InvoiceLine, ...]) -> list[InvoiceLineIn]:
+    return [
+        InvoiceLineIn(
+            description=line.description,
+            ledger_account_id=line.ledger_account_id,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            discount_amount=line.discount_amount or None,
+            tax_rate_id=line.tax_rate_id,
+            tax_amount=line.tax_amount,
+        )
+        for line in lines
+    ]
+
+
+def _credit_note(note: SalesCreditNote) -> CreditNoteRef:
+    return CreditNoteRef(
+        id=note.id,
+        number=note.credit_note_number or note.displayed_as,
+        total_amount=note.total_amount,
+        outstanding_amount=note.outstanding_amount,
     )

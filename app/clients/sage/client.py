@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -14,11 +14,15 @@ from app.clients.sage.errors import SageRequestError, SageTransientError
 from app.clients.sage.schemas import (
     Base,
     Contact,
+    ContactAllocation,
     FinancialSettings,
     InvoiceState,
     LedgerAccount,
     PostContact,
+    PostContactAllocation,
+    PostSalesCreditNote,
     PostSalesInvoice,
+    SalesCreditNote,
     SalesInvoice,
     TaxRate,
     read,
@@ -32,6 +36,9 @@ CONTACT_ATTRIBUTES = "contact_types,email,main_contact_person,currency,credit_da
 INVOICE_ATTRIBUTES = (
     "invoice_number,reference,date,due_date,net_amount,tax_amount,total_amount,currency,"
     "status,links"
+)
+CREDIT_NOTE_ATTRIBUTES = (
+    "credit_note_number,reference,total_amount,outstanding_amount,status,contact"
 )
 
 
@@ -52,6 +59,43 @@ class SageClient:
 
     async def create_sales_invoice(self, *, body: PostSalesInvoice) -> SalesInvoice:
         return read(SalesInvoice, await self._post("/sales_invoices", body))
+
+    async def get_sales_invoice(self, *, invoice_id: str) -> SalesInvoice | None:
+        """The whole invoice (Sage's guide: a single GET returns "a very long response"); None
+        when Sage has no such invoice (deleted)."""
+        return await self._get_one(f"/sales_invoices/{invoice_id}", SalesInvoice)
+
+    async def void_sales_invoice(self, *, invoice_id: str, void_reason: str) -> SalesInvoice:
+        """DELETE with `void_reason` both where the spec puts it (the query) and where Sage's
+        invoicing guide sends it (a JSON body), so either reading of it finds it."""
+        path = f"/sales_invoices/{invoice_id}"
+        response = await self._request(
+            "DELETE", path, params={"void_reason": void_reason}, json={"void_reason": void_reason}
+        )
+        return read(SalesInvoice, _json(response))
+
+    async def referenced_sales_invoices(
+        self, *, search: str, from_date: date
+    ) -> list[SalesInvoice]:
+        params = {
+            "search": search,
+            "from_date": from_date.isoformat(),
+            "attributes": INVOICE_ATTRIBUTES,
+        }
+        return await self._list("/sales_invoices", params, SalesInvoice)
+
+    async def find_sales_credit_notes(self, *, search: str) -> list[SalesCreditNote]:
+        params = {"search": search, "attributes": CREDIT_NOTE_ATTRIBUTES}
+        return await self._list("/sales_credit_notes", params, SalesCreditNote)
+
+    async def get_sales_credit_note(self, *, credit_note_id: str) -> SalesCreditNote | None:
+        return await self._get_one(f"/sales_credit_notes/{credit_note_id}", SalesCreditNote)
+
+    async def create_sales_credit_note(self, *, body: PostSalesCreditNote) -> SalesCreditNote:
+        return read(SalesCreditNote, await self._post("/sales_credit_notes", body))
+
+    async def create_contact_allocation(self, *, body: PostContactAllocation) -> ContactAllocation:
+        return read(ContactAllocation, await self._post("/contact_allocations", body))
 
     async def financial_settings(self) -> FinancialSettings:
         """The business's base currency and whether it may invoice in others."""
@@ -97,6 +141,15 @@ class SageClient:
             if not page.next or not page.items or query["page"] >= max_pages:
                 return items
             query["page"] += 1
+
+    async def _get_one(self, path: str, model: type[M]) -> M | None:
+        try:
+            response = await self._request("GET", path)
+        except SageRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return read(model, _json(response))
 
     async def _post(self, path: str, body: BaseModel) -> Any:
         payload = _json_numbers(body.model_dump(mode="python", exclude_none=True))

@@ -64,6 +64,51 @@ class Link(_In):
     type: str | None = None
 
 
+class ArtefactRef(Ref):
+    """A reference whose `$path` says what it is: `/sales_credit_notes/…`, `/sales_invoices/…`."""
+
+    path: str | None = Field(default=None, alias="$path")
+
+
+class PaymentAllocation(_In):
+    """One item of an artefact's `payments_allocations` (the spec's PaymentAllocation): a receipt
+    names its `contact_payment`; an allocation its `contact_allocation` and the `artefact` on the
+    other side (a credit note, for an invoice)."""
+
+    date: dt.date | None = None
+    # The spec says a string; an object {id, …} is read too.
+    type: str | Ref | None = None
+    amount: Decimal | None = None
+    contact_payment: Ref | None = None
+    contact_allocation: Ref | None = None
+    artefact: ArtefactRef | None = None
+    displayed_as: str | None = None
+
+
+class ArtefactLine(_In):
+    """A line of an invoice or credit note as Sage shows it."""
+
+    description: str | None = None
+    ledger_account: Ref | None = None
+    tax_rate: Ref | None = None
+    quantity: Decimal | None = None
+    unit_price: Decimal | None = None
+    unit_price_includes_tax: bool | None = None
+    discount_amount: Decimal | None = None
+    net_amount: Decimal | None = None
+    tax_amount: Decimal | None = None
+    total_amount: Decimal | None = None
+
+
+class Settlement(_In):
+    """What has been paid or allocated on an artefact, and what is left."""
+
+    total_paid: Decimal | None = None
+    outstanding_amount: Decimal | None = None
+    last_paid: dt.date | None = None
+    payments_allocations: list[PaymentAllocation] | None = None
+
+
 class ContactPerson(_In):
     email: str | None = None
 
@@ -103,7 +148,7 @@ class LedgerAccount(Base):
     nominal_code: int | None = None
 
 
-class SalesInvoice(Base):
+class SalesInvoice(Base, Settlement):
     entity: ClassVar[str] = "sales invoice"
 
     invoice_number: str | None = None
@@ -117,18 +162,36 @@ class SalesInvoice(Base):
     status: Ref | None = None
     links: list[Link] | None = None
     updated_at: dt.datetime | None = None
+    contact: Ref | None = None
+    void_reason: str | None = None
+    invoice_lines: list[ArtefactLine] | None = None
 
 
-class InvoiceState(Base):
+class InvoiceState(Base, Settlement):
     """A sales invoice as the status poller reads it (`attributes=all`, or `deleted_since`)."""
 
     entity: ClassVar[str] = "sales invoice"
 
     status: Ref | None = None
     due_date: dt.date | None = None
-    outstanding_amount: Decimal | None = None
+    total_amount: Decimal | None = None
     updated_at: dt.datetime | None = None
     deleted_at: dt.datetime | None = None
+
+
+class SalesCreditNote(Base):
+    entity: ClassVar[str] = "sales credit note"
+
+    credit_note_number: str | None = None
+    reference: str | None = None
+    total_amount: Decimal | None = None
+    outstanding_amount: Decimal | None = None
+    status: Ref | None = None
+    contact: Ref | None = None
+
+
+class ContactAllocation(Base):
+    entity: ClassVar[str] = "contact allocation"
 
 
 class CurrencyRef(_In):
@@ -211,3 +274,41 @@ class SalesInvoiceIn(_Out):
 
 class PostSalesInvoice(_Out):
     sales_invoice: SalesInvoiceIn
+
+
+class SalesCreditNoteIn(_Out):
+    """A standalone credit note (the API names no original invoice): an allocation sets it
+    against the invoice."""
+
+    contact_id: str
+    date: dt.date
+    original_invoice_date: dt.date | None = None
+    reference: str
+    notes: str | None = None
+    currency_id: str | None = None
+    credit_note_lines: list[InvoiceLineIn]
+    idempotency_id: str
+
+
+class PostSalesCreditNote(_Out):
+    sales_credit_note: SalesCreditNoteIn
+
+
+class AllocatedArtefactIn(_Out):
+    artefact_id: str
+    amount: Decimal
+
+
+class ContactAllocationIn(_Out):
+    """Sage's invoicing guide, 'From Unpaid To Part Paid Or Paid': CUSTOMER_ALLOCATION, the
+    invoice positive, the credit note negative, adding up to zero."""
+
+    transaction_type_id: str = "CUSTOMER_ALLOCATION"
+    contact_id: str
+    date: dt.date
+    allocated_artefacts: list[AllocatedArtefactIn]
+    idempotency_id: str
+
+
+class PostContactAllocation(_Out):
+    contact_allocation: ContactAllocationIn

@@ -1,5 +1,5 @@
-"""Kommo-specific control routes: a UI-like stage move, webhook deliveries and switches,
-OAuth helpers. Unauthenticated on purpose: they stand in for a person in Kommo's UI."""
+"""Kommo-specific control routes: a UI-like stage move and deletion, webhook deliveries and
+switches, OAuth helpers. Unauthenticated on purpose: they stand in for a person in Kommo's UI."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ async def move_lead(
         "old_status_id": old_status,
         "updated_at": lead.updated_at,
     }
+
+
+@router.post("/leads/{lead_id}/delete")
+async def delete_lead(lead_id: int, request: Request, sandbox: SandboxDep) -> dict[str, Any]:
+    """What deleting the deal in Kommo's UI does: the lead goes to the trash (a read answers
+    204; ``GET /api/v4/leads?with=only_deleted`` lists it) and ``delete_lead`` hooks are sent."""
+    if not sandbox.delete_lead(lead_id, site=sandbox.site(request)):
+        raise KommoError(404, "No such lead")
+    return {"id": lead_id, "deleted": True}
 
 
 @router.get("/webhook_deliveries")

@@ -16,6 +16,7 @@ from sandbox.kommo.query import int_values, optional_int, paged, status_pairs, w
 
 router = APIRouter(prefix="/api/v4", tags=["kommo leads"])
 ORDERABLE = ("created_at", "updated_at", "id")
+ONLY_DELETED = "only_deleted"
 
 
 class LeadFilter:
@@ -47,11 +48,17 @@ class LeadFilter:
 
 @router.get("/leads", response_model=None)
 def list_leads(request: Request, sandbox: SandboxDep, _user: UserDep, site: SiteDep) -> Response:
+    """``with=only_deleted`` lists the leads deleted and still in the trash instead (Kommo's
+    leads page, the list's `with` values; PHP SDK ``CanReturnDeletedInterface::ONLY_DELETED``)."""
     params = request.query_params
-    wanted, state = LeadFilter(params), sandbox.state
+    wanted, state, with_ = LeadFilter(params), sandbox.state, with_values(params)
+    deleted = ONLY_DELETED in with_
     with state.lock:
-        leads = _ordered([lead for lead in state.leads.values() if wanted.matches(lead)], params)
-        items = [render.lead(state, lead, site=site, with_=with_values(params)) for lead in leads]
+        pool = state.deleted_leads if deleted else state.leads
+        leads = _ordered([lead for lead in pool.values() if wanted.matches(lead)], params)
+        items = [
+            render.lead(state, lead, site=site, with_=with_, deleted=deleted) for lead in leads
+        ]
     return paged(items, params, site=site, path="/api/v4/leads", key="leads")
 
 

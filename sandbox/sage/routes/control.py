@@ -1,4 +1,5 @@
-"""Sage-specific control routes: OAuth helpers, payments and due dates, the invoice HTML view.
+"""Sage-specific control routes: OAuth helpers, payments, credit notes, voids and due dates,
+the invoice HTML view.
 
 Unauthenticated on purpose: they stand in for what a person does in Sage's web app.
 """
@@ -15,8 +16,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from sandbox.sage import render
+from sandbox.sage.crediting import credit_by_hand
 from sandbox.sage.deps import SandboxDep
 from sandbox.sage.errors import SageError
+from sandbox.sage.invoicing import void_invoice
 from sandbox.sage.models import Book, SalesInvoice
 from sandbox.sage.payments import record_payment
 from sandbox.sage.state import SageState
@@ -32,6 +35,17 @@ class PaymentRequest(BaseModel):
 
 class DueDateRequest(BaseModel):
     due_date: dt.date
+
+
+class CreditRequest(BaseModel):
+    # Including tax; omitted, the credit note copies the invoice's lines (a full credit).
+    amount: Decimal | None = Field(default=None, gt=0)
+    date: dt.date | None = None
+    reference: str | None = None
+
+
+class VoidRequest(BaseModel):
+    void_reason: str = Field(min_length=1)
 
 
 @router.post("/sales_invoices/{key}/payments", status_code=201)
@@ -53,6 +67,33 @@ def pay_invoice(
             "allocated_artefacts": [{"artefact_id": invoice.id, "amount": body.amount}],
         }
         record_payment(book, payment, now=state.now())
+        return render.invoice(book, invoice, site=sandbox.site(request))
+
+
+@router.post("/sales_invoices/{key}/credit_notes", status_code=201)
+def credit_invoice(
+    key: str, body: CreditRequest, request: Request, sandbox: SandboxDep
+) -> dict[str, Any]:
+    """What "Add Credit Note" on an invoice does in Sage's web app: a credit note for it, at
+    most its outstanding amount, allocated to it at once (the invoice turns PART_PAID or PAID).
+    Answers with the credit note."""
+    state = sandbox.state
+    with state.lock:
+        book, invoice = _find_invoice(state, key)
+        day = body.date or state.now().date()
+        note = credit_by_hand(book, invoice, body.amount, day, body.reference, now=state.now())
+        return render.credit_note(book, note, site=sandbox.site(request))
+
+
+@router.post("/sales_invoices/{key}/void")
+def void_by_hand(
+    key: str, body: VoidRequest, request: Request, sandbox: SandboxDep
+) -> dict[str, Any]:
+    """What voiding an invoice in Sage's web app does (Sage's rules: none paid or allocated)."""
+    state = sandbox.state
+    with state.lock:
+        book, invoice = _find_invoice(state, key)
+        void_invoice(invoice, body.void_reason, now=state.now())
         return render.invoice(book, invoice, site=sandbox.site(request))
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Request, Response
@@ -17,11 +18,12 @@ from sandbox.sage.errors import SageError
 from sandbox.sage.idempotency import create_once
 from sandbox.sage.invoicing import create_invoice, void_invoice
 from sandbox.sage.listing import listed, parse_date, parse_since
-from sandbox.sage.models import Book, SalesInvoice
+from sandbox.sage.models import Book, SalesArtefact, SalesInvoice
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v3.1", tags=["sage sales invoices"])
 SORTABLE = ("created_at", "updated_at", "date", "due_date")
+A = TypeVar("A", bound=SalesArtefact)
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,10 @@ class InvoiceQuery:
             to_date=parse_date(params, "to_date"),
         )
 
-    def matches(self, invoice: SalesInvoice) -> bool:
+    def matches(self, invoice: SalesArtefact) -> bool:
         return self._in_window(invoice) and self._attributes_match(invoice)
 
-    def _in_window(self, invoice: SalesInvoice) -> bool:
+    def _in_window(self, invoice: SalesArtefact) -> bool:
         # deleted_since lists the deletions after it (exclusive); otherwise deleted are hidden.
         if self.deleted_since is not None:
             return invoice.deleted_at is not None and invoice.deleted_at > self.deleted_since
@@ -57,7 +59,7 @@ class InvoiceQuery:
             return False
         return self.since is None or invoice.updated_at >= self.since
 
-    def _attributes_match(self, invoice: SalesInvoice) -> bool:
+    def _attributes_match(self, invoice: SalesArtefact) -> bool:
         haystacks = ((invoice.reference or "").lower(), invoice.contact_name.lower())
         return (
             (not self.search or any(self.search in h for h in haystacks))
@@ -73,14 +75,14 @@ def list_sales_invoices(request: Request, book: BookDep, sandbox: SandboxDep) ->
     query = InvoiceQuery.from_params(request.query_params)
     site = sandbox.site(request)
     with sandbox.state.lock:
-        found = _sorted(
+        found = sort_artefacts(
             [i for i in book.invoices.values() if query.matches(i)], request.query_params
         )
         items = [render.invoice(book, invoice, site=site) for invoice in found]
     return listed(request, "/sales_invoices", items, sandbox.config.default_items_per_page)
 
 
-def _sorted(invoices: list[SalesInvoice], params: QueryParams) -> list[SalesInvoice]:
+def sort_artefacts(invoices: list[A], params: QueryParams) -> list[A]:
     raw = params.get("sort")
     if not raw:
         return invoices
@@ -119,11 +121,11 @@ async def post_sales_invoice(
 
 
 @router.delete("/sales_invoices/{key}", response_model=None)
-def void_sales_invoice(
+async def void_sales_invoice(
     key: str, request: Request, book: BookDep, sandbox: SandboxDep
 ) -> dict[str, Any] | Response:
     """Voids the invoice (``void_reason`` required); a DRAFT is deleted instead (204)."""
-    reason = request.query_params.get("void_reason")
+    reason = await void_reason(request)
     with sandbox.state.lock:
         invoice = _live_invoice(book, key)
         deleted = void_invoice(invoice, reason, now=sandbox.state.now())
@@ -131,6 +133,20 @@ def void_sales_invoice(
         if deleted:
             return Response(status_code=204)
         return render.invoice(book, invoice, site=sandbox.site(request))
+
+
+async def void_reason(request: Request) -> str | None:
+    """The spec puts ``void_reason`` in the query; Sage's invoicing guide ('From Unpaid To
+    Void') sends it as a JSON body. Either is read, the query first."""
+    given = request.query_params.get("void_reason")
+    if given:
+        return given
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return None
+    reason = body.get("void_reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
 
 
 def _live_invoice(book: Book, key: str) -> SalesInvoice:
