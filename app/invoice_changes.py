@@ -90,7 +90,13 @@ async def invoice_deal(
     if unfinished is not None:
         return await finish_reissue(session, bridge, job, unfinished)
     record = await InvoiceRepository(session).get(**deal_key)
-    if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
+    # The event that raised the invoice, replayed, is answered as before: already invoiced.
+    # Only a later move into the stage asks whether the deal changed.
+    if (
+        record is not None
+        and record.state == InvoiceRecordState.WRITTEN_BACK
+        and record.event_id != job.event_id
+    ):
         return await _check_change(session, bridge, job, record)
     return await raise_invoice(session, bridge, job)
 
