@@ -25,7 +25,8 @@ from bench.sysinfo import ProcessMatch
 PG_ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
-PG_DATABASE = "sagebridge_bench"
+# Two benchmarks on one server need databases of their own.
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "sagebridge_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
