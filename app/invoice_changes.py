@@ -90,13 +90,7 @@ async def invoice_deal(
     if unfinished is not None:
         return await finish_reissue(session, bridge, job, unfinished)
     record = await InvoiceRepository(session).get(**deal_key)
-    # The event that raised the invoice, replayed, is answered as before: already invoiced.
-    # Only a later move into the stage asks whether the deal changed.
-    if (
-        record is not None
-        and record.state == InvoiceRecordState.WRITTEN_BACK
-        and record.event_id != job.event_id
-    ):
+    if record is not None and record.state == InvoiceRecordState.WRITTEN_BACK:
         return await _check_change(session, bridge, job, record)
     return await raise_invoice(session, bridge, job)
 
