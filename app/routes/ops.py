@@ -12,13 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from app.errors import MappingRefused
+from app.errors import BadGateway, MappingRefused, UpstreamError
 from app.inbox import ops as operations
 from app.inbox.models import NEEDS_ATTENTION, EventState, InboxEvent
 from app.inbox.repository import InboxRepository
 from app.mapping import MappingError
 from app.mapping_store import CurrentMapping, How
-from app.models import MappingRefusal
+from app.models import MappingRefusal, utcnow
+from app.payment_status import poll_statuses
 from app.routes.deps import MappingsDep, OpsAuth, QueueDep, SessionDep, SettingsDep
 
 BIGINT_MAX = 2**63 - 1  # ids are 64-bit in the database: larger ones are a 400, not a 500
@@ -112,6 +113,27 @@ async def status(session: SessionDep, queue: QueueDep, settings: SettingsDep) ->
         kommo_webhook=await queue.webhook_state(),
         sandbox=settings.sandbox_mode,
     )
+
+
+class PollView(BaseModel):
+    written: int
+
+
+@router.post("/status/poll", response_model=PollView)
+async def poll_now(request: Request, session: SessionDep, settings: SettingsDep) -> PollView:
+    """Payment statuses from the accounting system now, not at the next scheduled poll (e.g.
+    after an outage, or to see a payment on the deal at once). Runs in this API process; a
+    poll overlapping the worker's only writes the same values twice."""
+    upstreams = request.app.state.upstreams
+    try:
+        written = await poll_statuses(session, upstreams.crm, upstreams.accounting, now=utcnow())
+    except UpstreamError as exc:
+        # The watermark moves only after a whole poll: the next one reads the same changes.
+        raise BadGateway(
+            f"the poll stopped: {exc.upstream} answered {exc.detail}. The worker polls again "
+            f"within {settings.status_poll_minutes} minute(s); or try again later."
+        ) from exc
+    return PollView(written=written)
 
 
 @router.get("/events/{event_id}", response_model=EventView)

@@ -106,6 +106,11 @@ def test_no_operation_answers_5xx_or_stores_when_refusing(
                 )
                 if case.operation.path == "/readyz" and response.status_code == 503:
                     continue  # "not ready" (no worker in this test) is the probe's own answer
+                if response.status_code == 502 and '"error":"bad_gateway"' in response.text:
+                    # A call that must reach an upstream (every one is a closed port here)
+                    # says so as a 502 of ours; an unhandled error would be a 500.
+                    assert snapshot() == before, where
+                    continue
                 calls.append(response.status_code)
                 assert response.status_code < 500, where
                 if response.status_code >= 400:
