@@ -1,7 +1,7 @@
 """The bridge's own vocabulary, shared by every CRM and accounting adapter.
 
-Glossary (README): deal = Kommo lead; line item = catalog element linked to the lead; customer =
-the lead's main contact = a Sage CUSTOMER contact; invoice = Sage sales invoice.
+Glossary (docs/GUARANTEES.md): deal = Kommo lead; line item = catalog element linked to the
+lead; customer = the lead's main contact = a Sage CUSTOMER contact; invoice = Sage sales invoice.
 """
 
 from __future__ import annotations

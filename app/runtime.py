@@ -119,7 +119,7 @@ def _sage_credentials(
             detail="SAGE_ACCESS_TOKEN expires minutes after Sage issued it and cannot be "
             "refreshed; it is used only while no OAuth grant is stored. Connect with OAuth "
             "(POST /ops/connections/sage/start) or `sagebridge connections import sage "
-            "--refresh-token ...` (README, Connecting real accounts).",
+            "--refresh-token ...` (docs/OPERATIONS.md, Connecting real accounts).",
         )
         if connections is not None and connections.config.connection_encryption_keys:
             key = ConnectionKey(Provider.SAGE, business)
@@ -183,5 +183,5 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
 
 def _required(value: T | None, name: str) -> T:
     if value is None:
-        raise RuntimeError(f"{name} is not configured (see README, Configuration)")
+        raise RuntimeError(f"{name} is not configured (see docs/CONFIGURATION.md)")
     return value

@@ -1,6 +1,6 @@
 """One Settings object, read from the environment (and `.env`) once per process.
 
-Every variable is documented in the README's "Configuration" table. Only `sagebridge run` with no
+Every variable is documented in the table of docs/CONFIGURATION.md. Only `sagebridge run` with no
 Kommo/Sage credentials (or an explicit `--sandbox`) runs against the built-in sandbox upstreams,
 with the sandbox package's `SANDBOX_DEFAULTS`; `api` and `worker` never fall back to it. The
 sandbox flag is set by that code path alone, never read from the environment.
@@ -258,8 +258,8 @@ class Settings(BaseSettings, ConnectionSettings):
         if not self.has_upstream_credentials:
             raise ConfigError(
                 "no Kommo/Sage credentials are configured (KOMMO_ACCESS_TOKEN or "
-                "KOMMO_OAUTH_CLIENT_ID, SAGE_ACCESS_TOKEN or SAGE_OAUTH_CLIENT_ID, see the "
-                "README's Configuration): this command never falls back to the sandbox; use "
+                "KOMMO_OAUTH_CLIENT_ID, SAGE_ACCESS_TOKEN or SAGE_OAUTH_CLIENT_ID, see "
+                "docs/CONFIGURATION.md): this command never falls back to the sandbox; use "
                 "`sagebridge run` or --sandbox to try the built-in sandbox"
             )
         return self

@@ -45,9 +45,9 @@ ABOUT: dict[Kind, About] = {
     Kind.CONNECTION_NEEDS_REAUTH: About(
         "A connection needs re-authorisation",
         "Connections needed re-authorisation {n} times",
-        "Connect again: POST /ops/connections/{provider}/start (README, Connecting real "
-        "accounts). Events that need the connection wait (waiting_connection) and resume by "
-        "themselves once it is active.",
+        "Connect again: POST /ops/connections/{provider}/start (docs/OPERATIONS.md, "
+        "Connecting real accounts). Events that need the connection wait (waiting_connection) "
+        "and resume by themselves once it is active.",
     ),
     Kind.KOMMO_WEBHOOK_DISABLED: About(
         "Kommo has disabled the bridge's webhook",

@@ -17,7 +17,7 @@ CALLBACK_PATH = "/ops/connections/{provider}/callback"
 
 class ConnectionSettings(BaseModel):
     """The connection settings, declared once: `Settings` is composed of this group, so each
-    field is the environment variable of the same name (see the README's Configuration)."""
+    field is the environment variable of the same name (see docs/CONFIGURATION.md)."""
 
     # Comma-separated Fernet keys, newest first: the first encrypts, all decrypt.
     connection_encryption_keys: SecretStr | None = None

@@ -30,7 +30,7 @@ class ReportView(BaseModel):
 
 @router.get("/reconciliation", response_model=ReportView)
 async def latest_report(session: SessionDep, settings: SettingsDep) -> ReportView:
-    """The latest report: each finding with its suggested action (README, Reconciliation
+    """The latest report: each finding with its suggested action (docs/OPERATIONS.md, Reconciliation
     report)."""
     report = await ReportRepository(session).latest()
     if report is None:

@@ -40,9 +40,9 @@ ADVICE = {
     "event_needs_mapping": "Add a rule for each product named to the mapping file "
     "(LEDGER_MAPPINGS_PATH; `sagebridge mappings suggest` proposes some), then replay them "
     "all: POST /ops/events/replay-needs-mapping.",
-    "connection_needs_reauth": "Connect again: POST /ops/connections/{provider}/start (README, "
-    "Connecting real accounts). Events that need the connection wait (waiting_connection) and "
-    "resume by themselves once it is active.",
+    "connection_needs_reauth": "Connect again: POST /ops/connections/{provider}/start "
+    "(docs/OPERATIONS.md, Connecting real accounts). Events that need the connection wait "
+    "(waiting_connection) and resume by themselves once it is active.",
     "kommo_webhook_disabled": "Re-enable it in Kommo: Settings > Integrations > Web hooks. Kommo "
     "disables a hook after too many answers other than 2xx: look for them in the log. "
     "Reconciliation keeps invoicing meanwhile (every RECONCILE_MINUTES), only later.",
