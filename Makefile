@@ -33,8 +33,11 @@ run: $(STAMP)
 reset: $(STAMP)
 	$(BIN)/sagebridge reset
 
+# Two processes, a test file each at a time (module fixtures start servers once per file).
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/pytest -q $(PYTEST_PARALLEL); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from arq.connections import ArqRedis
@@ -74,10 +75,21 @@ TABLES = (
 configure_logging("WARNING")
 
 
+def _own_database(url: str) -> str:
+    """Parallel workers (pytest-xdist: gw0, gw1, …) flush their Redis database between tests,
+    so each gets its own, counting down from the one TEST_REDIS_URL names."""
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    parts = urlsplit(url)
+    base = int(parts.path.lstrip("/") or 0)
+    if index > base:
+        raise pytest.UsageError(f"TEST_REDIS_URL: database {base} leaves none for worker {index}")
+    return urlunsplit(parts._replace(path=f"/{base - index}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("TEST_REDIS_URL"):
-        yield url
+        yield _own_database(url)
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     yield server.url
