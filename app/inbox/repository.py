@@ -3,11 +3,12 @@ sweeper and ops use. Callers decide when to commit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import BindParameter, Table, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -240,12 +241,18 @@ def _row(new: NewEvent, now: datetime) -> dict[str, Any]:
 
 
 def _workable(now: datetime) -> list[Any]:
-    """Due (work or a task to open), and not held by a live lease."""
+    """Due (work or a task to open), and not held by a live lease. The states are SQL literals,
+    not parameters, so PostgreSQL matches them to the partial index `ix_inbox_events_workable`
+    in every plan (a generic plan for parameters walks the whole primary key instead)."""
     return [
         or_(
-            InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
-            InboxEvent.task_state == TaskState.PENDING.value,
+            InboxEvent.state.in_(_literal(s.value for s in ACTIVE_STATES)),
+            InboxEvent.task_state == literal(TaskState.PENDING.value, literal_execute=True),
         ),
         or_(InboxEvent.next_attempt_at.is_(None), InboxEvent.next_attempt_at <= now),
         or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
     ]
+
+
+def _literal(values: Iterable[str]) -> BindParameter[Any]:
+    return bindparam("workable_states", list(values), expanding=True, literal_execute=True)
