@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database.open(settings)
         app.state.queue = await Queue.open(settings.redis_url)
-        app.state.intake = GroupCommit(app.state.db.sessionmaker, app.state.queue)
+        app.state.intake = GroupCommit(app.state.db.engine, app.state.queue)
         app.state.connections = Connections.open(
             ConnectionsConfig.from_settings(settings), app.state.db.sessionmaker, settings.redis_url
         )

@@ -94,6 +94,12 @@ class KommoBatch:
 
     events: list[NewEvent]
 
+    @property
+    def work(self) -> Events:
+        """What to store: the events as they are, or, when one may cancel an invoice, `decide`
+        (which needs the database)."""
+        return self.decide if any(_is_cancellation(e) for e in self.events) else self.events
+
     async def decide(self, session: AsyncSession) -> list[NewEvent]:
         candidates = [e for e in self.events if _is_cancellation(e)]
         invoiced: set[tuple[str, str]] = set()

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy import BindParameter, Table, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db import as_utc, dialect_name
 from app.inbox import lifecycle
@@ -62,56 +62,7 @@ class InboxRepository:
         return (await self.record_groups([events]))[0]
 
     async def record_groups(self, groups: list[list[NewEvent]]) -> list[list[int]]:
-        """Several senders' events in one INSERT; each group gets back its own due ids, as if
-        the groups had been recorded one after another (an earlier group's new row makes a
-        later group's duplicate a conflict, not a second row)."""
-        firsts: dict[str, NewEvent] = {}
-        for new in (new for group in groups for new in group):
-            firsts.setdefault(new.dedupe_key, new)
-        inserted = await self._insert_new(list(firsts.values()))
-        due: list[list[int]] = []
-        for group in groups:
-            ids = []
-            for new in group:
-                event_id = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
-                if event_id is None and new.state == EventState.PENDING:
-                    event_id = await self._reopen(new)
-                if event_id is not None and new.state == EventState.PENDING:
-                    ids.append(event_id)
-            due.append(ids)
-        return due
-
-    async def _insert_new(self, events: list[NewEvent]) -> dict[str, int]:
-        """The ids of the rows this INSERT created, by dedupe key (conflicts return none)."""
-        if not events:
-            return {}
-        now = utcnow()
-        rows = [_row(new, now) for new in events]
-        result = await self.session.execute(_INSERT_EVENTS[self._dialect], rows)
-        return {key: event_id for event_id, key in result.all()}
-
-    async def _reopen(self, new: NewEvent) -> int | None:
-        """A newer move into the trigger stage starts a finished (not invoiced) event over."""
-        stmt = (
-            update(InboxEvent)
-            .where(
-                InboxEvent.dedupe_key == new.dedupe_key,
-                InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
-                InboxEvent.changed_at < new.changed_at,
-                # Not under a worker's feet: it would save its stale copy over the reopening.
-                # A move missed this way is found by reconciliation.
-                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
-            )
-            .values(
-                **lifecycle.reopened(
-                    changed_at=new.changed_at,
-                    responsible_user_id=new.responsible_user_id,
-                    payload=new.payload,
-                )
-            )
-            .returning(InboxEvent.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        return await InboxWriter(self.session).record_groups(groups)
 
     async def claim(self, event_id: int, *, lease: timedelta) -> InboxEvent | None:
         """Take the event for one worker until the lease ends; None if it is not ours to run."""
@@ -192,9 +143,71 @@ class InboxRepository:
         rows = await self.session.execute(query)
         return {state: int(count) for state, count in rows.all()}
 
+
+class InboxWriter:
+    """Storing events, on an ORM session or on a bare connection (the webhooks' group commit
+    skips the session's machinery: it only inserts, and reopens by UPDATE)."""
+
+    def __init__(self, db: AsyncSession | AsyncConnection) -> None:
+        self.db = db
+
+    async def record_groups(self, groups: list[list[NewEvent]]) -> list[list[int]]:
+        """Several senders' events in one INSERT; each group gets back its own due ids, as if
+        the groups had been recorded one after another (an earlier group's new row makes a
+        later group's duplicate a conflict, not a second row)."""
+        firsts: dict[str, NewEvent] = {}
+        for new in (new for group in groups for new in group):
+            firsts.setdefault(new.dedupe_key, new)
+        inserted = await self._insert_new(list(firsts.values()))
+        due: list[list[int]] = []
+        for group in groups:
+            ids = []
+            for new in group:
+                event_id = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
+                if event_id is None and new.state == EventState.PENDING:
+                    event_id = await self._reopen(new)
+                if event_id is not None and new.state == EventState.PENDING:
+                    ids.append(event_id)
+            due.append(ids)
+        return due
+
+    async def _insert_new(self, events: list[NewEvent]) -> dict[str, int]:
+        """The ids of the rows this INSERT created, by dedupe key (conflicts return none)."""
+        if not events:
+            return {}
+        now = utcnow()
+        rows = [_row(new, now) for new in events]
+        result = await self.db.execute(_INSERT_EVENTS[self._dialect], rows)
+        return {key: event_id for event_id, key in result.all()}
+
+    async def _reopen(self, new: NewEvent) -> int | None:
+        """A newer move into the trigger stage starts a finished (not invoiced) event over."""
+        stmt = (
+            update(InboxEvent)
+            .where(
+                InboxEvent.dedupe_key == new.dedupe_key,
+                InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
+                InboxEvent.changed_at < new.changed_at,
+                # Not under a worker's feet: it would save its stale copy over the reopening.
+                # A move missed this way is found by reconciliation.
+                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
+            )
+            .values(
+                **lifecycle.reopened(
+                    changed_at=new.changed_at,
+                    responsible_user_id=new.responsible_user_id,
+                    payload=new.payload,
+                )
+            )
+            .returning(InboxEvent.id)
+        )
+        return (await self.db.execute(stmt)).scalar_one_or_none()
+
     @property
     def _dialect(self) -> str:
-        return dialect_name(self.session)
+        if isinstance(self.db, AsyncConnection):
+            return self.db.dialect.name
+        return dialect_name(self.db)
 
 
 class DealTaskRepository:

@@ -7,10 +7,13 @@ its rows go to the database with concurrent webhooks' in one transaction (`Group
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.clients.kommo.webhook import KommoWebhook, WebhookFormatError, parse_webhook
@@ -21,7 +24,23 @@ from app.metrics import WEBHOOKS
 from app.routes.deps import read_limited_body
 from app.settings import Settings
 
-router = APIRouter(tags=["webhooks"])
+
+class _DirectRoute(APIRoute):
+    """Documented like any route (its signature and response model), but served by calling the
+    endpoint with the path's secret and the request: no per-request dependency solving or
+    response validation, which were a tenth of a webhook's time (bench/)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            response: Response = await endpoint(request.path_params["secret"], request)
+            return response
+
+        return handle
+
+
+router = APIRouter(tags=["webhooks"], route_class=_DirectRoute)
 log = structlog.get_logger(__name__)
 ACCEPTED = WEBHOOKS.labels("kommo", "accepted")
 
@@ -53,7 +72,7 @@ async def kommo_webhook(secret: str, request: Request) -> JSONResponse:
             trigger_status_id=str(settings.kommo_trigger_status_id or 0),
         )
     )
-    due = await intake.accept(batch.decide, retry_hint="Kommo will retry")
+    due = await intake.accept(batch.work, retry_hint="Kommo will retry")
     ack = {
         "received": len(hook.entries),
         "queued": len(due),

@@ -57,7 +57,7 @@ def count_commits(sessionmaker: Maker) -> list[int]:
 async def test_webhooks_arriving_together_share_one_commit_and_each_gets_its_own_ids(
     sessionmaker: Maker, queue: ArqRedis
 ) -> None:
-    intake = GroupCommit(sessionmaker, Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
     commits = count_commits(sessionmaker)
 
     due = await asyncio.gather(*(intake.accept(trigger(d), retry_hint="-") for d in (1, 2, 3)))
@@ -74,7 +74,7 @@ async def test_webhooks_arriving_together_share_one_commit_and_each_gets_its_own
 async def test_a_duplicate_in_the_same_group_is_one_row_and_queued_once(
     sessionmaker: Maker, queue: ArqRedis
 ) -> None:
-    intake = GroupCommit(sessionmaker, Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
 
     first, again = await asyncio.gather(
         intake.accept(trigger(7), retry_hint="-"), intake.accept(trigger(7), retry_hint="-")
@@ -88,7 +88,7 @@ async def test_a_duplicate_in_the_same_group_is_one_row_and_queued_once(
 async def test_a_failed_commit_answers_503_to_every_webhook_in_the_group_and_stores_nothing(
     sessionmaker: Maker, queue: ArqRedis
 ) -> None:
-    intake = GroupCommit(sessionmaker, Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
     # deal_id is NOT NULL: this member's row makes the whole INSERT fail on either database.
     broken = [replace(trigger(5)[0], deal_id=None)]  # type: ignore[arg-type]
 
@@ -131,7 +131,9 @@ async def test_every_accepted_webhook_is_committed_when_its_answer_arrives(
 async def test_groups_are_bounded_and_all_are_written(
     sessionmaker: Maker, queue: ArqRedis, members: int
 ) -> None:
-    intake = GroupCommit(sessionmaker, Queue(queue), window_s=WIDE_WINDOW_S, max_members=128)
+    intake = GroupCommit(
+        sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S, max_members=128
+    )
     commits = count_commits(sessionmaker)
 
     due = await asyncio.gather(
