@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 WINDOW_S = 0.005
 # Bounds one INSERT (each webhook carries at most 500 entries, usually one).
 MAX_MEMBERS = 256
+# Groups written at once: while one waits for its COMMIT (an fsync), the next can be collected
+# and written, so a slow commit does not hold up everything behind it.
+WRITERS = 2
 
 
 @dataclass
@@ -66,31 +69,42 @@ class GroupCommit:
         self._window_s = window_s
         self._max_members = max_members
         self._waiting: list[_Member] = []
-        self._writer: asyncio.Task[None] | None = None
+        # Writers running, and whether one is still collecting its group (inside its window).
+        # Both change only between awaits, so a sender never waits with no writer to take it.
+        self._writers = 0
+        self._collecting = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def accept(self, events: Events, *, retry_hint: str) -> list[int]:
         """The ids now due, once committed; a 503 naming `retry_hint` if the store failed."""
         member = _Member(events, retry_hint)
         self._waiting.append(member)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_all())
+        if not self._collecting and self._writers < WRITERS:
+            self._writers += 1
+            self._collecting = True
+            task = asyncio.create_task(self._write_all())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await member.done
 
     async def close(self) -> None:
-        """Let the group being written finish (its senders are waiting for the answer)."""
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
+        """Let the groups being written finish (their senders are waiting for the answer)."""
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks)
 
     async def _write_all(self) -> None:
+        collecting = True
         try:
             await asyncio.sleep(self._window_s)
+            self._collecting = collecting = False
             while self._waiting:
                 group = self._waiting[: self._max_members]
                 del self._waiting[: self._max_members]
                 await self._write(group)
         finally:
-            self._writer = None
+            if collecting:  # cancelled in its window (shutdown)
+                self._collecting = False
+            self._writers -= 1
 
     async def _write(self, group: list[_Member]) -> None:
         try:

@@ -176,7 +176,9 @@ class InboxWriter:
         if not events:
             return {}
         now = utcnow()
-        rows = [_row(new, now) for new in events]
+        # In key order: two groups written at once then take the unique index's locks in the
+        # same order, so a deal in both cannot deadlock them.
+        rows = [_row(new, now) for new in sorted(events, key=lambda e: e.dedupe_key)]
         result = await self.db.execute(_INSERT_EVENTS[self._dialect], rows)
         return {key: event_id for event_id, key in result.all()}
 

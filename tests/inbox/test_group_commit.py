@@ -143,3 +143,21 @@ async def test_groups_are_bounded_and_all_are_written(
     assert all(len(ids) == 1 for ids in due)
     assert len(await rows(sessionmaker)) == members
     assert commits == [-(-members // 128)]
+
+
+async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_both_commit(
+    sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    """Two writers run at once (one group per sender here): rows go in key order, so the two
+    transactions cannot deadlock on the dedupe index, and each deal is stored once."""
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=0, max_members=1)
+    forward = trigger(21) + trigger(22)
+    backward = trigger(22) + trigger(21)
+
+    answers = await asyncio.gather(
+        *(intake.accept(events, retry_hint="-") for events in (forward, backward) * 3)
+    )
+
+    stored = await rows(sessionmaker)
+    assert sorted(r.deal_id for r in stored) == ["21", "22"]
+    assert sorted(i for ids in answers for i in ids) == sorted(r.id for r in stored)
