@@ -17,6 +17,7 @@ from app.connections.config import ConnectionsConfig
 from app.connections.runtime import Connections
 from app.console import routes as console
 from app.errors import AppError, ServiceUnavailable
+from app.inbox.group_commit import GroupCommit
 from app.logging import configure_logging
 from app.mapping_store import NoMappingInForce, start_mappings
 from app.metrics import WEBHOOKS
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database.open(settings)
         app.state.queue = await Queue.open(settings.redis_url)
+        app.state.intake = GroupCommit(app.state.db.engine, app.state.queue)
         app.state.connections = Connections.open(
             ConnectionsConfig.from_settings(settings), app.state.db.sessionmaker, settings.redis_url
         )
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             watcher.cancel()
         finally:
+            await app.state.intake.close()
             await app.state.upstreams.close()
             await app.state.connections.close()
             await app.state.queue.close()

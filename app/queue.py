@@ -14,6 +14,9 @@ from typing import Any
 
 import structlog
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job as arq_job
+from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
@@ -70,6 +73,24 @@ async def open_pool(url: str) -> ArqRedis:
 
 WEBHOOK_STATE_KEY = "sagebridge:kommo_webhook_state"
 
+# arq's own enqueue (WATCH, EXISTS, MULTI/PSETEX/ZADD/EXEC: three round trips per job) as one
+# script for any number of jobs: a job already queued, or already finished (its result kept),
+# is left alone, exactly as `ArqRedis.enqueue_job` leaves it.
+# KEYS[1] the queue; ARGV: job key prefix, result key prefix, score, expiry (ms), then pairs of
+# job id and serialized job. Returns how many were added.
+_ENQUEUE_MANY = """
+local added = 0
+for i = 5, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) == 0 then
+    redis.call('PSETEX', ARGV[1] .. id, ARGV[4], ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    added = added + 1
+  end
+end
+return added
+"""
+
 
 class Queue:
     """What the bridge asks of Redis: run an event, remember the CRM hook's state, and tell
@@ -77,6 +98,7 @@ class Queue:
 
     def __init__(self, redis: ArqRedis) -> None:
         self._redis = redis
+        self._enqueue_many = redis.register_script(_ENQUEUE_MANY)
 
     @classmethod
     async def open(cls, url: str) -> Queue:
@@ -99,6 +121,23 @@ class Queue:
             log.warning("queue.enqueue_failed", event_id=event_id, error=type(exc).__name__)
             return False
         return job is not None
+
+    async def enqueue_events(self, event_ids: list[int]) -> int:
+        """Ask a worker to run each new event (first attempt, due now) in one Redis round trip;
+        how many were added (0 if Redis is unreachable: the sweeper will catch up)."""
+        if not event_ids:
+            return 0
+        now = timestamp_ms()
+        argv: list[str | bytes | int] = [job_key_prefix, result_key_prefix, now, expires_extra_ms]
+        for event_id in event_ids:
+            job = arq_job(PROCESS_EVENT, (event_id,), {}, None, now, serializer=serialize_job)
+            argv += [job_id(event_id, 0), job]
+        try:
+            added = await self._enqueue_many(keys=[QUEUE_NAME], args=argv)
+        except (RedisError, OSError) as exc:
+            log.warning("queue.enqueue_failed", event_ids=event_ids, error=type(exc).__name__)
+            return 0
+        return int(added)
 
     async def record_webhook_state(self, state: str) -> None:
         """What the last check found (enabled / disabled / not_registered), for ops."""

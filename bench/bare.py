@@ -26,8 +26,14 @@ async def healthz() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="bare FastAPI baseline for the ingest benchmark")
     parser.add_argument("--port", type=int, required=True)
-    port = parser.parse_args().port
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None)
+    parser.add_argument("--workers", type=int, default=1, help="as API_WORKERS for the bridge")
+    args = parser.parse_args()
+    if args.workers == 1:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None)
+        return
+    uvicorn.run(
+        "bench.bare:app", host="127.0.0.1", port=args.port, workers=args.workers, log_config=None
+    )
 
 
 if __name__ == "__main__":

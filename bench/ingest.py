@@ -31,7 +31,7 @@ from bench.procs import (
     start_bare,
     stopping,
 )
-from bench.sysinfo import ProcessMatch, cpu_used_since, matching_cpu_s, process_cpu_s
+from bench.sysinfo import ProcessMatch, cpu_used_since, matching_cpu_s, tree_cpu_s
 
 # "Sustained": every request answered 2xx, ≥ 95 % of the offered rate achieved, and p99 under
 # half a second, i.e. no queue building up inside the server (far inside Kommo's 2 s).
@@ -53,6 +53,9 @@ class IngestConfig:
     # Most hooks are new deals entering Raise Invoice; the rest other stage moves (skipped).
     trigger_share: float = 0.9
     keep_alive: bool = True
+    # Then both again with this many processes behind the port (API_WORKERS; 1 = skip), each
+    # searched for its maximum from the one-process maximum.
+    api_workers: int = 2
 
     @classmethod
     def quick(cls) -> IngestConfig:
@@ -92,9 +95,22 @@ class IngestResult:
 
     @property
     def max_rate_ratio(self) -> float | None:
-        bare = self.max_sustained_rate.get("bare")
-        bridge = self.max_sustained_rate.get("bridge")
+        return self.ratio("bridge", "bare")
+
+    @property
+    def max_rate_ratio_workers(self) -> float | None:
+        n = self.config.api_workers
+        return self.ratio(f"bridge×{n}", f"bare×{n}")
+
+    def ratio(self, bridge_name: str, bare_name: str) -> float | None:
+        bare = self.max_sustained_rate.get(bare_name)
+        bridge = self.max_sustained_rate.get(bridge_name)
         return round(bridge / bare, 3) if bare and bridge is not None else None
+
+    def cpu_ms_at(self, rate: float) -> float | None:
+        """The bridge's API CPU per webhook at a fixed ladder rate."""
+        step = self.fixed("bridge", rate)
+        return step.server_cpu_ms if step else None
 
 
 def sustained(result: RunResult) -> bool:
@@ -129,6 +145,22 @@ class _Server:
 
 async def run_ingest(infra: Infra, workdir: Path, config: IngestConfig) -> IngestResult:
     await infra.reset()
+    result = IngestResult(config)
+    bodies = _Bodies(config.trigger_share)
+    servers = await _start_pair(infra, workdir, workers=1)
+    async with stopping(*(s.process for s in servers.values())):
+        await _drive(servers, config, result, infra.server_processes, bodies)
+    if config.api_workers > 1:
+        n = config.api_workers
+        servers = await _start_pair(infra, workdir, workers=n)
+        async with stopping(*(s.process for s in servers.values())):
+            await _drive_workers(servers, config, result, infra.server_processes, bodies)
+    result.events_stored = await _stored_events(infra.database_url)
+    return result
+
+
+async def _start_pair(infra: Infra, workdir: Path, *, workers: int) -> dict[str, _Server]:
+    """The bridge's API and the bare app, each with `workers` processes behind its port."""
     api_port, bare_port = free_port(), free_port()
     env = bridge_env(
         database_url=infra.database_url,
@@ -137,18 +169,47 @@ async def run_ingest(infra: Infra, workdir: Path, config: IngestConfig) -> Inges
         upstreams=Upstreams(NOWHERE, f"{NOWHERE}/v3.1", check_mapping=False),
         data_dir=workdir / "ingest-data",
     )
-    api = await start_api(env, workdir / "ingest-api.log", api_port)
-    bare = await start_bare(workdir / "ingest-bare.log", bare_port)
+    env["API_WORKERS"] = str(workers)
+    suffix = "" if workers == 1 else f"-x{workers}"
+    api = await start_api(env, workdir / f"ingest-api{suffix}.log", api_port)
+    bare = await start_bare(workdir / f"ingest-bare{suffix}.log", bare_port, workers=workers)
     path = f"/webhooks/kommo/{WEBHOOK_SECRET}"
-    servers = {
-        "bridge": _Server(Target("127.0.0.1", api_port, path), api),
-        "bare": _Server(Target("127.0.0.1", bare_port, path), bare),
+    name = "" if workers == 1 else f"×{workers}"
+    return {
+        f"bridge{name}": _Server(Target("127.0.0.1", api_port, path), api),
+        f"bare{name}": _Server(Target("127.0.0.1", bare_port, path), bare),
     }
-    result = IngestResult(config)
-    async with stopping(api, bare):
-        await _drive(servers, config, result, infra.server_processes)
-    result.events_stored = await _stored_events(infra.database_url)
-    return result
+
+
+def _runner(
+    servers: dict[str, _Server],
+    config: IngestConfig,
+    result: IngestResult,
+    backend_procs: tuple[ProcessMatch, ...],
+    bodies: _Bodies,
+) -> RunAt:
+    async def run_at(name: str, rate: float, seconds: float, phase: str) -> Step:
+        server = servers[name]
+        batch = bodies.take(max(1, round(rate * seconds)))
+        await _settle(server.target)
+        cpu, backends = tree_cpu_s(server.process.pid), matching_cpu_s(backend_procs)
+        run = await run_open_loop(server.target, batch, rate, keep_alive=config.keep_alive)
+        server_ms = _per_request_ms(tree_cpu_s(server.process.pid) - cpu, run.sent)
+        backends_ms = _per_request_ms(cpu_used_since(backends, backend_procs), run.sent)
+        step = Step(name, phase, seconds, run, sustained(run), server_ms, backends_ms)
+        result.steps.append(step)
+        result.events_answered_2xx += run.ok if name.startswith("bridge") else 0
+        _print_step(step)
+        return step
+
+    return run_at
+
+
+async def _warm_up(servers: dict[str, _Server], result: IngestResult, bodies: _Bodies) -> None:
+    """Connections, database pools, caches: warm before anything is measured."""
+    for name, server in servers.items():
+        warm = await run_open_loop(server.target, bodies.take(100), 100.0)
+        result.events_answered_2xx += warm.ok if name.startswith("bridge") else 0
 
 
 async def _drive(
@@ -156,26 +217,10 @@ async def _drive(
     config: IngestConfig,
     result: IngestResult,
     backend_procs: tuple[ProcessMatch, ...],
+    bodies: _Bodies,
 ) -> None:
-    bodies = _Bodies(config.trigger_share)
-
-    async def run_at(name: str, rate: float, seconds: float, phase: str) -> Step:
-        server = servers[name]
-        batch = bodies.take(max(1, round(rate * seconds)))
-        await _settle(server.target)
-        cpu, backends = process_cpu_s(server.process.pid), matching_cpu_s(backend_procs)
-        run = await run_open_loop(server.target, batch, rate, keep_alive=config.keep_alive)
-        server_ms = _per_request_ms(process_cpu_s(server.process.pid) - cpu, run.sent)
-        backends_ms = _per_request_ms(cpu_used_since(backends, backend_procs), run.sent)
-        step = Step(name, phase, seconds, run, sustained(run), server_ms, backends_ms)
-        result.steps.append(step)
-        result.events_answered_2xx += run.ok if name == "bridge" else 0
-        _print_step(step)
-        return step
-
-    for name, server in servers.items():  # connections, DB pool, caches: warm up first
-        warm = await run_open_loop(server.target, bodies.take(100), 100.0)
-        result.events_answered_2xx += warm.ok if name == "bridge" else 0
+    run_at = _runner(servers, config, result, backend_procs, bodies)
+    await _warm_up(servers, result, bodies)
     for rate in config.rates:
         for name in ("bare", "bridge"):
             await run_at(name, rate, config.step_s, "fixed")
@@ -183,9 +228,25 @@ async def _drive(
         result.max_sustained_rate[name] = await _search(name, run_at, result, config)
 
 
+async def _drive_workers(
+    servers: dict[str, _Server],
+    config: IngestConfig,
+    result: IngestResult,
+    backend_procs: tuple[ProcessMatch, ...],
+    bodies: _Bodies,
+) -> None:
+    """Only the maximum, from a first step at the one-process maximum of the same target."""
+    run_at = _runner(servers, config, result, backend_procs, bodies)
+    await _warm_up(servers, result, bodies)
+    for name in servers:
+        start = result.max_sustained_rate.get(name.split("×")[0]) or config.rates[0]
+        await run_at(name, start, config.search_step_s, "search")
+        result.max_sustained_rate[name] = await _search(name, run_at, result, config)
+
+
 async def _search(name: str, run_at: RunAt, result: IngestResult, config: IngestConfig) -> float:
     """Double past the last sustained ladder rate until a rate fails, then bisect."""
-    ladder = [s for s in result.steps if s.target == name]
+    ladder = [s for s in result.steps if s.target == name]  # the ladder, or a first step
     low = max((s.result.offered_rate for s in ladder if s.sustained), default=0.0)
     high = min(
         (s.result.offered_rate for s in ladder if not s.sustained and s.result.offered_rate > low),
@@ -233,7 +294,7 @@ def _per_request_ms(cpu_s: float, requests: int) -> float:
 def _print_step(step: Step) -> None:
     r = step.result
     print(
-        f"  ingest {step.target:6} {step.phase:6} {r.offered_rate:5.0f}/s"
+        f"  ingest {step.target:8} {step.phase:6} {r.offered_rate:5.0f}/s"
         f" → {r.achieved_rate:6.1f}/s"
         f"  p50 {r.latency.p50_ms:7.2f}  p99 {r.latency.p99_ms:7.2f} ms  errors {r.error_count}"
         f"  cpu/req {step.server_cpu_ms:.2f} ms + db/redis {step.backends_cpu_ms:.2f}"

@@ -162,8 +162,8 @@ async def start_api(env: dict[str, str], log: Path, port: int) -> Process:
     return await start_http("api", [sys.executable, "-m", "app.cli", "api"], env, log, port)
 
 
-async def start_bare(log: Path, port: int) -> Process:
-    argv = [sys.executable, "-m", "bench.bare", "--port", str(port)]
+async def start_bare(log: Path, port: int, *, workers: int = 1) -> Process:
+    argv = [sys.executable, "-m", "bench.bare", "--port", str(port), "--workers", str(workers)]
     return await start_http("bare", argv, dict(os.environ), log, port)
 
 

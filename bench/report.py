@@ -13,12 +13,21 @@ from typing import Any
 from bench.e2e import ScenarioResult
 from bench.footprint import FootprintResult
 from bench.ingest import IngestResult
+from bench.scale import TARGET_QUERY_MS, ScaleResult
 from bench.sysinfo import Environment
 
+# Issue 15's targets (issue 8's before them: the Sage calls and the trigger→invoice p99).
 TARGET_INGEST_RATE = 500.0
 TARGET_INGEST_P99_MS = 25.0
+TARGET_INGEST_CPU_MS = 1.0
+TARGET_BARE_RATIO = 0.5
+TARGET_RSS_IDLE_MB = 120.0
+# "No growth": what allocator noise allows over 100,000 webhooks (a leak of 100 bytes each
+# would be 10 MiB).
+TARGET_RSS_GROWTH_MB = 5.0
 TARGET_CEILING_SHARE = 0.95
-TARGET_KOMMO_CALLS = 4.0
+TARGET_KOMMO_CALLS = 1.5
+TARGET_INVOICES_PER_MIN = 170.0
 TARGET_SAGE_CALLS = 2.0
 TARGET_TRIGGER_P99_MS = 1000.0
 
@@ -31,6 +40,7 @@ class Results:
     ingest: IngestResult | None = None
     e2e: list[ScenarioResult] | None = None
     footprint: FootprintResult | None = None
+    scale: ScaleResult | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,12 @@ def render(results: Results) -> str:
         parts += ["", "End to end (sandbox upstreams, rate limits on)", _e2e_table(results.e2e)]
     if results.footprint:
         parts += ["", "Footprint", _footprint_table(results.footprint)]
+    if results.scale and not results.scale.skipped:
+        parts += [
+            "",
+            f"Scale ({results.scale.rows:,} inbox rows in PostgreSQL)",
+            _scale_table(results.scale),
+        ]
     checks = targets(results)
     if checks:
         rows = [[c.target, c.measured, "met" if c.met else "NOT met"] for c in checks]
@@ -80,16 +96,14 @@ def _ingest_table(result: IngestResult) -> str:
             rows.append(
                 _ingest_row(f"{rate:.0f}/s", bridge.result, bare.result, bridge.server_cpu_ms)
             )
-    for name in ("bridge", "bare"):
-        rows.append(
-            [
-                f"max sustained ({name})",
-                f"{result.max_sustained_rate.get(name, 0):.0f}/s",
-                *[""] * 6,
-            ]
-        )
-    ratio = result.max_rate_ratio
-    rows.append(["bridge/bare max rate", f"{ratio:.3f}" if ratio is not None else "-", *[""] * 6])
+    for name, rate in result.max_sustained_rate.items():
+        rows.append([f"max sustained ({name})", f"{rate:.0f}/s", *[""] * 6])
+    for label, ratio in (
+        ("bridge/bare max rate", result.max_rate_ratio),
+        (f"bridge/bare, API_WORKERS={result.config.api_workers}", result.max_rate_ratio_workers),
+    ):
+        if ratio is not None:
+            rows.append([label, f"{ratio:.3f}", *[""] * 6])
     header = [
         "offered",
         "achieved",
@@ -172,17 +186,27 @@ def _footprint_table(f: FootprintResult) -> str:
     return table(["process", "start-up (median)", "RSS idle", "RSS under load (peak)"], rows)
 
 
+def _scale_table(result: ScaleResult) -> str:
+    rows = [
+        [
+            q.name,
+            f"{q.median_ms:.1f} ms",
+            f"{q.max_ms:.1f} ms",
+            "yes: " + q.seq_scans[0][:60] if q.seq_scans else "no",
+        ]
+        for q in result.queries
+    ]
+    return table(["query", "median", "max", "reads the whole table"], rows)
+
+
 def targets(results: Results) -> list[TargetCheck]:
     checks: list[TargetCheck] = []
-    if results.ingest and (step := results.ingest.fixed("bridge", TARGET_INGEST_RATE)):
-        p99, errors = step.result.latency.p99_ms, step.result.error_count
-        checks.append(
-            TargetCheck(
-                f"ingest p99 ≤ {TARGET_INGEST_P99_MS:.0f} ms at {TARGET_INGEST_RATE:.0f} req/s",
-                f"{_num(p99)} ms, {errors} errors",
-                p99 <= TARGET_INGEST_P99_MS and errors == 0,
-            )
-        )
+    if results.ingest:
+        checks += _ingest_checks(results.ingest)
+    if results.footprint:
+        checks += _footprint_checks(results.footprint)
+    if results.e2e:
+        checks += _upstream_429_checks(results.e2e)
     burst = _scenario(results, "burst")
     if burst:
         checks += _burst_checks(burst)
@@ -196,7 +220,96 @@ def targets(results: Results) -> list[TargetCheck]:
                 p99 <= TARGET_TRIGGER_P99_MS,
             )
         )
+    if results.scale and not results.scale.skipped:
+        checks += _scale_checks(results.scale)
     return checks
+
+
+def _ingest_checks(ingest: IngestResult) -> list[TargetCheck]:
+    checks = []
+    rate = TARGET_INGEST_RATE
+    if (step := ingest.fixed("bridge", rate)) is not None:
+        p99, errors = step.result.latency.p99_ms, step.result.error_count
+        checks += [
+            TargetCheck(
+                f"ingest API CPU per webhook ≤ {TARGET_INGEST_CPU_MS:.1f} ms (at {rate:.0f}/s)",
+                f"{step.server_cpu_ms:.2f} ms",
+                step.server_cpu_ms <= TARGET_INGEST_CPU_MS,
+            ),
+            TargetCheck(
+                f"ingest p99 ≤ {TARGET_INGEST_P99_MS:.0f} ms at {rate:.0f} req/s",
+                f"{_num(p99)} ms, {errors} errors",
+                p99 <= TARGET_INGEST_P99_MS and errors == 0,
+            ),
+        ]
+    for label, ratio, rates in (
+        ("one API process each", ingest.max_rate_ratio, ("bridge", "bare")),
+        (
+            f"API_WORKERS={ingest.config.api_workers} each",
+            ingest.max_rate_ratio_workers,
+            (f"bridge×{ingest.config.api_workers}", f"bare×{ingest.config.api_workers}"),
+        ),
+    ):
+        if ratio is None:
+            continue
+        bridge, bare = (ingest.max_sustained_rate[name] for name in rates)
+        checks.append(
+            TargetCheck(
+                f"ingest bridge/bare max sustained ≥ {TARGET_BARE_RATIO} ({label})",
+                f"{ratio:.2f} ({bridge:.0f}/s of {bare:.0f}/s)",
+                ratio >= TARGET_BARE_RATIO,
+            )
+        )
+    return checks
+
+
+def _footprint_checks(f: FootprintResult) -> list[TargetCheck]:
+    checks = [
+        TargetCheck(
+            f"API RSS idle ≤ {TARGET_RSS_IDLE_MB:.0f} MiB",
+            f"{f.api_rss_idle_mb:.0f} MiB",
+            f.api_rss_idle_mb <= TARGET_RSS_IDLE_MB,
+        )
+    ]
+    growth = f.api_rss_growth_mb
+    if growth is not None:
+        first = f.growth_webhooks // max(1, len(f.growth_rss_mb))
+        checks.append(
+            TargetCheck(
+                f"API RSS growth ≤ {TARGET_RSS_GROWTH_MB:.0f} MiB over {f.growth_webhooks:,}"
+                " webhooks",
+                f"{growth:+.1f} MiB (after {first:,}: {f.growth_rss_mb[0]:.0f} MiB,"
+                f" {f.growth_ok:,} answered 2xx)",
+                growth <= TARGET_RSS_GROWTH_MB and f.growth_ok == f.growth_webhooks,
+            )
+        )
+    return checks
+
+
+def _upstream_429_checks(results: Sequence[ScenarioResult]) -> list[TargetCheck]:
+    checks = []
+    for upstream in ("kommo", "sage"):
+        counts = {r.scenario.name: getattr(r, upstream).rate_limited for r in results}
+        measured = ", ".join(f"{name} {count}" for name, count in counts.items())
+        checks.append(
+            TargetCheck(
+                f"0 × 429 from {upstream.capitalize()} (every e2e scenario)",
+                measured,
+                not any(counts.values()),
+            )
+        )
+    return checks
+
+
+def _scale_checks(scale: ScaleResult) -> list[TargetCheck]:
+    return [
+        TargetCheck(
+            f"{q.name} ({scale.rows:,} rows): ≤ {TARGET_QUERY_MS:.0f} ms, no full scan",
+            f"{q.median_ms:.1f} ms" + (", full scan" if q.seq_scans else ""),
+            q.met,
+        )
+        for q in scale.queries
+    ]
 
 
 def _burst_checks(r: ScenarioResult) -> list[TargetCheck]:
@@ -208,7 +321,12 @@ def _burst_checks(r: ScenarioResult) -> list[TargetCheck]:
             r.share_of_ceiling >= TARGET_CEILING_SHARE and limited == 0,
         ),
         TargetCheck(
-            f"≤ {TARGET_KOMMO_CALLS:.0f} Kommo calls per invoice (burst)",
+            f"≥ {TARGET_INVOICES_PER_MIN:.0f} invoices/min (burst of {r.scenario.deals})",
+            f"{r.invoices_per_min:.1f}",
+            r.invoices_per_min >= TARGET_INVOICES_PER_MIN,
+        ),
+        TargetCheck(
+            f"≤ {TARGET_KOMMO_CALLS} Kommo calls per invoice (burst)",
             f"{r.kommo_calls_per_invoice:.2f}",
             r.kommo_calls_per_invoice <= TARGET_KOMMO_CALLS,
         ),

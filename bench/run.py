@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only ingest,e2e,footprint]`: run the benchmarks, print the
+"""`python -m bench [--quick] [--only ingest,e2e,footprint,scale]`: run the benchmarks, print the
 results table and write it as JSON to bench/results/<UTC time>[-quick].json.
 
 Everything runs on 127.0.0.1: the bridge's API and worker as real processes, the sandbox Kommo
@@ -22,10 +22,11 @@ from bench.footprint import FootprintConfig, run_footprint
 from bench.infra import provision
 from bench.ingest import IngestConfig, run_ingest
 from bench.report import Results, render, write_json
+from bench.scale import ScaleConfig, run_scale
 from bench.sysinfo import describe
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("ingest", "e2e", "footprint")
+PARTS = ("ingest", "e2e", "footprint", "scale")
 
 
 def main() -> None:
@@ -77,5 +78,8 @@ async def _run(args: argparse.Namespace) -> Results:
         if "footprint" in parts:
             footprint = FootprintConfig.quick() if args.quick else FootprintConfig()
             results.footprint = await run_footprint(infra, workdir, footprint)
+        if "scale" in parts:
+            scale = ScaleConfig.quick() if args.quick else ScaleConfig()
+            results.scale = await run_scale(infra, scale)
     results.duration_s = round(time.monotonic() - started, 1)
     return results

@@ -40,6 +40,34 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (uvicorn's workers under the manager
+    that `API_WORKERS` > 1 starts)."""
+    return process_cpu_s(pid) + sum(tree_cpu_s(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its live descendants, in MiB."""
+    return _rss_mb(pid) + sum(tree_rss_mb(child) for child in _children(pid))
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    kib = next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return round(kib / 1024, 1)
+
+
 @dataclass(frozen=True)
 class ProcessMatch:
     """Processes called `name` whose command line contains `needle`: the PostgreSQL backends of

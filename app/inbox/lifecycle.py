@@ -46,9 +46,9 @@ class Outcome:
     unmapped: tuple[dict[str, str | None], ...] = ()
 
 
-def arrived(state: EventState) -> dict[str, Any]:
+def arrived(state: EventState, now: datetime | None = None) -> dict[str, Any]:
     """An event entering the inbox: work is due at once; anything else is only recorded."""
-    due = utcnow() if state == EventState.PENDING else None
+    due = (now or utcnow()) if state == EventState.PENDING else None
     return {"state": state.value, "attempts": 0, "next_attempt_at": due}
 
 

@@ -3,13 +3,14 @@ sweeper and ops use. Callers decide when to commit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import BindParameter, Table, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db import as_utc, dialect_name
 from app.inbox import lifecycle
@@ -23,11 +24,15 @@ from app.inbox.models import (
 )
 from app.models import utcnow
 
-# Built once: the webhook's hot path spent a quarter of its time rebuilding this (bench/).
-_INSERT_EVENT = {
-    name: insert(InboxEvent)
+# Built once, on the Table (Core, not the ORM's bulk-insert machinery): the webhook's hot path
+# spent a quarter of its time building and running the ORM form (bench/). Executed with a list
+# of rows it is one multi-row INSERT (SQLAlchemy's insertmanyvalues); the dedupe key comes back
+# with each new id because rows that conflict return nothing.
+_TABLE = cast(Table, InboxEvent.__table__)
+_INSERT_EVENTS = {
+    name: insert(_TABLE)
     .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    .returning(InboxEvent.id)
+    .returning(_TABLE.c.id, _TABLE.c.dedupe_key)
     for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
 
@@ -54,58 +59,10 @@ class InboxRepository:
 
     async def record(self, events: list[NewEvent]) -> list[int]:
         """Store each event once (by dedupe key); return the ids that now need a job."""
-        due: list[int] = []
-        for new in events:
-            event_id = await self._insert_if_new(new)
-            if event_id is None and new.state == EventState.PENDING:
-                event_id = await self._reopen(new)
-            if event_id is not None and new.state == EventState.PENDING:
-                due.append(event_id)
-        return due
+        return (await self.record_groups([events]))[0]
 
-    async def _insert_if_new(self, new: NewEvent) -> int | None:
-        values = {
-            "source": new.source,
-            "dedupe_key": new.dedupe_key,
-            "account_id": new.account_id,
-            "deal_id": new.deal_id,
-            "action": new.action,
-            "pipeline_id": new.pipeline_id,
-            "status_id": new.status_id,
-            "responsible_user_id": new.responsible_user_id,
-            "changed_at": new.changed_at,
-            **lifecycle.arrived(new.state),
-            "last_error": new.last_error,
-            "payload": new.payload,
-            "received_at": utcnow(),
-            "updated_at": utcnow(),
-        }
-        result = await self.session.execute(_INSERT_EVENT[self._dialect], values)
-        event_id: int | None = result.scalar_one_or_none()
-        return event_id
-
-    async def _reopen(self, new: NewEvent) -> int | None:
-        """A newer move into the trigger stage starts a finished (not invoiced) event over."""
-        stmt = (
-            update(InboxEvent)
-            .where(
-                InboxEvent.dedupe_key == new.dedupe_key,
-                InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
-                InboxEvent.changed_at < new.changed_at,
-                # Not under a worker's feet: it would save its stale copy over the reopening.
-                # A move missed this way is found by reconciliation.
-                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
-            )
-            .values(
-                **lifecycle.reopened(
-                    changed_at=new.changed_at,
-                    responsible_user_id=new.responsible_user_id,
-                    payload=new.payload,
-                )
-            )
-            .returning(InboxEvent.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+    async def record_groups(self, groups: list[list[NewEvent]]) -> list[list[int]]:
+        return await InboxWriter(self.session).record_groups(groups)
 
     async def claim(self, event_id: int, *, lease: timedelta) -> InboxEvent | None:
         """Take the event for one worker until the lease ends; None if it is not ours to run."""
@@ -186,9 +143,74 @@ class InboxRepository:
         rows = await self.session.execute(query)
         return {state: int(count) for state, count in rows.all()}
 
+
+class InboxWriter:
+    """Storing events, on an ORM session or on a bare connection (the webhooks' group commit
+    skips the session's machinery: it only inserts, and reopens by UPDATE)."""
+
+    def __init__(self, db: AsyncSession | AsyncConnection) -> None:
+        self.db = db
+
+    async def record_groups(self, groups: list[list[NewEvent]]) -> list[list[int]]:
+        """Several senders' events in one INSERT; each group gets back its own due ids, as if
+        the groups had been recorded one after another (an earlier group's new row makes a
+        later group's duplicate a conflict, not a second row)."""
+        firsts: dict[str, NewEvent] = {}
+        for new in (new for group in groups for new in group):
+            firsts.setdefault(new.dedupe_key, new)
+        inserted = await self._insert_new(list(firsts.values()))
+        due: list[list[int]] = []
+        for group in groups:
+            ids = []
+            for new in group:
+                event_id = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
+                if event_id is None and new.state == EventState.PENDING:
+                    event_id = await self._reopen(new)
+                if event_id is not None and new.state == EventState.PENDING:
+                    ids.append(event_id)
+            due.append(ids)
+        return due
+
+    async def _insert_new(self, events: list[NewEvent]) -> dict[str, int]:
+        """The ids of the rows this INSERT created, by dedupe key (conflicts return none)."""
+        now = utcnow()
+        # In key order: two groups written at once then take the unique index's locks in the
+        # same order, so a deal in both cannot deadlock them.
+        rows = [_row(new, now) for new in sorted(events, key=lambda e: e.dedupe_key)]
+        inserted: dict[str, int] = {}
+        for chunk in _power_of_two_chunks(rows):
+            result = await self.db.execute(_INSERT_EVENTS[self._dialect], chunk)
+            inserted.update({key: event_id for event_id, key in result.all()})
+        return inserted
+
+    async def _reopen(self, new: NewEvent) -> int | None:
+        """A newer move into the trigger stage starts a finished (not invoiced) event over."""
+        stmt = (
+            update(InboxEvent)
+            .where(
+                InboxEvent.dedupe_key == new.dedupe_key,
+                InboxEvent.state.in_([s.value for s in REOPENABLE_STATES]),
+                InboxEvent.changed_at < new.changed_at,
+                # Not under a worker's feet: it would save its stale copy over the reopening.
+                # A move missed this way is found by reconciliation.
+                or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < utcnow()),
+            )
+            .values(
+                **lifecycle.reopened(
+                    changed_at=new.changed_at,
+                    responsible_user_id=new.responsible_user_id,
+                    payload=new.payload,
+                )
+            )
+            .returning(InboxEvent.id)
+        )
+        return (await self.db.execute(stmt)).scalar_one_or_none()
+
     @property
     def _dialect(self) -> str:
-        return dialect_name(self.session)
+        if isinstance(self.db, AsyncConnection):
+            return self.db.dialect.name
+        return dialect_name(self.db)
 
 
 class DealTaskRepository:
@@ -215,13 +237,49 @@ class DealTaskRepository:
         self.session.add(task)
 
 
+def _power_of_two_chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """13 rows as 8 + 4 + 1. Each multi-row INSERT's text depends on its row count, and asyncpg
+    prepares and keeps each text per connection: a few shapes, not one per group size, keep
+    the API's memory flat (bench/footprint.py's growth run)."""
+    start = 0
+    while start < len(rows):
+        size = 1 << ((len(rows) - start).bit_length() - 1)
+        yield rows[start : start + size]
+        start += size
+
+
+def _row(new: NewEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "source": new.source,
+        "dedupe_key": new.dedupe_key,
+        "account_id": new.account_id,
+        "deal_id": new.deal_id,
+        "action": new.action,
+        "pipeline_id": new.pipeline_id,
+        "status_id": new.status_id,
+        "responsible_user_id": new.responsible_user_id,
+        "changed_at": new.changed_at,
+        **lifecycle.arrived(new.state, now),
+        "last_error": new.last_error,
+        "payload": new.payload,
+        "received_at": now,
+        "updated_at": now,
+    }
+
+
 def _workable(now: datetime) -> list[Any]:
-    """Due (work or a task to open), and not held by a live lease."""
+    """Due (work or a task to open), and not held by a live lease. The states are SQL literals,
+    not parameters, so PostgreSQL matches them to the partial index `ix_inbox_events_workable`
+    in every plan (a generic plan for parameters walks the whole primary key instead)."""
     return [
         or_(
-            InboxEvent.state.in_([s.value for s in ACTIVE_STATES]),
-            InboxEvent.task_state == TaskState.PENDING.value,
+            InboxEvent.state.in_(_literal(s.value for s in ACTIVE_STATES)),
+            InboxEvent.task_state == literal(TaskState.PENDING.value, literal_execute=True),
         ),
         or_(InboxEvent.next_attempt_at.is_(None), InboxEvent.next_attempt_at <= now),
         or_(InboxEvent.lease_until.is_(None), InboxEvent.lease_until < now),
     ]
+
+
+def _literal(values: Iterable[str]) -> BindParameter[Any]:
+    return bindparam("workable_states", list(values), expanding=True, literal_execute=True)

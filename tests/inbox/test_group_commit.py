@@ -1,0 +1,163 @@
+"""Group commit against a real database and a real Redis: webhooks that arrive together share
+one transaction, each is answered only once that transaction has committed, and a transaction
+that fails answers every webhook in it with a 503 and stores none of them."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
+from httpx import AsyncClient
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clients.kommo.webhook import parse_webhook
+from app.errors import ServiceUnavailable
+from app.inbox.group_commit import GroupCommit
+from app.inbox.intake import kommo_events
+from app.inbox.models import InboxEvent
+from app.inbox.repository import NewEvent
+from app.queue import QUEUE_NAME, Queue
+from tests.conftest import WEBHOOK_SECRET
+from tests.helpers import lead_entry, status_webhook
+
+URL = f"/webhooks/kommo/{WEBHOOK_SECRET}"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+Maker = async_sessionmaker[AsyncSession]
+WIDE_WINDOW_S = 0.05  # long enough that every sender in a test joins the first group
+
+
+def trigger(deal_id: int) -> list[NewEvent]:
+    hook = parse_webhook(status_webhook(lead_entry(deal_id)))
+    return kommo_events(
+        hook, account_id="29000001", trigger_pipeline_id="500", trigger_status_id="503"
+    )
+
+
+async def rows(sessionmaker: Maker) -> list[InboxEvent]:
+    async with sessionmaker() as session:
+        return list((await session.scalars(select(InboxEvent).order_by(InboxEvent.id))).all())
+
+
+def count_commits(sessionmaker: Maker) -> list[int]:
+    commits = [0]
+    engine = sessionmaker.kw["bind"]
+
+    def on_commit(_conn: Any) -> None:
+        commits[0] += 1
+
+    event.listen(engine.sync_engine, "commit", on_commit)
+    return commits
+
+
+async def test_webhooks_arriving_together_share_one_commit_and_each_gets_its_own_ids(
+    sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    commits = count_commits(sessionmaker)
+
+    due = await asyncio.gather(*(intake.accept(trigger(d), retry_hint="-") for d in (1, 2, 3)))
+
+    stored = await rows(sessionmaker)
+    assert [r.deal_id for r in stored] == ["1", "2", "3"]
+    assert due == [[stored[0].id], [stored[1].id], [stored[2].id]]
+    assert commits == [1]
+    for row in stored:
+        job = Job(f"event:{row.id}:0", queue, _queue_name=QUEUE_NAME)
+        assert await job.status() == JobStatus.queued
+
+
+async def test_a_duplicate_in_the_same_group_is_one_row_and_queued_once(
+    sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+
+    first, again = await asyncio.gather(
+        intake.accept(trigger(7), retry_hint="-"), intake.accept(trigger(7), retry_hint="-")
+    )
+
+    (row,) = await rows(sessionmaker)
+    assert (first, again) == ([row.id], [])
+    assert await queue.zcard(QUEUE_NAME) == 1
+
+
+async def test_a_failed_commit_answers_503_to_every_webhook_in_the_group_and_stores_nothing(
+    sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    # deal_id is NOT NULL: this member's row makes the whole INSERT fail on either database.
+    broken = [replace(trigger(5)[0], deal_id=None)]  # type: ignore[arg-type]
+
+    answers = await asyncio.gather(
+        intake.accept(trigger(4), retry_hint="Kommo will retry"),
+        intake.accept(broken, retry_hint="Kommo will retry"),
+        intake.accept(trigger(6), retry_hint="Kommo will retry"),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(a, ServiceUnavailable) for a in answers)
+    assert {a.detail for a in answers if isinstance(a, ServiceUnavailable)} == {
+        "the event could not be stored (database unavailable); Kommo will retry"
+    }
+    assert await rows(sessionmaker) == []
+    assert await queue.zcard(QUEUE_NAME) == 0
+    # The next group is unaffected.
+    assert len(await intake.accept(trigger(4), retry_hint="-")) == 1
+
+
+async def test_every_accepted_webhook_is_committed_when_its_answer_arrives(
+    client: AsyncClient, sessionmaker: Maker
+) -> None:
+    async def post_then_look(deal_id: int) -> tuple[int, int]:
+        response = await client.post(URL, content=status_webhook(lead_entry(deal_id)), headers=FORM)
+        async with sessionmaker() as session:  # another connection: sees only what committed
+            found = await session.scalar(
+                select(func.count())
+                .select_from(InboxEvent)
+                .where(InboxEvent.deal_id == str(deal_id))
+            )
+        return response.status_code, int(found or 0)
+
+    answers = await asyncio.gather(*(post_then_look(d) for d in range(100, 140)))
+
+    assert answers == [(200, 1)] * 40
+
+
+@pytest.mark.parametrize("members", [1, 300])
+async def test_groups_are_bounded_and_all_are_written(
+    sessionmaker: Maker, queue: ArqRedis, members: int
+) -> None:
+    intake = GroupCommit(
+        sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S, max_members=128
+    )
+    commits = count_commits(sessionmaker)
+
+    due = await asyncio.gather(
+        *(intake.accept(trigger(1000 + i), retry_hint="-") for i in range(members))
+    )
+
+    assert all(len(ids) == 1 for ids in due)
+    assert len(await rows(sessionmaker)) == members
+    assert commits == [-(-members // 128)]
+
+
+async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_both_commit(
+    sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    """Two writers run at once (one group per sender here): rows go in key order, so the two
+    transactions cannot deadlock on the dedupe index, and each deal is stored once."""
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=0, max_members=1)
+    forward = trigger(21) + trigger(22)
+    backward = trigger(22) + trigger(21)
+
+    answers = await asyncio.gather(
+        *(intake.accept(events, retry_hint="-") for events in (forward, backward) * 3)
+    )
+
+    stored = await rows(sessionmaker)
+    assert sorted(r.deal_id for r in stored) == ["21", "22"]
+    assert sorted(i for ids in answers for i in ids) == sorted(r.id for r in stored)
