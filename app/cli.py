@@ -11,21 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import structlog
 import typer
 import uvicorn
-from alembic import command
-from alembic.config import Config
 from redis.exceptions import RedisError
-from rich.progress import Progress, SpinnerColumn, TextColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import reset as resets
 from app import running
 from app.connections.cli import connections_cli
-from app.demo import SandboxOutOfStep, SandboxStates, load_states, serve_demo_sandbox
 from app.embedded_redis import EmbeddedRedis
 from app.errors import AppError
 from app.inbox import ops as operations
@@ -41,6 +36,9 @@ from app.reconciliation_cli import reconcile_cli
 from app.runtime import Database, Upstreams
 from app.settings import ConfigError, Settings, get_settings
 from app.workers.main import build_worker
+
+if TYPE_CHECKING:
+    from app.demo import SandboxStates
 
 cli = typer.Typer(help="sagebridge: Kommo deals → Sage sales invoices.", no_args_is_help=True)
 cli.add_typer(connections_cli, name="connections")
@@ -67,6 +65,10 @@ def _project_root() -> Path:
 
 def migrate_database(settings: Settings, revision: str = "head") -> None:
     """alembic upgrade (to head unless told), against the configured (or embedded) database."""
+    # Imported here: alembic is 6 MiB that `sagebridge api` and `worker` never use.
+    from alembic import command
+    from alembic.config import Config
+
     root = _project_root()
     config = Config(str(root / "alembic.ini"))
     config.set_main_option("script_location", str(root / "migrations"))
@@ -116,6 +118,8 @@ def _sandbox_states(settings: Settings) -> SandboxStates | None:
     starts: the bridge's data without them is refused."""
     if not settings.sandbox_mode:
         return None
+    from app.demo import SandboxOutOfStep, load_states  # only `run` in the sandbox needs it
+
     try:
         return asyncio.run(load_states(settings))
     except SandboxOutOfStep as exc:
@@ -276,6 +280,8 @@ async def _sandbox(settings: Settings, states: SandboxStates | None) -> AsyncIte
     if states is None:
         yield
         return
+    from app.demo import serve_demo_sandbox
+
     async with serve_demo_sandbox(settings, states):
         yield
 
@@ -303,6 +309,8 @@ def reset(
         )
     if (other := running.find(settings.data_dir)) is not None:
         _refuse(f"stop `sagebridge run` (pid {other.pid}) first: it is using this data")
+    from app import reset as resets  # only `reset` needs it
+
     database = _safe_url(settings.resolved_database_url)
     plan = asyncio.run(resets.plan(settings, database=database, sandbox=in_sandbox))
     typer.echo("This deletes:\n" + "\n".join(f"  - {line}" for line in plan.lines))
@@ -411,6 +419,8 @@ def mappings_suggest(
 async def _suggest(settings: Settings) -> Suggestion:
     mapping = load_mapping(settings.ledger_mappings_path)
     upstreams = Upstreams.open(settings)
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
             task = bar.add_task("Reading Kommo catalogs, then Sage's ledger accounts…", total=None)
