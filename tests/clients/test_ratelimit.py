@@ -33,9 +33,7 @@ async def test_every_request_through_the_client_is_counted(
     limit = SharedRateLimit(redis_url, rate="3/minute", key=key)
     probe = SharedRateLimit(redis_url, rate="3/minute", key=key)
     headers = {"Authorization": f"Bearer {SAGE_TOKEN}", "X-Business": BUSINESS_ID}
-    async with build_http_client(
-        SAGE_URL, headers=headers, timeout=5, before_request=limit.on_request
-    ) as http:
+    async with build_http_client(SAGE_URL, headers=headers, timeout=5, limit=limit) as http:
         for _ in range(3):
             assert (await http.get("tax_rates")).status_code == 200
 
