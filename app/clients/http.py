@@ -3,6 +3,7 @@ transient errors, and the parsing of Retry-After."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ async def _send_request(
     request = http.build_request(method, path, **kwargs)
     try:
         response = await http.send(request)
-    except httpx.TransportError:
+    except (httpx.TransportError, asyncio.CancelledError):  # cancelled: the job timed out
         await _unanswered(request)
         raise
     return response
