@@ -10,6 +10,7 @@ at the next slot, so the busier the bridge, the fuller each request.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -37,6 +38,7 @@ async def no_wait() -> None:
 class _Waiting(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
+    context: contextvars.Context  # the caller's: its deal's sync log and log fields
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Batcher(Generic[T, R]):
 
     async def load(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(item, future))
+        self._queue.append(_Waiting(item, future, contextvars.copy_context()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -74,7 +76,10 @@ class Batcher(Generic[T, R]):
                 return
             batch = self._take()
             if batch:  # sent in the background: the next batch waits for a slot, not for this
-                task = asyncio.create_task(self._answer(batch))
+                # A lone caller's request is noted in its own deal's sync log, as before; a
+                # shared one in no deal's, rather than in one deal's for all of them.
+                context = batch[0].context if len(batch) == 1 else contextvars.Context()
+                task = asyncio.create_task(self._answer(batch), context=context)
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
 
@@ -98,6 +103,8 @@ class Batcher(Generic[T, R]):
     async def _answer(self, batch: list[_Waiting[T, R]]) -> None:
         try:
             results = await self.send([w.item for w in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
         except Exception as exc:  # the request itself failed: every caller in it gets the error
             for waiting in batch:
                 _settle(waiting.future, exc)
