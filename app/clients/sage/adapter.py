@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import date, datetime
 from decimal import Decimal
@@ -58,10 +57,6 @@ class SageAccounting:
         self._tax_rates_at = 0.0
         self._currency: BusinessCurrency | None = None
         self._currency_at = 0.0
-        # A burst's first jobs share one read of each (each read them before: 10 + 10 calls of
-        # Sage's 200/min in the 120-deal burst, docs/PERFORMANCE.md, issue 15).
-        self._currency_lock = asyncio.Lock()
-        self._tax_rates_lock = asyncio.Lock()
 
     async def find_customer(self, *, email: str) -> CustomerRef | None:
         wanted = email.casefold()
@@ -87,18 +82,14 @@ class SageAccounting:
         return created if created.currency else CustomerRef(created.id, currency)
 
     async def business_currency(self) -> BusinessCurrency:
-        async with self._currency_lock:
-            if (
-                self._currency is None
-                or time.monotonic() - self._currency_at > SETTINGS_TTL_SECONDS
-            ):
-                settings = await self._client.financial_settings()
-                self._currency = BusinessCurrency(
-                    base=settings.base_currency.id.upper(),
-                    multi_currency=bool(settings.multi_currency_enabled),
-                )
-                self._currency_at = time.monotonic()
-            return self._currency
+        if self._currency is None or time.monotonic() - self._currency_at > SETTINGS_TTL_SECONDS:
+            settings = await self._client.financial_settings()
+            self._currency = BusinessCurrency(
+                base=settings.base_currency.id.upper(),
+                multi_currency=bool(settings.multi_currency_enabled),
+            )
+            self._currency_at = time.monotonic()
+        return self._currency
 
     async def find_invoice(self, *, reference: str) -> InvoiceRef | None:
         for invoice in await self._client.find_sales_invoices(search=reference):
@@ -210,14 +201,13 @@ class SageAccounting:
         return await self._client.artefact_status_ids()
 
     async def tax_rates(self) -> dict[str, TaxRate]:
-        async with self._tax_rates_lock:
-            if time.monotonic() - self._tax_rates_at > TAX_RATE_TTL_SECONDS or not self._tax_rates:
-                rates = await self._client.list_tax_rates()
-                self._tax_rates = {
-                    r.id: TaxRate(id=r.id, percentage=r.percentage or Decimal(0)) for r in rates
-                }
-                self._tax_rates_at = time.monotonic()
-            return self._tax_rates
+        if time.monotonic() - self._tax_rates_at > TAX_RATE_TTL_SECONDS or not self._tax_rates:
+            rates = await self._client.list_tax_rates()
+            self._tax_rates = {
+                r.id: TaxRate(id=r.id, percentage=r.percentage or Decimal(0)) for r in rates
+            }
+            self._tax_rates_at = time.monotonic()
+        return self._tax_rates
 
     def _ref(self, invoice: SalesInvoice) -> InvoiceRef:
         links = invoice.links or []
