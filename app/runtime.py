@@ -15,6 +15,7 @@ from app.bridge import PipelineConfig
 from app.clients.http import build_http_client
 from app.clients.kommo.adapter import KommoConfig, KommoCrm
 from app.clients.kommo.client import KommoClient
+from app.clients.kommo.coalesce import no_wait
 from app.clients.ratelimit import SharedRateLimit
 from app.clients.sage.adapter import SageAccounting
 from app.clients.sage.client import SageClient
@@ -72,16 +73,17 @@ class Upstreams:
             headers=kommo_headers,
             auth=kommo_auth,
             timeout=timeout,
-            before_request=kommo_limit.on_request if kommo_limit else None,
+            limit=kommo_limit,
         )
         sage_http = build_http_client(
             settings.sage_base_url,
             headers={**sage_headers, "X-Business": business},
             auth=sage_auth,
             timeout=timeout,
-            before_request=sage_limit.on_request if sage_limit else None,
+            limit=sage_limit,
         )
-        crm = KommoCrm(KommoClient(kommo_http), kommo_config(settings))
+        kommo = KommoClient(kommo_http, ready=kommo_limit.ready if kommo_limit else no_wait)
+        crm = KommoCrm(kommo, kommo_config(settings))
         accounting = SageAccounting(
             SageClient(sage_http), invoice_url_template=settings.sage_invoice_url_template
         )

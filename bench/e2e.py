@@ -123,6 +123,9 @@ class ScenarioResult:
     sage: Calls
     kommo_calls_per_invoice: float  # every request sent, 429s included
     sage_calls_per_invoice: float
+    # The same by upstream under plain keys, for readers of the JSON: {"kommo": …, "sage": …}.
+    calls_per_invoice: dict[str, float]
+    responses_429: dict[str, int]  # answers 429 received, by upstream
     # What the two rate limits allow at the accepted calls per invoice measured here (a 429 is
     # not counted by the upstream, it only wastes time), and which limit binds.
     ceiling_per_min: float
@@ -236,6 +239,11 @@ def _measure(
         sage=sage,
         kommo_calls_per_invoice=round(kommo.total / per, 2),
         sage_calls_per_invoice=round(sage.total / per, 2),
+        calls_per_invoice={
+            "kommo": round(kommo.total / per, 2),
+            "sage": round(sage.total / per, 2),
+        },
+        responses_429={"kommo": kommo.rate_limited, "sage": sage.rate_limited},
         ceiling_per_min=round(ceiling, 1),
         binding_limit=binding,
         share_of_ceiling=round(rate / ceiling, 3) if ceiling else 0.0,
@@ -247,14 +255,26 @@ def _measure(
 
 
 def _written_back(patches: list[RecordedRequest], moved: dict[int, float]) -> dict[int, float]:
-    """When Kommo answered the first successful PATCH of each moved deal (the write-back)."""
+    """When Kommo answered the first successful PATCH of each moved deal (the write-back),
+    alone (`PATCH /api/v4/leads/{id}`) or in a batch (`PATCH /api/v4/leads`)."""
     written: dict[int, float] = {}
     for entry in patches:
-        match = _LEAD_PATH.match(entry.path)
-        deal_id = int(match[1]) if match else None
-        if deal_id in moved and entry.status == 200 and deal_id not in written:
-            written[deal_id] = entry.timestamp.timestamp() + entry.duration_ms / 1000
+        if entry.status != 200:
+            continue
+        answered = entry.timestamp.timestamp() + entry.duration_ms / 1000
+        for deal_id in _patched_ids(entry):
+            if deal_id in moved and deal_id not in written:
+                written[deal_id] = answered
     return written
+
+
+def _patched_ids(entry: RecordedRequest) -> list[int]:
+    match = _LEAD_PATH.match(entry.path)
+    if match:
+        return [int(match[1])]
+    if entry.path == "/api/v4/leads" and isinstance(entry.body, list):
+        return [item["id"] for item in entry.body if isinstance(item, dict) and "id" in item]
+    return []
 
 
 def _calls(entries: list[RecordedRequest]) -> Calls:
@@ -293,7 +313,8 @@ def _print_result(r: ScenarioResult) -> None:
         f"  e2e {s.name:14} {r.invoiced}/{s.deals} invoiced in {r.elapsed_s:6.1f} s"
         f"  {r.invoices_per_min:6.1f}/min = {r.share_of_ceiling:.0%} of {r.ceiling_per_min:.1f}"
         f" ({r.binding_limit})  calls/invoice kommo {r.kommo_calls_per_invoice}"
-        f" sage {r.sage_calls_per_invoice}  429s {r.kommo.rate_limited}+{r.sage.rate_limited}"
+        f" sage {r.sage_calls_per_invoice}  429s kommo {r.kommo.rate_limited}"
+        f" sage {r.sage.rate_limited}"
         f"  latency p50 {r.latency.p50_ms:.0f} p99 {r.latency.p99_ms:.0f} ms",
         flush=True,
     )

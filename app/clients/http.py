@@ -3,11 +3,12 @@ transient errors, and the parsing of Retry-After."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -22,6 +23,8 @@ log = structlog.get_logger(__name__)
 THROTTLE_ATTEMPTS = 3
 SHORT_THROTTLE_SECONDS = 5.0
 DEFAULT_THROTTLE_WAIT = 1.0  # Kommo's 429 carries no Retry-After; its window is one second
+# A request extension: the rate limit's callback for a request that got no answer.
+UNANSWERED = "sagebridge.unanswered"
 
 
 async def send(
@@ -70,6 +73,25 @@ def _last_response(state: RetryCallState) -> httpx.Response:
     return response
 
 
+async def _send_request(
+    http: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any]
+) -> httpx.Response:
+    request = http.build_request(method, path, **kwargs)
+    try:
+        response = await http.send(request)
+    except (httpx.TransportError, asyncio.CancelledError):  # cancelled: the job timed out
+        await _unanswered(request)
+        raise
+    return response
+
+
+async def _unanswered(request: httpx.Request) -> None:
+    """Tell the rate limit a request got no answer (its response hook never runs)."""
+    settle = request.extensions.get(UNANSWERED)
+    if callable(settle):
+        await settle()
+
+
 async def _send_once(
     http: httpx.AsyncClient,
     upstream: str,
@@ -81,7 +103,7 @@ async def _send_once(
     route = route_of(path)
     started = time.perf_counter()
     try:
-        response = await http.request(method, path, **kwargs)
+        response = await _send_request(http, method, path, kwargs)
     except httpx.TimeoutException as exc:
         _count(upstream, method, route, "timeout")
         _note_failure(upstream, method, path, "timeout", started, kwargs)
@@ -147,7 +169,12 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-RequestHook = Callable[[httpx.Request], Awaitable[None]]
+class RequestLimit(Protocol):
+    """The shared rate limit (app.clients.ratelimit) as httpx event hooks."""
+
+    async def on_request(self, request: httpx.Request) -> None: ...
+
+    async def on_response(self, response: httpx.Response) -> None: ...
 
 
 def build_http_client(
@@ -155,15 +182,18 @@ def build_http_client(
     *,
     headers: dict[str, str],
     timeout: float,
-    before_request: RequestHook | None = None,
+    limit: RequestLimit | None = None,
     auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
     """One AsyncClient per API for the process's life: pooled connections, explicit timeouts,
-    and `before_request` (the shared rate limit) run before every call."""
+    and `limit` (the shared rate limit) asked before every call and told of every answer."""
+    hooks: dict[str, list[Callable[..., Any]]] = {}
+    if limit is not None:
+        hooks = {"request": [limit.on_request], "response": [limit.on_response]}
     return httpx.AsyncClient(
         base_url=base_url,
         headers={"User-Agent": "sagebridge/0.1", "Accept": "application/json", **headers},
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        event_hooks={"request": [before_request]} if before_request else {},
+        event_hooks=hooks,
         auth=auth,
     )

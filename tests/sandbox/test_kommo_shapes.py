@@ -41,6 +41,19 @@ REQUESTS: list[tuple[str, str, str, Any]] = [
     ("pipeline_get.json", "GET", f"/leads/pipelines/{PIPELINE_SALES}", None),
     ("lead_patch_one.json", "PATCH", f"/leads/{LEAD_SAMPLE}", WRITE),
     ("leads_patch.json", "PATCH", "/leads", [{"id": LEAD_SECOND, **WRITE}]),
+    # The coalesced reads and write-backs of concurrent jobs (app/clients/kommo/coalesce.py).
+    (
+        "leads_list.json",
+        "GET",
+        f"/leads?filter[id][]={LEAD_SAMPLE}&filter[id][]={LEAD_SECOND}&limit=250",
+        None,
+    ),
+    (
+        "leads_patch.json",
+        "PATCH",
+        "/leads",
+        [{"id": LEAD_SAMPLE, **WRITE}, {"id": LEAD_SECOND, **WRITE}],
+    ),
     ("contact_get.json", "GET", f"/contacts/{CONTACT_ADA}", None),
     ("catalogs_list.json", "GET", "/catalogs?limit=250", None),
     ("catalog_elements_list.json", "GET", f"/catalogs/{CATALOG_PRODUCTS}/elements?page=1", None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,6 +98,7 @@ class KommoCrm:
         self._lines = LineReader(client, self._lists, config.field_codes)
         self._account_currency: str | None = None
         self._account_read = False
+        self._account_lock = asyncio.Lock()
 
     async def get_deal(self, *, deal_id: str) -> Deal:
         with _readable():
@@ -130,10 +132,11 @@ class KommoCrm:
         """KOMMO_CURRENCY if set, else the account's (read once per process), else None."""
         if self._config.currency:
             return self._config.currency
-        if not self._account_read:
-            account = await self._client.get_account()
-            self._account_currency = _iso_code(account.currency)
-            self._account_read = True
+        async with self._account_lock:  # a burst's first jobs share one read
+            if not self._account_read:
+                account = await self._client.get_account()
+                self._account_currency = _iso_code(account.currency)
+                self._account_read = True
         return self._account_currency
 
     async def write_invoice(

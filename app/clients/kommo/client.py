@@ -1,13 +1,24 @@
-"""Kommo API v4 client: typed, keyword-only, one shared httpx.AsyncClient."""
+"""Kommo API v4 client: typed, keyword-only, one shared httpx.AsyncClient.
+
+The reads and the write-back of an invoice are coalesced (`app.clients.kommo.coalesce`): the
+jobs of one worker that want a lead, a contact, list elements or to write a lead at the same
+time share one request, sent at the next rate-limit slot. A batch of one uses the single-entity
+route (`GET /api/v4/leads/{id}`), exactly as before; two or more use the list routes with
+`filter[id][]` and the batch `PATCH /api/v4/leads`. Callers see none of it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from app.clients.http import retry_after_seconds, send
+from app.clients.kommo.coalesce import Batcher, Ready, TtlCache, no_wait
 from app.clients.kommo.errors import (
     KommoNotFound,
     KommoRequestError,
@@ -37,7 +48,17 @@ from app.clients.kommo.schemas import (
 
 UPSTREAM = "kommo"
 PAGE_LIMIT = 250
+# Kommo's leads page asks for at most 50 entities per batch write; reads use the same size, so
+# one `filter[id][]` query string stays far below any URL length limit.
+BATCH_SIZE = 50
+# Prices change rarely and an invoice re-reads them at most this stale; bounded so a huge
+# catalog cannot grow a worker's memory.
+ELEMENTS_TTL_SECONDS = 30.0
+ELEMENTS_CACHE_SIZE = 5_000
+LEAD_WITH = "contacts,catalog_elements"
 M = TypeVar("M", bound=BaseModel)
+_Entity = TypeVar("_Entity", Lead, Contact)
+log = structlog.get_logger(__name__)
 # The entity each item of these lists is, to name it when something in it is unreadable.
 _ITEM_ENTITIES = {
     "leads": "lead",
@@ -52,17 +73,64 @@ _ITEM_ENTITIES = {
 
 
 class KommoClient:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, ready: Ready = no_wait) -> None:
+        """`ready` returns when the shared rate limit has a slot free (without taking it)."""
         self._http = http
+        self._ready = ready
+        self._leads = Batcher(self._read_leads, ready, BATCH_SIZE)
+        self._contacts = Batcher(self._read_contacts, ready, BATCH_SIZE)
+        self._writes = Batcher(self._write_leads, ready, BATCH_SIZE, distinct=_lead_id)
+        self._element_readers: dict[int, Batcher[int, CatalogElement | None]] = {}
+        self._elements: TtlCache[tuple[int, int], CatalogElement] = TtlCache(
+            ttl=ELEMENTS_TTL_SECONDS, size=ELEMENTS_CACHE_SIZE
+        )
 
     async def get_lead(self, *, lead_id: int) -> Lead:
-        path = f"/api/v4/leads/{lead_id}"
-        data = await self._get(path, {"with": "contacts,catalog_elements"})
-        return _read(Lead, data, where=f"GET {path}", entity="lead")
+        """The lead with its contacts and list elements; KommoNotFound when Kommo has none."""
+        return await self._leads.load(lead_id)
 
     async def get_contact(self, *, contact_id: int) -> Contact:
-        path = f"/api/v4/contacts/{contact_id}"
-        return _read(Contact, await self._get(path, {}), where=f"GET {path}", entity="contact")
+        return await self._contacts.load(contact_id)
+
+    async def _read_leads(self, ids: list[int]) -> Sequence[Lead | Exception]:
+        if len(ids) == 1:
+            path = f"/api/v4/leads/{ids[0]}"
+            data = await self._get(path, {"with": LEAD_WITH})
+            return [_read(Lead, data, where=f"GET {path}", entity="lead")]
+        params = _by_ids(ids)
+        params.append(("with", LEAD_WITH))
+        found = await self._list_items("/api/v4/leads", params, "leads", Lead, "lead")
+        return [found[i] if i in found else _absent("lead", i) for i in ids]
+
+    async def _read_contacts(self, ids: list[int]) -> Sequence[Contact | Exception]:
+        if len(ids) == 1:
+            path = f"/api/v4/contacts/{ids[0]}"
+            data = await self._get(path, {})
+            return [_read(Contact, data, where=f"GET {path}", entity="contact")]
+        found = await self._list_items(
+            "/api/v4/contacts", _by_ids(ids), "contacts", Contact, "contact"
+        )
+        return [found[i] if i in found else _absent("contact", i) for i in ids]
+
+    async def _list_items(
+        self, path: str, params: Any, key: str, model: type[_Entity], entity: str
+    ) -> dict[int, _Entity | Exception]:
+        """Each item of one list page read on its own, so that a lead Kommo sends unreadably
+        is that lead's caller's error only; 204 (none of them) reads as an empty page."""
+        try:
+            data = await self._get(path, params)
+        except KommoNotFound:
+            return {}
+        items = _embedded_items(data, key, where=f"GET {path}")
+        found: dict[int, _Entity | Exception] = {}
+        for item in items:
+            ident = item.get("id") if isinstance(item, dict) else None
+            if isinstance(ident, int):
+                try:
+                    found[ident] = _read(model, item, where=f"GET {path}", entity=entity)
+                except KommoUnreadable as exc:
+                    found[ident] = exc
+        return found
 
     async def get_account(self) -> Account:
         path = "/api/v4/account"
@@ -71,15 +139,38 @@ class KommoClient:
     async def get_catalog_elements(
         self, *, catalog_id: int, element_ids: list[int]
     ) -> list[CatalogElement]:
-        """The elements with these ids; a deleted or unknown id is simply not in the answer."""
+        """The elements with these ids; a deleted or unknown id is simply not in the answer.
+        Elements read in the last ELEMENTS_TTL_SECONDS come from memory."""
+        cached = {i: self._elements.get((catalog_id, i)) for i in element_ids}
+        missing = [i for i, element in cached.items() if element is None]
+        if missing:
+            reader = self._element_reader(catalog_id)
+            loaded = await asyncio.gather(*(reader.load(i) for i in missing))
+            cached.update(zip(missing, loaded, strict=True))
+        return [element for element in cached.values() if element is not None]
+
+    def _element_reader(self, catalog_id: int) -> Batcher[int, CatalogElement | None]:
+        reader = self._element_readers.get(catalog_id)
+        if reader is None:
+
+            async def read(ids: list[int]) -> list[CatalogElement | None]:
+                return await self._read_elements(catalog_id, ids)
+
+            reader = self._element_readers[catalog_id] = Batcher(read, self._ready, BATCH_SIZE)
+        return reader
+
+    async def _read_elements(self, catalog_id: int, ids: list[int]) -> list[CatalogElement | None]:
         path = f"/api/v4/catalogs/{catalog_id}/elements"
-        params: list[tuple[str, str | int]] = [("filter[id][]", i) for i in element_ids]
-        params.append(("limit", PAGE_LIMIT))
+        params = _by_ids(ids)
         try:
             data = await self._get(path, params)
         except KommoNotFound:
-            return []
-        return _read(ElementsPage, data, where=f"GET {path}").embedded.elements
+            return [None] * len(ids)
+        elements = _read(ElementsPage, data, where=f"GET {path}").embedded.elements
+        for element in elements:
+            self._elements.put((catalog_id, element.id), element)
+        by_id = {e.id: e for e in elements}
+        return [by_id.get(i) for i in ids]
 
     async def list_catalogs(self) -> list[Catalog]:
         """Every list in the account (at most 10, so one page of 250 holds them)."""
@@ -99,8 +190,35 @@ class KommoClient:
         return _read(ElementsPage, data, where=f"GET {path}")
 
     async def update_lead(self, *, lead_id: int, update: LeadUpdate) -> None:
-        body = update.model_dump(mode="json", exclude_none=True)
-        await self._request("PATCH", f"/api/v4/leads/{lead_id}", json=body)
+        patch = LeadPatch(id=lead_id, custom_fields_values=update.custom_fields_values)
+        await self._writes.load(patch)
+
+    async def _write_leads(self, patches: list[LeadPatch]) -> list[Exception | None]:
+        """One batch PATCH; the leads it does not confirm are written one by one, so that one
+        lead Kommo refuses (deleted, a field it rejects) fails only its own caller."""
+        done: set[int] = set()
+        if len(patches) > 1:
+            try:
+                done = await self._patch_batch(patches)
+            except KommoRequestError as exc:
+                log.warning("kommo.batch_patch_refused", leads=len(patches), detail=exc.detail)
+        return [None if p.id in done else await self._patch_one(p) for p in patches]
+
+    async def _patch_batch(self, patches: list[LeadPatch]) -> set[int]:
+        """The ids of the leads Kommo's answer lists as changed."""
+        path = "/api/v4/leads"
+        body = [p.model_dump(mode="json", exclude_none=True) for p in patches]
+        response = await self._request("PATCH", path, json=body)
+        items = _embedded_items(_json(response, f"PATCH {path}"), "leads", where=f"PATCH {path}")
+        return {i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), int)}
+
+    async def _patch_one(self, patch: LeadPatch) -> Exception | None:
+        body = patch.model_dump(mode="json", exclude_none=True, exclude={"id"})
+        try:
+            await self._request("PATCH", f"/api/v4/leads/{patch.id}", json=body)
+        except (KommoRequestError, KommoTransientError) as exc:
+            return exc
+        return None
 
     async def leads_in_stages(
         self, *, pipeline_id: int, status_ids: list[int], updated_from: int, page: int
@@ -175,6 +293,29 @@ class KommoClient:
         )
         _raise_for_status(method, path, response)
         return response
+
+
+def _by_ids(ids: list[int]) -> list[tuple[str, str | int]]:
+    params: list[tuple[str, str | int]] = [("filter[id][]", i) for i in dict.fromkeys(ids)]
+    params.append(("limit", PAGE_LIMIT))
+    return params
+
+
+def _absent(entity: str, ident: int) -> KommoNotFound:
+    """What GET /api/v4/{entity}s/{id} answers with 204, for an id a list read left out."""
+    return KommoNotFound(UPSTREAM, f"Kommo has no {entity} {ident}", status=204)
+
+
+def _lead_id(patch: LeadPatch) -> int:
+    return patch.id
+
+
+def _embedded_items(data: Any, key: str, *, where: str) -> list[Any]:
+    embedded = data.get("_embedded") if isinstance(data, dict) else None
+    items = embedded.get(key) if isinstance(embedded, dict) else None
+    if not isinstance(items, list):
+        raise KommoUnreadable(UPSTREAM, f"Kommo answer has no _embedded.{key} list ({where})")
+    return items
 
 
 def _json(response: httpx.Response, where: str) -> Any:

@@ -9,6 +9,7 @@ field that the link's `metadata.price_id` names, else the field with the configu
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -54,13 +55,21 @@ class ProductLists:
         self._clock = clock
         self._lists: dict[int, Catalog] = {}
         self._read_at: float | None = None
+        self._lock = asyncio.Lock()
 
     async def refresh(self, wanted: Iterable[int] = ()) -> None:
-        unseen = any(i not in self._lists and i not in self._extra for i in wanted)
-        stale = self._read_at is None or self._clock() - self._read_at > LISTS_TTL_SECONDS
-        if stale or unseen:
-            self._lists = {c.id: c for c in await self._client.list_catalogs()}
-            self._read_at = self._clock()
+        ids = list(wanted)
+        if not self._due(ids):
+            return
+        read_before = self._read_at
+        async with self._lock:  # concurrent jobs share one read: the first reads, others wait
+            if self._read_at == read_before:
+                self._lists = {c.id: c for c in await self._client.list_catalogs()}
+                self._read_at = self._clock()
+
+    def _due(self, ids: list[int]) -> bool:
+        unseen = any(i not in self._lists and i not in self._extra for i in ids)
+        return unseen or self._read_at is None or self._clock() - self._read_at > LISTS_TTL_SECONDS
 
     def is_products(self, catalog_id: int) -> bool:
         known = self._lists.get(catalog_id)

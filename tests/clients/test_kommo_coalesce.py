@@ -1,0 +1,277 @@
+"""Coalesced Kommo calls: concurrent reads and write-backs share one request, yet each caller
+gets its own result or its own error (respx stands in for Kommo; the shapes are the docs')."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import respx
+
+from app.clients.kommo.client import KommoClient
+from app.clients.kommo.errors import (
+    KommoNotFound,
+    KommoRequestError,
+    KommoTransientError,
+    KommoUnreadable,
+)
+from app.clients.kommo.schemas import CustomFieldUpdate, FieldValueOut, Lead, LeadUpdate
+
+BASE = "https://testco.kommo.com"
+T = TypeVar("T")
+
+
+class Gate:
+    """The rate limit's next slot, opened by the test once every caller is waiting."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def ready(self) -> None:
+        await self.event.wait()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=BASE) as client:
+        yield client
+
+
+async def together(gate: Gate, *calls: Awaitable[T]) -> list[T | BaseException]:
+    """Start every call, let them queue behind the closed gate, then open it."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gate.event.set()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def lead(lead_id: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": lead_id,
+        "name": f"Deal {lead_id}",
+        "status_id": 503,
+        "pipeline_id": 500,
+        "_embedded": {
+            "contacts": [{"id": 7001, "is_main": True}],
+            "catalog_elements": [{"id": 101, "metadata": {"quantity": 1, "catalog_id": 77}}],
+        },
+        **extra,
+    }
+
+
+def page(key: str, items: list[Any]) -> httpx.Response:
+    return httpx.Response(200, json={"_page": 1, "_embedded": {key: items}})
+
+
+def ids_of(request: httpx.Request) -> list[str]:
+    return request.url.params.get_list("filter[id][]")
+
+
+def update(number: str) -> LeadUpdate:
+    field = CustomFieldUpdate(field_id=900, values=[FieldValueOut(value=number)])
+    return LeadUpdate(custom_fields_values=[field])
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_concurrent_lead_reads_are_one_request_and_each_caller_gets_its_own_answer(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    unreadable = {"id": 3, "name": "No stage", "pipeline_id": 500}
+    route = respx_mock.get("/api/v4/leads").mock(
+        return_value=page("leads", [lead(1), lead(2), unreadable])
+    )
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    one, two, three, four = await together(
+        gate, *(client.get_lead(lead_id=i) for i in (1, 2, 3, 4))
+    )
+
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert ids_of(request) == ["1", "2", "3", "4"]
+    assert request.url.params["with"] == "contacts,catalog_elements"
+    assert isinstance(one, Lead) and one.id == 1 and one.embedded.contacts[0].id == 7001
+    assert isinstance(two, Lead) and two.id == 2
+    assert isinstance(three, KommoUnreadable)
+    assert three.detail == "Kommo lead 3 has no status_id (GET /api/v4/leads)"
+    assert isinstance(four, KommoNotFound)  # not in the answer: that deal only is gone
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_a_lone_read_goes_out_at_once_on_the_single_lead_route(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    single = respx_mock.get("/api/v4/leads/5").mock(return_value=httpx.Response(200, json=lead(5)))
+    client = KommoClient(http)
+
+    found = await client.get_lead(lead_id=5)
+
+    assert found.id == 5
+    assert single.calls.last.request.url.params["with"] == "contacts,catalog_elements"
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_a_batch_read_that_fails_fails_every_caller_in_it_and_no_other(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    respx_mock.get("/api/v4/leads").mock(return_value=httpx.Response(503))
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    results = await together(gate, client.get_lead(lead_id=1), client.get_lead(lead_id=2))
+
+    assert [type(r) for r in results] == [KommoTransientError, KommoTransientError]
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_an_empty_batch_answer_means_none_of_the_deals_exists(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    respx_mock.get("/api/v4/leads").mock(return_value=httpx.Response(204))
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    results = await together(gate, client.get_lead(lead_id=1), client.get_lead(lead_id=2))
+
+    assert [type(r) for r in results] == [KommoNotFound, KommoNotFound]
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_concurrent_contact_reads_are_one_list_read(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    contacts = [{"id": 7001, "name": "Ada"}, {"id": 7002, "name": "Grace"}]
+    route = respx_mock.get("/api/v4/contacts").mock(return_value=page("contacts", contacts))
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    ada, ada_again, grace = await together(
+        gate, *(client.get_contact(contact_id=i) for i in (7001, 7001, 7002))
+    )
+
+    assert route.call_count == 1
+    assert ids_of(route.calls.last.request) == ["7001", "7002"]
+    assert [getattr(c, "name", c) for c in (ada, ada_again, grace)] == ["Ada", "Ada", "Grace"]
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_write_backs_go_out_as_one_batch_patch(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    answer = page("leads", [{"id": 1, "updated_at": 1}, {"id": 2, "updated_at": 1}])
+    batch = respx_mock.patch("/api/v4/leads").mock(return_value=answer)
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    results = await together(
+        gate,
+        client.update_lead(lead_id=1, update=update("SI-1")),
+        client.update_lead(lead_id=2, update=update("SI-2")),
+    )
+
+    assert results == [None, None]
+    assert batch.call_count == 1
+    assert json.loads(batch.calls.last.request.content) == [
+        {"id": 1, "custom_fields_values": [{"field_id": 900, "values": [{"value": "SI-1"}]}]},
+        {"id": 2, "custom_fields_values": [{"field_id": 900, "values": [{"value": "SI-2"}]}]},
+    ]
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_a_refused_batch_patch_is_sent_lead_by_lead_so_one_bad_lead_fails_alone(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    refusal = {
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "Request validation failed",
+        "validation-errors": [
+            {"request_id": "1", "errors": [{"code": "NotFound", "path": "id", "detail": "x"}]}
+        ],
+    }
+    batch = respx_mock.patch("/api/v4/leads").mock(return_value=httpx.Response(400, json=refusal))
+    good = respx_mock.patch("/api/v4/leads/1").mock(return_value=httpx.Response(200, json={}))
+    bad = respx_mock.patch("/api/v4/leads/2").mock(return_value=httpx.Response(400, json=refusal))
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    first, second = await together(
+        gate,
+        client.update_lead(lead_id=1, update=update("SI-1")),
+        client.update_lead(lead_id=2, update=update("SI-2")),
+    )
+
+    assert batch.call_count == good.call_count == bad.call_count == 1
+    assert first is None
+    assert isinstance(second, KommoRequestError) and second.status == 400
+    assert json.loads(good.calls.last.request.content) == {
+        "custom_fields_values": [{"field_id": 900, "values": [{"value": "SI-1"}]}]
+    }
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_a_lead_the_batch_answer_does_not_confirm_is_written_alone(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    respx_mock.patch("/api/v4/leads").mock(return_value=page("leads", [{"id": 1}]))
+    alone = respx_mock.patch("/api/v4/leads/2").mock(return_value=httpx.Response(200, json={}))
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    results = await together(
+        gate,
+        client.update_lead(lead_id=1, update=update("SI-1")),
+        client.update_lead(lead_id=2, update=update("SI-2")),
+    )
+
+    assert results == [None, None]
+    assert alone.call_count == 1
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_two_changes_to_one_lead_never_share_a_batch(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    single = respx_mock.patch("/api/v4/leads/1").mock(return_value=httpx.Response(200, json={}))
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    await together(
+        gate,
+        client.update_lead(lead_id=1, update=update("SI-1")),
+        client.update_lead(lead_id=1, update=update("SI-1b")),
+    )
+
+    bodies = [json.loads(c.request.content) for c in single.calls]
+    assert [b["custom_fields_values"][0]["values"][0]["value"] for b in bodies] == [
+        "SI-1",
+        "SI-1b",
+    ]
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_list_elements_are_read_together_and_then_kept_briefly(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    elements = [{"id": 101, "name": "Consulting hour"}, {"id": 102, "name": "Widget"}]
+    route = respx_mock.get("/api/v4/catalogs/77/elements").mock(
+        return_value=page("elements", elements)
+    )
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    async def read(ids: list[int]) -> list[int]:
+        return [e.id for e in await client.get_catalog_elements(catalog_id=77, element_ids=ids)]
+
+    first, second = await together(gate, read([101]), read([101, 102, 109]))
+    again = await read([102, 101])
+
+    assert route.call_count == 1
+    assert ids_of(route.calls.last.request) == ["101", "102", "109"]
+    assert (first, second, again) == ([101], [101, 102], [102, 101])
