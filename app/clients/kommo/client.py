@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 import httpx
 import structlog
+from cachetools import TTLCache
 from pydantic import BaseModel, ValidationError
 
 from app.clients.http import retry_after_seconds, send
-from app.clients.kommo.coalesce import Batcher, Ready, TtlCache, no_wait
+from app.clients.kommo.coalesce import Batcher, Ready, no_wait
 from app.clients.kommo.errors import (
     KommoNotFound,
     KommoRequestError,
@@ -81,8 +82,8 @@ class KommoClient:
         self._contacts = Batcher(self._read_contacts, ready, BATCH_SIZE)
         self._writes = Batcher(self._write_leads, ready, BATCH_SIZE, distinct=_lead_id)
         self._element_readers: dict[int, Batcher[int, CatalogElement | None]] = {}
-        self._elements: TtlCache[tuple[int, int], CatalogElement] = TtlCache(
-            ttl=ELEMENTS_TTL_SECONDS, size=ELEMENTS_CACHE_SIZE
+        self._elements: TTLCache[tuple[int, int], CatalogElement] = TTLCache(
+            maxsize=ELEMENTS_CACHE_SIZE, ttl=ELEMENTS_TTL_SECONDS
         )
 
     async def get_lead(self, *, lead_id: int) -> Lead:
@@ -168,7 +169,7 @@ class KommoClient:
             return [None] * len(ids)
         elements = _read(ElementsPage, data, where=f"GET {path}").embedded.elements
         for element in elements:
-            self._elements.put((catalog_id, element.id), element)
+            self._elements[(catalog_id, element.id)] = element
         by_id = {e.id: e for e in elements}
         return [by_id.get(i) for i in ids]
 

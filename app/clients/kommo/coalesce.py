@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -22,8 +20,6 @@ import structlog
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 # What one batch's request answers: per item, in the items' order, its result or its error.
 Send = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
@@ -120,31 +116,3 @@ def _settle(future: asyncio.Future[R], result: R | Exception) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
-
-
-class TtlCache(Generic[K, V]):
-    """At most `size` entries, each for `ttl` seconds; the oldest entry leaves first."""
-
-    def __init__(
-        self, *, ttl: float, size: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._ttl = ttl
-        self._size = size
-        self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = (self._clock() + self._ttl, value)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
