@@ -1,12 +1,12 @@
 """Simulator of the Kommo (amoCRM) API v4 (see sandbox/README.md).
 
-Its names load on first use: the bridge reads the seed's ids and published tokens
-(`sandbox.defaults`) in every process, and must not load the simulator's app for that."""
+Its names load on first use (sandbox/common/lazy.py)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sandbox.common.lazy import lazy_names
 
 if TYPE_CHECKING:
     from sandbox.kommo.app import build_kommo, create_app
@@ -32,8 +32,4 @@ __all__ = [
     "create_app",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)

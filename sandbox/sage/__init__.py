@@ -1,12 +1,12 @@
 """Simulator of Sage Business Cloud Accounting API v3.1 (see sandbox/README.md).
 
-Its names load on first use: the bridge reads the seed's ids and published tokens
-(`sandbox.defaults`) in every process, and must not load the simulator's app for that."""
+Its names load on first use (sandbox/common/lazy.py)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sandbox.common.lazy import lazy_names
 
 if TYPE_CHECKING:
     from sandbox.sage.app import build_sage, create_app
@@ -23,8 +23,4 @@ _WHERE = {
 }
 __all__ = ["SageConfig", "SageSandbox", "SageState", "build_sage", "create_app"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)
