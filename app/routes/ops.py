@@ -130,8 +130,9 @@ async def poll_now(request: Request, session: SessionDep, settings: SettingsDep)
     except UpstreamError as exc:
         # The watermark moves only after a whole poll: the next one reads the same changes.
         raise BadGateway(
-            f"the poll stopped: {exc.upstream} answered {exc.detail}. The worker polls again "
-            f"within {settings.status_poll_minutes} minute(s); or try again later."
+            f"no statuses read: {exc.upstream} failed ({exc.detail}). Nothing on the deals "
+            f"changed; the worker polls again within {settings.status_poll_minutes} minute(s), "
+            "or call this again once it answers."
         ) from exc
     return PollView(written=written)
 
