@@ -93,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     console.install(app)
     # Webhook routes stream-check their own (smaller) limit; this covers every other body too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
+    # Outermost of ours: Kommo's webhooks skip the routing and middleware they do not need.
+    app.add_middleware(webhooks.KommoWebhookLane)
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(NoMappingInForce, _no_mapping)  # type: ignore[arg-type]

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
+from typing import Any, cast
 
+import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import func, select
+from prometheus_client import REGISTRY
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import Message, Scope
 
 from app.cancellation import NOT_INVOICED
 from app.inbox.models import InboxEvent
 from app.main import create_app
 from app.queue import QUEUE_NAME
+from app.routes.webhooks import KommoWebhookLane
 from app.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.helpers import lead_entry, status_webhook
@@ -284,3 +291,145 @@ async def test_redis_down_still_stores_and_acknowledges_the_sweeper_delivers_lat
     assert response.status_code == 200
     (row,) = await stored(sessionmaker)
     assert (row.deal_id, row.state) == ("41", "pending")  # the sweeper's to deliver
+
+
+# The lane (app.routes.webhooks.KommoWebhookLane) serves the route ahead of FastAPI's routing;
+# the FastAPI route behind it must give the same answers, and every other request goes past it.
+
+SAME_ANSWER_CASES = {
+    "accepted": (URL, FORM, status_webhook(lead_entry(61))),
+    "wrong secret": ("/webhooks/kommo/not-the-secret", FORM, status_webhook(lead_entry(62))),
+    "JSON body": (URL, {"Content-Type": "application/json"}, b'{"leads": []}'),
+    "over the limit": (URL, FORM, b"a=" + b"x" * 300_000),
+    "another account": (URL, FORM, status_webhook(lead_entry(63), account_id=1)),
+}
+
+
+@pytest.mark.parametrize("case", SAME_ANSWER_CASES)
+async def test_the_lane_and_the_fastapi_route_answer_alike(
+    case: str, settings: Settings, queue: ArqRedis, sessionmaker: Maker
+) -> None:
+    url, headers, body = SAME_ANSWER_CASES[case]
+    answers = []
+    for lane in (True, False):
+        app = create_app(settings)
+        if not lane:  # before the first request builds the middleware stack
+            app.user_middleware = [
+                m for m in app.user_middleware if cast(object, m.cls) is not KommoWebhookLane
+            ]
+        async with app.router.lifespan_context(app):
+            transport = ASGITransport(app=app)
+            async with AsyncClient(transport=transport, base_url="http://bridge.test") as http:
+                before = _counted()
+                response = await http.post(url, content=body, headers=headers)
+                answers.append((response.status_code, response.json(), _counted() - before))
+        if case == "accepted":  # the second delivery of one event: a duplicate, queued 0
+            async with sessionmaker() as session:
+                await session.execute(delete(InboxEvent))
+                await session.commit()
+
+    assert answers[0] == answers[1]
+    assert answers[0][2] == {("kommo", answers[0][1].get("error", "accepted")): 1}
+
+
+def _counted() -> Counter[tuple[str, str]]:
+    return Counter(
+        {
+            (sample.labels["source"], sample.labels["result"]): int(sample.value)
+            for metric in REGISTRY.collect()
+            if metric.name == "sagebridge_webhooks"
+            for sample in metric.samples
+            if sample.name == "sagebridge_webhooks_total"
+        }
+    )
+
+
+async def test_the_lane_reads_a_body_sent_in_chunks_and_refuses_one_that_grows_too_big(
+    app: FastAPI, sessionmaker: Maker
+) -> None:
+    body = status_webhook(lead_entry(71))
+    status, answer = await _raw_post(app, [body[:40], body[40:90], body[90:]])
+    assert (status, answer["queued"]) == (200, 1)
+
+    status, answer = await _raw_post(app, [b"a=" + b"x" * 200_000] * 2)  # no Content-Length
+    assert (status, answer["error"]) == (413, "payload_too_large")
+    assert [r.deal_id for r in await stored(sessionmaker)] == ["71"]
+
+
+async def test_a_sender_that_hangs_up_mid_body_stores_nothing_and_hears_nothing(
+    app: FastAPI, sessionmaker: Maker
+) -> None:
+    body = status_webhook(lead_entry(72))
+    messages: list[Message] = [
+        {"type": "http.request", "body": body[:50], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(_scope(URL, []), receive, send)
+
+    assert sent == []
+    assert await stored(sessionmaker) == []
+
+
+async def test_other_requests_on_the_webhook_paths_go_past_the_lane(client: AsyncClient) -> None:
+    nested = await client.post(f"{URL}/extra", content=b"a=1", headers=FORM)
+    read = await client.get(URL)
+    empty = await client.post("/webhooks/kommo/", content=b"a=1", headers=FORM)
+
+    assert (nested.status_code, read.status_code, empty.status_code) == (404, 405, 404)
+
+
+async def test_the_lane_serves_the_route_under_a_root_path(
+    app: FastAPI, sessionmaker: Maker
+) -> None:
+    """Behind a proxy that mounts the bridge at /bridge (uvicorn --root-path /bridge)."""
+    body = status_webhook(lead_entry(73))
+    status, answer = await _raw_post(app, [body], path=f"/bridge{URL}", root_path="/bridge")
+
+    assert (status, answer["queued"]) == (200, 1)
+
+
+async def _raw_post(
+    app: FastAPI, chunks: list[bytes], *, path: str = URL, root_path: str = ""
+) -> tuple[int, dict[str, Any]]:
+    """A POST whose body arrives in `chunks` ASGI messages, as a slow sender's would."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        hung_up: Message = {"type": "http.disconnect"}
+        return messages.pop(0) if messages else hung_up
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", FORM["Content-Type"].encode())]
+    await app(_scope(path, headers, root_path=root_path), receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+def _scope(path: str, headers: list[tuple[bytes, bytes]], *, root_path: str = "") -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("bridge.test", 80),
+    }
