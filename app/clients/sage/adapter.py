@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date, datetime
 from decimal import Decimal
+
+from async_lru import alru_cache
 
 from app.clients.sage.client import SageClient
 from app.clients.sage.schemas import (
@@ -43,6 +44,8 @@ from app.domain import (
     TaxRate,
 )
 
+# Both change rarely (a new VAT rate, turning multi-currency on): a burst of deals reads each
+# once, which also keeps a burst inside Sage's first minute of requests (docs/PERFORMANCE.md).
 TAX_RATE_TTL_SECONDS = 600.0
 SETTINGS_TTL_SECONDS = 600.0
 
@@ -53,10 +56,13 @@ class SageAccounting:
     def __init__(self, client: SageClient, *, invoice_url_template: str) -> None:
         self._client = client
         self._url_template = invoice_url_template
-        self._tax_rates: dict[str, TaxRate] = {}
-        self._tax_rates_at = 0.0
-        self._currency: BusinessCurrency | None = None
-        self._currency_at = 0.0
+        # Per adapter (one per process and event loop). Jobs asking at once share one read, in
+        # a task none of them owns: a job cancelled meanwhile does not fail the others'. A
+        # failed read is not kept; the next job asks again.
+        self.business_currency = alru_cache(maxsize=1, ttl=SETTINGS_TTL_SECONDS)(
+            self._read_business_currency
+        )
+        self.tax_rates = alru_cache(maxsize=1, ttl=TAX_RATE_TTL_SECONDS)(self._read_tax_rates)
 
     async def find_customer(self, *, email: str) -> CustomerRef | None:
         wanted = email.casefold()
@@ -81,15 +87,12 @@ class SageAccounting:
         created = _customer(await self._client.create_contact(body=body))
         return created if created.currency else CustomerRef(created.id, currency)
 
-    async def business_currency(self) -> BusinessCurrency:
-        if self._currency is None or time.monotonic() - self._currency_at > SETTINGS_TTL_SECONDS:
-            settings = await self._client.financial_settings()
-            self._currency = BusinessCurrency(
-                base=settings.base_currency.id.upper(),
-                multi_currency=bool(settings.multi_currency_enabled),
-            )
-            self._currency_at = time.monotonic()
-        return self._currency
+    async def _read_business_currency(self) -> BusinessCurrency:
+        settings = await self._client.financial_settings()
+        return BusinessCurrency(
+            base=settings.base_currency.id.upper(),
+            multi_currency=bool(settings.multi_currency_enabled),
+        )
 
     async def find_invoice(self, *, reference: str) -> InvoiceRef | None:
         for invoice in await self._client.find_sales_invoices(search=reference):
@@ -200,14 +203,9 @@ class SageAccounting:
     async def status_ids(self) -> set[str]:
         return await self._client.artefact_status_ids()
 
-    async def tax_rates(self) -> dict[str, TaxRate]:
-        if time.monotonic() - self._tax_rates_at > TAX_RATE_TTL_SECONDS or not self._tax_rates:
-            rates = await self._client.list_tax_rates()
-            self._tax_rates = {
-                r.id: TaxRate(id=r.id, percentage=r.percentage or Decimal(0)) for r in rates
-            }
-            self._tax_rates_at = time.monotonic()
-        return self._tax_rates
+    async def _read_tax_rates(self) -> dict[str, TaxRate]:
+        rates = await self._client.list_tax_rates()
+        return {r.id: TaxRate(id=r.id, percentage=r.percentage or Decimal(0)) for r in rates}
 
     def _ref(self, invoice: SalesInvoice) -> InvoiceRef:
         links = invoice.links or []
