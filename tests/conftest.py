@@ -62,6 +62,7 @@ TABLES = (
     "deal_invoices",
     "contact_links",
     "inbox_events",
+    "inbox_state_counts",
     "sync_cursors",
     "connections",
     "mapping_refusals",

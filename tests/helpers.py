@@ -17,7 +17,7 @@ from app.bridge import Bridge
 from app.clients.kommo.webhook import parse_webhook
 from app.inbox.intake import KommoBatch, kommo_events
 from app.inbox.models import EventState, InboxEvent
-from app.inbox.repository import InboxRepository
+from app.inbox.repository import InboxRepository, NewEvent
 from app.inbox.runner import process_event
 from app.mapping_store import start_mappings
 from app.models import utcnow
@@ -86,6 +86,15 @@ def lead_entry(
         "updated_at": extra.pop("updated_at", 1_760_000_000),
         **extra,
     }
+
+
+def moved(lead_id: int, *, status_id: int = 503) -> list[NewEvent]:
+    """The events of a webhook moving the deal into the trigger stage (503: pending work) or
+    another one (skipped), to store as the route would."""
+    hook = parse_webhook(status_webhook(lead_entry(lead_id, status_id=status_id)))
+    return kommo_events(
+        hook, account_id="29000001", trigger_pipeline_id="500", trigger_status_id="503"
+    )
 
 
 async def record_webhook(sessionmaker: Maker, settings: Settings, body: bytes) -> list[int]:

@@ -1,5 +1,6 @@
-"""The inbox's table and its vocabulary: the states an event moves through (see
-`app.inbox` for the diagram) and the sets of states the rest of the bridge asks about."""
+"""The inbox's tables (its events, and their counts by state) and its vocabulary: the states an
+event moves through (see `app.inbox` for the diagram) and the sets of states the rest of the
+bridge asks about."""
 
 from __future__ import annotations
 
@@ -171,3 +172,17 @@ class DealTask(Base):
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None]
+
+
+class InboxStateCount(Base):
+    """A change in how many inbox events are in one state: the count of a state is the sum of
+    its rows. The database writes them itself (triggers on inbox_events, migration 0014), so
+    every statement that moves an event counts, whichever code sent it. Append-only, so
+    concurrent writers never wait on a shared counter row; the sweeper folds them into one row
+    per state (`InboxRepository.compact_state_counts`)."""
+
+    __tablename__ = "inbox_state_counts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(32))
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -1,7 +1,8 @@
 """arq worker: thin jobs that open a session and call the business logic.
 
 `process_event` runs one inbox event; `sweep` re-enqueues every event that is due but has no live
-job (Redis flushed or restarted, a worker killed), so delivery never depends on Redis alone.
+job (Redis flushed or restarted, a worker killed), so delivery never depends on Redis alone, and
+folds the inbox's counts by state.
 The daily reconciliation report runs in the background of one worker (`reconciliation_job`).
 """
 
@@ -17,6 +18,8 @@ from arq import cron
 from arq.connections import ArqRedis
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.alerts.config import AlertConfig
 from app.alerts.job import SEND_SHARE, last_hook_check, run_alerts
@@ -117,7 +120,19 @@ async def sweep(ctx: WorkerContext) -> int:
         enqueued += await Queue(ctx["redis"]).enqueue_event(event.id, event.attempts)
     if enqueued:
         log.info("sweeper.requeued", count=enqueued)
+    await compact_state_counts(db.sessionmaker)
     return enqueued
+
+
+async def compact_state_counts(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """The inbox's counts by state, one row per state again, in a short transaction of its own.
+    A failure only leaves more rows to fold at the next sweep."""
+    try:
+        async with sessionmaker() as session:
+            await InboxRepository(session).compact_state_counts()
+            await session.commit()
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("sweeper.counts_compaction_failed", error=type(exc).__name__)
 
 
 async def poll_statuses_job(ctx: WorkerContext) -> int:

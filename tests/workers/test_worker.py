@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
 from httpx import AsyncClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
-from app.inbox.models import InboxEvent
+from app.db import create_engine, create_sessionmaker
+from app.inbox.models import InboxEvent, InboxStateCount
+from app.inbox.repository import InboxRepository
 from app.models import utcnow
 from app.queue import QUEUE_NAME, Queue
 from app.settings import Settings
-from app.workers.main import build_worker
+from app.workers.main import build_worker, compact_state_counts
 from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import lead_entry, record_trigger, status_webhook
+from tests.helpers import lead_entry, record_trigger, record_webhook, status_webhook
 from tests.upstreams import Kommo, Sage
 
 Maker = async_sessionmaker[AsyncSession]
@@ -122,3 +126,35 @@ def test_a_killed_workers_job_becomes_visible_again_within_the_recovery_bound(
     worker = build_worker(settings)
     # arq hides a started job for job_timeout + 10 s; the sweeper runs every 15 s after that.
     assert worker.in_progress_timeout_s + settings.sweeper_interval_seconds <= 60
+
+
+async def test_the_sweeper_folds_the_inbox_counts_into_a_row_per_state(
+    settings: Settings, sessionmaker: Maker, kommo: Kommo
+) -> None:
+    for lead_id in (1, 2, 3):  # moves into another stage: nothing for the worker to run
+        await record_webhook(
+            sessionmaker, settings, status_webhook(lead_entry(lead_id, status_id=502))
+        )
+    assert await count_rows(sessionmaker) == ["skipped"] * 3
+
+    await run_worker_until_idle(settings)  # its sweeper runs at start-up
+
+    assert await count_rows(sessionmaker) == ["skipped"]
+    async with sessionmaker() as session:
+        assert await InboxRepository(session).count_by_state() == {"skipped": 3}
+
+
+async def test_a_compaction_that_fails_is_logged_and_raises_nothing(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'not-migrated.db'}")
+    with capture_logs() as logs:
+        await compact_state_counts(create_sessionmaker(engine))
+    await engine.dispose()
+
+    failed = [(e["event"], e["error"]) for e in logs]
+    assert failed == [("sweeper.counts_compaction_failed", "OperationalError")]
+
+
+async def count_rows(sessionmaker: Maker) -> list[str]:
+    """The states of the inbox's kept counts, a row each."""
+    async with sessionmaker() as session:
+        return list((await session.scalars(select(InboxStateCount.state))).all())
