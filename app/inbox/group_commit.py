@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.errors import ServiceUnavailable
 from app.inbox.intake import Events
-from app.inbox.repository import InboxWriter
+from app.inbox.repository import (
+    InboxWriter,
+    NewEvent,
+    UnnestInsert,
+    due_ids,
+    first_of_each_key,
+)
 from app.queue import Queue
 
 log = structlog.get_logger(__name__)
@@ -65,6 +71,9 @@ class GroupCommit:
         max_members: int = MAX_MEMBERS,
     ) -> None:
         self._engine = engine
+        # asyncpg is the driver the bridge's PostgreSQL URLs name; any other goes the ORM's way.
+        self._unnest = UnnestInsert() if engine.dialect.driver == "asyncpg" else None
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._queue = queue
         self._window_s = window_s
         self._max_members = max_members
@@ -123,6 +132,35 @@ class GroupCommit:
             member.resolve(ids)
 
     async def _commit(self, group: list[_Member]) -> list[list[int]]:
+        plain = [m.events for m in group if isinstance(m.events, Sequence)]
+        if self._unnest is not None and len(plain) == len(group):
+            return await self._commit_unnest([list(events) for events in plain])
+        return await self._commit_in_transaction(group)
+
+    async def _commit_unnest(self, groups: list[list[NewEvent]]) -> list[list[int]]:
+        """PostgreSQL: the group's new rows in one statement on the driver's connection (atomic
+        alone: no BEGIN, no COMMIT). A pending event whose key is already stored may reopen a
+        finished one, in a transaction of its own opened only then. If that fails, the group
+        hears 503 although its new rows are stored: Kommo's retry finds them (duplicates) and
+        the sweeper runs those that are due."""
+        assert self._unnest is not None
+        firsts = first_of_each_key(groups)
+        async with self._autocommit.connect() as conn:
+            inserted = await self._unnest(conn, list(firsts.values()))
+        async with contextlib.AsyncExitStack() as transaction:
+            writer: InboxWriter | None = None
+
+            async def reopen(new: NewEvent) -> int | None:
+                nonlocal writer
+                if writer is None:
+                    writer = InboxWriter(
+                        await transaction.enter_async_context(self._engine.begin())
+                    )
+                return await writer.reopen(new)
+
+            return await due_ids(groups, firsts, inserted, reopen)
+
+    async def _commit_in_transaction(self, group: list[_Member]) -> list[list[int]]:
         """On a bare connection: an ORM session (its identity map, its transaction bookkeeping)
         is opened only for a webhook whose events need a query first (a cancellation)."""
         async with self._engine.begin() as conn:

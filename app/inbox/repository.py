@@ -3,15 +3,24 @@ sweeper and ops use. Callers decide when to commit."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from asyncpg import InterfaceError, PostgresError  # type: ignore[import-untyped]
+from asyncpg.exceptions import PostgresConnectionError  # type: ignore[import-untyped]
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     BindParameter,
+    DateTime,
+    Integer,
+    String,
     Table,
+    TypeDecorator,
     bindparam,
     delete,
     func,
@@ -23,7 +32,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.types import TypeEngine
 
 from app.db import as_utc, dialect_name
 from app.inbox import lifecycle
@@ -197,21 +208,9 @@ class InboxWriter:
         """Several senders' events in one INSERT; each group gets back its own due ids, as if
         the groups had been recorded one after another (an earlier group's new row makes a
         later group's duplicate a conflict, not a second row)."""
-        firsts: dict[str, NewEvent] = {}
-        for new in (new for group in groups for new in group):
-            firsts.setdefault(new.dedupe_key, new)
+        firsts = first_of_each_key(groups)
         inserted = await self._insert_new(list(firsts.values()))
-        due: list[list[int]] = []
-        for group in groups:
-            ids = []
-            for new in group:
-                event_id = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
-                if event_id is None and new.state == EventState.PENDING:
-                    event_id = await self._reopen(new)
-                if event_id is not None and new.state == EventState.PENDING:
-                    ids.append(event_id)
-            due.append(ids)
-        return due
+        return await due_ids(groups, firsts, inserted, self.reopen)
 
     async def _insert_new(self, events: list[NewEvent]) -> dict[str, int]:
         """The ids of the rows this INSERT created, by dedupe key (conflicts return none)."""
@@ -225,7 +224,7 @@ class InboxWriter:
             inserted.update({key: event_id for event_id, key in result.all()})
         return inserted
 
-    async def _reopen(self, new: NewEvent) -> int | None:
+    async def reopen(self, new: NewEvent) -> int | None:
         """A newer move into the trigger stage starts a finished (not invoiced) event over."""
         stmt = (
             update(InboxEvent)
@@ -253,6 +252,104 @@ class InboxWriter:
         if isinstance(self.db, AsyncConnection):
             return self.db.dialect.name
         return dialect_name(self.db)
+
+
+Reopen = Callable[[NewEvent], Awaitable[int | None]]
+
+
+def first_of_each_key(groups: list[list[NewEvent]]) -> dict[str, NewEvent]:
+    """The event each dedupe key is inserted as: its first, in the groups' order."""
+    firsts: dict[str, NewEvent] = {}
+    for new in (new for group in groups for new in group):
+        firsts.setdefault(new.dedupe_key, new)
+    return firsts
+
+
+async def due_ids(
+    groups: list[list[NewEvent]],
+    firsts: dict[str, NewEvent],
+    inserted: dict[str, int],
+    reopen: Reopen,
+) -> list[list[int]]:
+    """Each group's ids now due: its new pending rows, and the finished events a newer pending
+    move reopened (`reopen` runs only for pending events whose key was already stored)."""
+    due: list[list[int]] = []
+    for group in groups:
+        ids = []
+        for new in group:
+            event_id = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
+            if event_id is None and new.state == EventState.PENDING:
+                event_id = await reopen(new)
+            if event_id is not None and new.state == EventState.PENDING:
+                ids.append(event_id)
+        due.append(ids)
+    return due
+
+
+class UnnestInsert:
+    """PostgreSQL on asyncpg: the new events as one prepared `INSERT … SELECT FROM unnest(one
+    array per column) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key`, sent on
+    the driver's connection. One statement text whatever the number of rows, and one round
+    trip: through SQLAlchemy's execution machinery the webhooks' INSERT, BEGIN and COMMIT
+    cost about 0.6 ms of the API's CPU per group (bench/). Being one statement, it is atomic
+    on its own, so it needs no transaction around it."""
+
+    def __init__(self) -> None:
+        columns = list(_row(_SAMPLE, utcnow()))
+        arrays, values = [], []
+        for number, name in enumerate(columns, start=1):
+            array_type, value = _unnested(name, _TABLE.c[name].type)
+            arrays.append(f"${number}::{array_type}[]")
+            values.append(value)
+        names = ", ".join(columns)
+        self.columns = columns
+        # Built from the table's own column names and types, never from input.
+        self.sql = (
+            f"INSERT INTO {_TABLE.name} ({names}) SELECT {', '.join(values)}"  # noqa: S608
+            f" FROM unnest({', '.join(arrays)}) AS new ({names})"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+        )
+
+    async def __call__(self, conn: AsyncConnection, events: list[NewEvent]) -> dict[str, int]:
+        """The ids of the rows it created, by dedupe key, on `conn`'s asyncpg connection
+        (asyncpg prepares the text once per connection and keeps it). Its errors come out as
+        SQLAlchemy's would, and a connection that broke is dropped from the pool."""
+        if not events:
+            return {}
+        now = utcnow()
+        # In key order, as `InboxWriter` writes them (two groups cannot deadlock).
+        rows = [_row(new, now) for new in sorted(events, key=lambda e: e.dedupe_key)]
+        arrays = [[row[name] for row in rows] for name in self.columns]
+        payload = self.columns.index("payload")
+        arrays[payload] = [json.dumps(value) for value in arrays[payload]]
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        try:
+            records = await driver.fetch(self.sql, *arrays)
+        except (PostgresConnectionError, InterfaceError, OSError) as exc:
+            await conn.invalidate(exc)
+            raise DBAPIError(self.sql, None, exc, connection_invalidated=True) from exc
+        except PostgresError as exc:  # refused by the server; the connection is fine
+            raise DBAPIError(self.sql, None, exc) from exc
+        return {key: event_id for event_id, key in records}
+
+
+def _unnested(name: str, column_type: TypeEngine[Any]) -> tuple[str, str]:
+    """A column's array type in `UnnestInsert`, and how the SELECT hands its value on. Strings
+    go as text, not as varchar(n): an explicit cast to varchar(n) would cut a long value short
+    in silence, where assigning text to the column refuses it, as the ORM's INSERT would."""
+    if isinstance(column_type, JSON):
+        return "text", f"{name}::json"  # serialized here as SQLAlchemy would, parsed there
+    if isinstance(column_type, String):
+        return "text", name
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
+    if isinstance(column_type, DateTime) and column_type.timezone:
+        return "timestamptz", name
+    if isinstance(column_type, BigInteger):
+        return "bigint", name
+    if isinstance(column_type, Integer):
+        return "integer", name
+    raise TypeError(f"inbox_events.{name}: no array type for {column_type!r}")
 
 
 class DealTaskRepository:
@@ -296,6 +393,9 @@ def _power_of_two_chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, 
         size = 1 << ((len(rows) - start).bit_length() - 1)
         yield rows[start : start + size]
         start += size
+
+
+_SAMPLE = NewEvent("", "", "", "", "", None, None, None, 0, EventState.PENDING, {})
 
 
 def _row(new: NewEvent, now: datetime) -> dict[str, Any]:

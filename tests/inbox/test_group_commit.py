@@ -12,10 +12,11 @@ import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 from httpx import AsyncClient
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.kommo.webhook import parse_webhook
+from app.db import create_engine, dialect_name
 from app.errors import ServiceUnavailable
 from app.inbox.group_commit import GroupCommit
 from app.inbox.intake import kommo_events
@@ -43,29 +44,40 @@ async def rows(sessionmaker: Maker) -> list[InboxEvent]:
         return list((await session.scalars(select(InboxEvent).order_by(InboxEvent.id))).all())
 
 
-def count_commits(sessionmaker: Maker) -> list[int]:
-    commits = [0]
-    engine = sessionmaker.kw["bind"]
+class WriteTransactions:
+    """How many transactions wrote the inbox's rows. PostgreSQL stamps each row with the id of
+    the transaction that wrote it (xmin), whichever way it was sent (group commit sends its
+    INSERT on the asyncpg connection, past SQLAlchemy's events); on SQLite, where every write
+    goes through SQLAlchemy, its commits are counted as they happen."""
 
-    def on_commit(_conn: Any) -> None:
-        commits[0] += 1
+    def __init__(self, sessionmaker: Maker) -> None:
+        self.sessionmaker = sessionmaker
+        self.commits = 0
+        event.listen(sessionmaker.kw["bind"].sync_engine, "commit", self._on_commit)
 
-    event.listen(engine.sync_engine, "commit", on_commit)
-    return commits
+    def _on_commit(self, _conn: Any) -> None:
+        self.commits += 1
+
+    async def count(self) -> int:
+        async with self.sessionmaker() as session:
+            if dialect_name(session) != "postgresql":
+                return self.commits
+            xmins = select(func.count(text("DISTINCT xmin::text"))).select_from(InboxEvent)
+            return int(await session.scalar(xmins) or 0)
 
 
 async def test_webhooks_arriving_together_share_one_commit_and_each_gets_its_own_ids(
     sessionmaker: Maker, queue: ArqRedis
 ) -> None:
     intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
-    commits = count_commits(sessionmaker)
+    writes = WriteTransactions(sessionmaker)
 
     due = await asyncio.gather(*(intake.accept(trigger(d), retry_hint="-") for d in (1, 2, 3)))
 
     stored = await rows(sessionmaker)
     assert [r.deal_id for r in stored] == ["1", "2", "3"]
     assert due == [[stored[0].id], [stored[1].id], [stored[2].id]]
-    assert commits == [1]
+    assert await writes.count() == 1
     for row in stored:
         job = Job(f"event:{row.id}:0", queue, _queue_name=QUEUE_NAME)
         assert await job.status() == JobStatus.queued
@@ -134,7 +146,7 @@ async def test_groups_are_bounded_and_all_are_written(
     intake = GroupCommit(
         sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S, max_members=128
     )
-    commits = count_commits(sessionmaker)
+    writes = WriteTransactions(sessionmaker)
 
     due = await asyncio.gather(
         *(intake.accept(trigger(1000 + i), retry_hint="-") for i in range(members))
@@ -142,7 +154,7 @@ async def test_groups_are_bounded_and_all_are_written(
 
     assert all(len(ids) == 1 for ids in due)
     assert len(await rows(sessionmaker)) == members
-    assert commits == [-(-members // 128)]
+    assert await writes.count() == -(-members // 128)
 
 
 async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_both_commit(
@@ -161,3 +173,64 @@ async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_bot
     stored = await rows(sessionmaker)
     assert sorted(r.deal_id for r in stored) == ["21", "22"]
     assert sorted(i for ids in answers for i in ids) == sorted(r.id for r in stored)
+
+
+# PostgreSQL on asyncpg: group commit sends its INSERT on the driver's connection
+# (repository.UnnestInsert), past SQLAlchemy; these hold it to what SQLAlchemy's path does.
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut_short(
+    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    if not postgres_url:
+        pytest.skip("SQLite does not enforce column lengths; needs TEST_DATABASE_URL")
+    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    long_key = [replace(trigger(51)[0], dedupe_key="kommo:" + "9" * 300)]
+
+    answers = await asyncio.gather(
+        intake.accept(trigger(50), retry_hint="-"),
+        intake.accept(long_key, retry_hint="-"),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(a, ServiceUnavailable) for a in answers)
+    assert await rows(sessionmaker) == []
+
+
+async def test_a_broken_connection_is_dropped_and_the_retry_is_stored_once(
+    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    """PostgreSQL restarted under the API: each pooled connection that died fails one group
+    with a 503 (Kommo retries) and leaves the pool; none is handed out again."""
+    if not postgres_url:
+        pytest.skip("ends PostgreSQL's connections; needs TEST_DATABASE_URL")
+    engine = sessionmaker.kw["bind"]
+    intake = GroupCommit(engine, Queue(queue), window_s=0)
+    assert len(await intake.accept(trigger(60), retry_hint="-")) == 1
+    await _end_every_other_connection(postgres_url)
+
+    failures = 0
+    for _ in range(engine.pool.size() + 2):
+        try:
+            due = await intake.accept(trigger(61), retry_hint="Kommo will retry")
+            break
+        except ServiceUnavailable:
+            failures += 1
+    else:
+        pytest.fail("every retry failed: a broken connection went back to the pool")
+
+    assert failures >= 1 and len(due) == 1
+    assert len(await intake.accept(trigger(62), retry_hint="-")) == 1  # no dead one left
+    assert [r.deal_id for r in await rows(sessionmaker)] == ["60", "61", "62"]
+
+
+async def _end_every_other_connection(url: str) -> None:
+    admin = create_engine(url)
+    async with admin.connect() as conn:
+        await conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    await admin.dispose()
