@@ -5,6 +5,7 @@ that fails answers every webhook in it with a 503 and stores none of them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +31,23 @@ URL = f"/webhooks/kommo/{WEBHOOK_SECRET}"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 Maker = async_sessionmaker[AsyncSession]
 WIDE_WINDOW_S = 0.05  # long enough that every sender in a test joins the first group
+
+
+Intakes = Callable[..., GroupCommit]
+
+
+@pytest.fixture
+async def intakes(sessionmaker: Maker, queue: ArqRedis) -> AsyncIterator[Intakes]:
+    """GroupCommit(engine, queue, **options), closed after the test (it keeps connections)."""
+    made: list[GroupCommit] = []
+
+    def make(**options: Any) -> GroupCommit:
+        made.append(GroupCommit(sessionmaker.kw["bind"], Queue(queue), **options))
+        return made[-1]
+
+    yield make
+    for intake in made:
+        await intake.close()
 
 
 def trigger(deal_id: int) -> list[NewEvent]:
@@ -67,9 +85,9 @@ class WriteTransactions:
 
 
 async def test_webhooks_arriving_together_share_one_commit_and_each_gets_its_own_ids(
-    sessionmaker: Maker, queue: ArqRedis
+    sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
-    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = intakes(window_s=WIDE_WINDOW_S)
     writes = WriteTransactions(sessionmaker)
 
     due = await asyncio.gather(*(intake.accept(trigger(d), retry_hint="-") for d in (1, 2, 3)))
@@ -84,9 +102,9 @@ async def test_webhooks_arriving_together_share_one_commit_and_each_gets_its_own
 
 
 async def test_a_duplicate_in_the_same_group_is_one_row_and_queued_once(
-    sessionmaker: Maker, queue: ArqRedis
+    sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
-    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = intakes(window_s=WIDE_WINDOW_S)
 
     first, again = await asyncio.gather(
         intake.accept(trigger(7), retry_hint="-"), intake.accept(trigger(7), retry_hint="-")
@@ -98,9 +116,9 @@ async def test_a_duplicate_in_the_same_group_is_one_row_and_queued_once(
 
 
 async def test_a_failed_commit_answers_503_to_every_webhook_in_the_group_and_stores_nothing(
-    sessionmaker: Maker, queue: ArqRedis
+    sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
-    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = intakes(window_s=WIDE_WINDOW_S)
     # deal_id is NOT NULL: this member's row makes the whole INSERT fail on either database.
     broken = [replace(trigger(5)[0], deal_id=None)]  # type: ignore[arg-type]
 
@@ -141,11 +159,9 @@ async def test_every_accepted_webhook_is_committed_when_its_answer_arrives(
 
 @pytest.mark.parametrize("members", [1, 300])
 async def test_groups_are_bounded_and_all_are_written(
-    sessionmaker: Maker, queue: ArqRedis, members: int
+    sessionmaker: Maker, queue: ArqRedis, intakes: Intakes, members: int
 ) -> None:
-    intake = GroupCommit(
-        sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S, max_members=128
-    )
+    intake = intakes(window_s=WIDE_WINDOW_S, max_members=128)
     writes = WriteTransactions(sessionmaker)
 
     due = await asyncio.gather(
@@ -158,11 +174,11 @@ async def test_groups_are_bounded_and_all_are_written(
 
 
 async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_both_commit(
-    sessionmaker: Maker, queue: ArqRedis
+    sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
     """Two writers run at once (one group per sender here): rows go in key order, so the two
     transactions cannot deadlock on the dedupe index, and each deal is stored once."""
-    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=0, max_members=1)
+    intake = intakes(window_s=0, max_members=1)
     forward = trigger(21) + trigger(22)
     backward = trigger(22) + trigger(21)
 
@@ -180,11 +196,11 @@ async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_bot
 
 
 async def test_a_value_too_long_for_its_column_is_refused_not_cut_short(
-    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis
+    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
     if not postgres_url:
         pytest.skip("SQLite does not enforce column lengths; needs TEST_DATABASE_URL")
-    intake = GroupCommit(sessionmaker.kw["bind"], Queue(queue), window_s=WIDE_WINDOW_S)
+    intake = intakes(window_s=WIDE_WINDOW_S)
     long_key = [replace(trigger(51)[0], dedupe_key="kommo:" + "9" * 300)]
 
     answers = await asyncio.gather(
@@ -198,14 +214,14 @@ async def test_a_value_too_long_for_its_column_is_refused_not_cut_short(
 
 
 async def test_a_broken_connection_is_dropped_and_the_retry_is_stored_once(
-    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis
+    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
     """PostgreSQL restarted under the API: each pooled connection that died fails one group
     with a 503 (Kommo retries) and leaves the pool; none is handed out again."""
     if not postgres_url:
         pytest.skip("ends PostgreSQL's connections; needs TEST_DATABASE_URL")
     engine = sessionmaker.kw["bind"]
-    intake = GroupCommit(engine, Queue(queue), window_s=0)
+    intake = intakes(window_s=0)
     assert len(await intake.accept(trigger(60), retry_hint="-")) == 1
     await _end_every_other_connection(postgres_url)
 
