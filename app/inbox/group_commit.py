@@ -5,6 +5,10 @@ transaction that fails answers every webhook in it with a 503 (Kommo retries eac
 none of them. What the group saves is the per-request cost of a transaction: one session, one
 multi-row INSERT, one COMMIT and one Redis round trip for the jobs, shared by every webhook that
 arrived within `window_s` of the first (or while the previous group was being written).
+
+On PostgreSQL (asyncpg) the group's new rows are one `UnnestInsert` statement, atomic without a
+transaction around it; only reopening an already stored event needs one, after it (see
+`_commit_unnest` for what a failure there means).
 """
 
 from __future__ import annotations
