@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -60,6 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.mapping = await start_mappings(
                 settings, app.state.db.sessionmaker, app.state.upstreams.accounting, process="api"
             )
+            # Everything start-up made (the app, the models, the pools) is kept for the life of
+            # the process: out of the collector's way, its full collections stop walking it
+            # (bench/: API CPU per webhook −5 %, p99 at 500/s 53 → 30–34 ms on this machine).
+            gc.freeze()
             log.info("api.started", sandbox=settings.sandbox_mode)
             watcher = asyncio.create_task(_watch_mapping(app, settings.mapping_watch_seconds))
             yield
