@@ -5,11 +5,8 @@ and migrating up again (as after `sagebridge reset`) counts afresh."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import func, select
@@ -19,27 +16,9 @@ from app.db import create_engine, create_sessionmaker
 from app.inbox.models import InboxEvent
 from app.inbox.repository import InboxRepository, InboxWriter, NewEvent
 from app.settings import Settings
-from reliability.infra import drop_database, ensure_database
 from tests.helpers import moved
-from tests.reliability.conftest import fast_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        return
-    server = fast_database_url()
-    if server is None:
-        pytest.skip("needs PostgreSQL on 127.0.0.1 (TEST_DATABASE_URL), as CI has")
-    url = server.replace("/sagebridge_reliability_", f"/sagebridge_counts_{uuid.uuid4().hex[:8]}_")
-    asyncio.run(ensure_database(url))
-    try:
-        yield url
-    finally:
-        asyncio.run(drop_database(url))
 
 
 def downgrade(url: str, revision: str) -> None:

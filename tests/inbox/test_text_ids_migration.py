@@ -5,11 +5,7 @@ reopens it instead of starting a second event."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from app.cli import migrate_database
@@ -19,9 +15,7 @@ from app.inbox.intake import kommo_events
 from app.inbox.repository import InboxRepository
 from app.models import utcnow
 from app.settings import Settings
-from reliability.infra import drop_database, ensure_database
 from tests.helpers import lead_entry, status_webhook
-from tests.reliability.conftest import fast_database_url
 
 KEY = "kommo:29000001:lead:7:trigger:500:503"
 # inbox_events as 0009 left it: the ids are integers.
@@ -42,22 +36,6 @@ OLD_INBOX = sa.table(
     sa.column("received_at", sa.DateTime(timezone=True)),
     sa.column("updated_at", sa.DateTime(timezone=True)),
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        return
-    server = fast_database_url()
-    if server is None:
-        pytest.skip("needs PostgreSQL on 127.0.0.1 (TEST_DATABASE_URL), as CI has")
-    url = server.replace("/sagebridge_reliability_", f"/sagebridge_ids_{uuid.uuid4().hex[:8]}_")
-    asyncio.run(ensure_database(url))
-    try:
-        yield url
-    finally:
-        asyncio.run(drop_database(url))
 
 
 async def store_old_event(url: str) -> None:
