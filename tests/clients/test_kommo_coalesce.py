@@ -116,30 +116,25 @@ async def test_a_lone_read_goes_out_at_once_on_the_single_lead_route(
     assert single.calls.last.request.url.params["with"] == "contacts,catalog_elements"
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (503, KommoTransientError),  # a batch read that fails fails every caller in it
+        (204, KommoNotFound),  # an empty batch answer: none of the deals exists
+    ],
+    ids=["failed batch: every caller's error", "empty batch: every deal not found"],
+)
 @respx.mock(base_url=BASE, assert_all_called=False)
-async def test_a_batch_read_that_fails_fails_every_caller_in_it_and_no_other(
-    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+async def test_a_batch_read_answers_each_caller_in_it_alike(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient, status: int, error: type[Exception]
 ) -> None:
-    respx_mock.get("/api/v4/leads").mock(return_value=httpx.Response(503))
+    respx_mock.get("/api/v4/leads").mock(return_value=httpx.Response(status))
     gate = Gate()
     client = KommoClient(http, ready=gate.ready)
 
     results = await together(gate, client.get_lead(lead_id=1), client.get_lead(lead_id=2))
 
-    assert [type(r) for r in results] == [KommoTransientError, KommoTransientError]
-
-
-@respx.mock(base_url=BASE, assert_all_called=False)
-async def test_an_empty_batch_answer_means_none_of_the_deals_exists(
-    respx_mock: respx.MockRouter, http: httpx.AsyncClient
-) -> None:
-    respx_mock.get("/api/v4/leads").mock(return_value=httpx.Response(204))
-    gate = Gate()
-    client = KommoClient(http, ready=gate.ready)
-
-    results = await together(gate, client.get_lead(lead_id=1), client.get_lead(lead_id=2))
-
-    assert [type(r) for r in results] == [KommoNotFound, KommoNotFound]
+    assert [type(r) for r in results] == [error, error]
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
@@ -160,6 +155,15 @@ async def test_concurrent_contact_reads_are_one_list_read(
     assert [getattr(c, "name", c) for c in (ada, ada_again, grace)] == ["Ada", "Ada", "Grace"]
 
 
+async def write_two_back(gate: Gate, client: KommoClient) -> list[BaseException | None]:
+    """Invoice numbers SI-1 and SI-2 written back to leads 1 and 2 at the same moment."""
+    return await together(
+        gate,
+        client.update_lead(lead_id=1, update=update("SI-1")),
+        client.update_lead(lead_id=2, update=update("SI-2")),
+    )
+
+
 @respx.mock(base_url=BASE, assert_all_called=False)
 async def test_write_backs_go_out_as_one_batch_patch(
     respx_mock: respx.MockRouter, http: httpx.AsyncClient
@@ -169,11 +173,7 @@ async def test_write_backs_go_out_as_one_batch_patch(
     gate = Gate()
     client = KommoClient(http, ready=gate.ready)
 
-    results = await together(
-        gate,
-        client.update_lead(lead_id=1, update=update("SI-1")),
-        client.update_lead(lead_id=2, update=update("SI-2")),
-    )
+    results = await write_two_back(gate, client)
 
     assert results == [None, None]
     assert batch.call_count == 1
@@ -201,11 +201,7 @@ async def test_a_refused_batch_patch_is_sent_lead_by_lead_so_one_bad_lead_fails_
     gate = Gate()
     client = KommoClient(http, ready=gate.ready)
 
-    first, second = await together(
-        gate,
-        client.update_lead(lead_id=1, update=update("SI-1")),
-        client.update_lead(lead_id=2, update=update("SI-2")),
-    )
+    first, second = await write_two_back(gate, client)
 
     assert batch.call_count == good.call_count == bad.call_count == 1
     assert first is None
@@ -224,11 +220,7 @@ async def test_a_lead_the_batch_answer_does_not_confirm_is_written_alone(
     gate = Gate()
     client = KommoClient(http, ready=gate.ready)
 
-    results = await together(
-        gate,
-        client.update_lead(lead_id=1, update=update("SI-1")),
-        client.update_lead(lead_id=2, update=update("SI-2")),
-    )
+    results = await write_two_back(gate, client)
 
     assert results == [None, None]
     assert alone.call_count == 1
