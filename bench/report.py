@@ -14,6 +14,7 @@ from bench.e2e import ScenarioResult
 from bench.footprint import FootprintResult
 from bench.ingest import IngestResult
 from bench.scale import TARGET_QUERY_MS, ScaleResult
+from bench.stats import Latency
 from bench.sysinfo import Environment
 
 # Issue 15's targets (issue 8's before them: the Sage calls and the trigger→invoice p99).
@@ -37,6 +38,8 @@ class Results:
     mode: str
     environment: Environment
     duration_s: float = 0.0
+    # The database's one-row commit on the idle machine: the floor under the ingest p99.
+    commit: Latency | None = None
     ingest: IngestResult | None = None
     e2e: list[ScenarioResult] | None = None
     footprint: FootprintResult | None = None
@@ -65,6 +68,8 @@ def render(results: Results) -> str:
         f"{env.cores} × {env.cpu_model}, {env.memory_gib} GiB, Python {env.python}, "
         f"{env.database}, {env.redis}, load average at start {env.load_average_at_start}",
     ]
+    if results.commit:
+        parts.append(f"database commit, idle machine: {_commit_latency(results.commit)}")
     if results.ingest:
         parts += [
             "",
@@ -86,6 +91,13 @@ def render(results: Results) -> str:
         rows = [[c.target, c.measured, "met" if c.met else "NOT met"] for c in checks]
         parts += ["", "Targets", table(["target", "measured", ""], rows)]
     return "\n".join(parts)
+
+
+def _commit_latency(commit: Latency) -> str:
+    return (
+        f"p50 {_num(commit.p50_ms)} / p99 {_num(commit.p99_ms)} / max {_num(commit.max_ms)} ms"
+        f" ({commit.count:,} one-row transactions; the answer to a webhook waits for one)"
+    )
 
 
 def _ingest_table(result: IngestResult) -> str:

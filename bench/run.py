@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.logging import configure_logging
+from bench.commits import commit_latency
 from bench.e2e import E2EConfig, run_e2e
 from bench.footprint import FootprintConfig, run_footprint
 from bench.infra import provision
@@ -27,6 +28,8 @@ from bench.sysinfo import describe
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("ingest", "e2e", "footprint", "scale")
+# Enough for a p99 that a handful of stalls moves, a few seconds on any machine.
+COMMITS = {"quick": 500, "full": 2000}
 
 
 def main() -> None:
@@ -69,6 +72,7 @@ async def _run(args: argparse.Namespace) -> Results:
     async with provision(workdir, sqlite=args.sqlite, embedded_redis=args.embedded_redis) as infra:
         mode = "quick" if args.quick else "full"
         results = Results(mode, describe(database=infra.database, redis=infra.redis))
+        results.commit = await commit_latency(infra.database_url, commits=COMMITS[mode])
         if "ingest" in parts:
             config = IngestConfig.quick() if args.quick else IngestConfig()
             results.ingest = await run_ingest(infra, workdir, config)
