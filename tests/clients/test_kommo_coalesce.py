@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import respx
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.clients.kommo.client import KommoClient
 from app.clients.kommo.errors import (
@@ -245,6 +246,119 @@ async def test_two_changes_to_one_lead_never_share_a_batch(
         "SI-1",
         "SI-1b",
     ]
+
+
+def value_of(body: dict[str, Any]) -> str:
+    return str(body["custom_fields_values"][0]["values"][0]["value"])
+
+
+class Kommo:
+    """Lead writes as Kommo would apply them, in the order they arrive (each takes a moment)."""
+
+    def __init__(self, *, batch_status: int, refused: frozenset[int] = frozenset()) -> None:
+        self.values: dict[int, str] = {}
+        self.arrived: list[str] = []
+        self.batch_status = batch_status
+        self.refused = refused
+        self.batch_in_flight = False
+
+    async def batch(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.arrived.append("batch " + ",".join(f"{b['id']}={value_of(b)}" for b in body))
+        self.batch_in_flight = True
+        await asyncio.sleep(0.02)
+        self.batch_in_flight = False
+        if self.batch_status != 200:
+            return httpx.Response(self.batch_status, json={"title": "Bad Request"})
+        self.values.update({b["id"]: value_of(b) for b in body})
+        return page("leads", [{"id": b["id"]} for b in body])
+
+    async def one(self, request: httpx.Request) -> httpx.Response:
+        lead_id = int(request.url.path.rsplit("/", 1)[1])
+        value = value_of(json.loads(request.content))
+        overlap = " during the batch" if self.batch_in_flight else ""
+        self.arrived.append(f"{lead_id}={value}{overlap}")
+        await asyncio.sleep(0.01)
+        if lead_id in self.refused:
+            return httpx.Response(400, json={"title": "Bad Request"})
+        self.values[lead_id] = value
+        return httpx.Response(200, json={"id": lead_id})
+
+
+@pytest.mark.parametrize(
+    ("batch_status", "arrived"),
+    [
+        (200, ["batch 1=SI-1,2=SI-2", "1=SI-1b"]),
+        # Refused: the batch's leads go one by one, and the later change to lead 1 after them.
+        (400, ["batch 1=SI-1,2=SI-2", "1=SI-1", "2=SI-2", "1=SI-1b"]),
+    ],
+)
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_a_later_change_to_a_lead_waits_for_the_earlier_one_being_answered(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient, batch_status: int, arrived: list[str]
+) -> None:
+    kommo = Kommo(batch_status=batch_status, refused=frozenset({2}))
+    respx_mock.patch("/api/v4/leads").mock(side_effect=kommo.batch)
+    respx_mock.patch(url__regex=r"/api/v4/leads/\d+$").mock(side_effect=kommo.one)
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    first, _, later = await together(
+        gate,
+        client.update_lead(lead_id=1, update=update("SI-1")),
+        client.update_lead(lead_id=2, update=update("SI-2")),
+        client.update_lead(lead_id=1, update=update("SI-1b")),
+    )
+
+    assert (first, later) == (None, None)
+    assert kommo.arrived == arrived
+    assert kommo.values[1] == "SI-1b"
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_a_lead_kommo_confirmed_is_not_failed_by_another_leads_write_failing_otherwise(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """Lead 2's own write fails outside Kommo (the limiter's Redis, say): lead 1, confirmed by
+    the batch, is still done, and only lead 2's caller hears the error."""
+
+    async def limiter(request: httpx.Request) -> None:
+        if request.url.path == "/api/v4/leads/2":
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379")
+
+    respx_mock.patch("/api/v4/leads").mock(return_value=page("leads", [{"id": 1}]))
+    respx_mock.patch("/api/v4/leads/2").mock(return_value=httpx.Response(200, json={}))
+    async with httpx.AsyncClient(base_url=BASE, event_hooks={"request": [limiter]}) as http:
+        gate = Gate()
+        client = KommoClient(http, ready=gate.ready)
+        first, second = await write_two_back(gate, client)
+
+    assert first is None
+    assert isinstance(second, RedisConnectionError)
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_an_unreadable_list_element_fails_only_the_deals_that_link_it(
+    respx_mock: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    elements = [{"id": 101, "name": "Consulting hour"}, {"id": 102}]
+    route = respx_mock.get("/api/v4/catalogs/77/elements").mock(
+        return_value=page("elements", elements)
+    )
+    gate = Gate()
+    client = KommoClient(http, ready=gate.ready)
+
+    deal_a, deal_b = await together(
+        gate,
+        client.get_catalog_elements(catalog_id=77, element_ids=[101]),
+        client.get_catalog_elements(catalog_id=77, element_ids=[102]),
+    )
+    again = await client.get_catalog_elements(catalog_id=77, element_ids=[101])
+
+    assert isinstance(deal_a, list) and [e.id for e in deal_a] == [101]
+    assert isinstance(deal_b, KommoUnreadable)
+    assert "catalog element 102 has no name" in str(deal_b)
+    assert [e.id for e in again] == [101] and route.call_count == 1  # the readable one kept
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)

@@ -58,7 +58,7 @@ ELEMENTS_TTL_SECONDS = 30.0
 ELEMENTS_CACHE_SIZE = 5_000
 LEAD_WITH = "contacts,catalog_elements"
 M = TypeVar("M", bound=BaseModel)
-_Entity = TypeVar("_Entity", Lead, Contact)
+_Entity = TypeVar("_Entity", Lead, Contact, CatalogElement)
 log = structlog.get_logger(__name__)
 # The entity each item of these lists is, to name it when something in it is unreadable.
 _ITEM_ENTITIES = {
@@ -154,24 +154,25 @@ class KommoClient:
         reader = self._element_readers.get(catalog_id)
         if reader is None:
 
-            async def read(ids: list[int]) -> list[CatalogElement | None]:
+            async def read(ids: list[int]) -> Sequence[CatalogElement | Exception | None]:
                 return await self._read_elements(catalog_id, ids)
 
             reader = self._element_readers[catalog_id] = Batcher(read, self._ready, BATCH_SIZE)
         return reader
 
-    async def _read_elements(self, catalog_id: int, ids: list[int]) -> list[CatalogElement | None]:
+    async def _read_elements(
+        self, catalog_id: int, ids: list[int]
+    ) -> list[CatalogElement | Exception | None]:
+        """Read item by item: an element Kommo sends unreadably fails only the deals that link
+        it, not every deal whose element shared the request."""
         path = f"/api/v4/catalogs/{catalog_id}/elements"
-        params = _by_ids(ids)
-        try:
-            data = await self._get(path, params)
-        except KommoNotFound:
-            return [None] * len(ids)
-        elements = _read(ElementsPage, data, where=f"GET {path}").embedded.elements
-        for element in elements:
-            self._elements[(catalog_id, element.id)] = element
-        by_id = {e.id: e for e in elements}
-        return [by_id.get(i) for i in ids]
+        found = await self._list_items(
+            path, _by_ids(ids), "elements", CatalogElement, "catalog element"
+        )
+        for ident, element in found.items():
+            if isinstance(element, CatalogElement):
+                self._elements[(catalog_id, ident)] = element
+        return [found.get(i) for i in ids]
 
     async def list_catalogs(self) -> list[Catalog]:
         """Every list in the account (at most 10, so one page of 250 holds them)."""
@@ -217,7 +218,9 @@ class KommoClient:
         body = patch.model_dump(mode="json", exclude_none=True, exclude={"id"})
         try:
             await self._request("PATCH", f"/api/v4/leads/{patch.id}", json=body)
-        except (KommoRequestError, KommoTransientError) as exc:
+        except Exception as exc:
+            # Any failure here (Kommo's, or the limiter's Redis) is this lead's caller's alone:
+            # raised, it would fail the whole batch, leads Kommo already confirmed included.
             return exc
         return None
 

@@ -42,7 +42,9 @@ class Batcher(Generic[T, R]):
     """Gathers `load(item)` calls into batches of at most `max_size` for `send`.
 
     `distinct` names what may appear once per batch (a lead's id for a write: two changes to one
-    lead go in two requests, in the order they were asked for); None: anything may repeat.
+    lead go in two requests, in the order they were asked for); None: anything may repeat. An
+    item whose key is in a batch still being answered waits for that answer (retries included),
+    so a later change never reaches Kommo before an earlier one and is overwritten by it.
     """
 
     send: Send[T, R]
@@ -52,6 +54,7 @@ class Batcher(Generic[T, R]):
     _queue: list[_Waiting[T, R]] = field(default_factory=list)
     _flusher: asyncio.Task[None] | None = None
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
+    _in_flight: set[Hashable] = field(default_factory=set)  # `distinct` keys being answered
 
     async def load(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -71,11 +74,18 @@ class Batcher(Generic[T, R]):
                 self._queue = []
                 return
             batch = self._take()
+            if not batch and self._sending:
+                # All that waits is a second change to a lead whose first is being answered.
+                # Until one answer is in, a newcomer for another lead waits too (one request's
+                # time, for what is rare: two write-backs to one deal at once).
+                await asyncio.wait(set(self._sending), return_when=asyncio.FIRST_COMPLETED)
             if batch:  # sent in the background: the next batch waits for a slot, not for this
                 # A lone caller's request is noted in its own deal's sync log, as before; a
                 # shared one in no deal's, rather than in one deal's for all of them.
                 context = batch[0].context if len(batch) == 1 else contextvars.Context()
-                task = asyncio.create_task(self._answer(batch), context=context)
+                keys = {self.distinct(w.item) for w in batch} if self.distinct else set()
+                self._in_flight |= keys  # from now, not from when the task first runs
+                task = asyncio.create_task(self._answer(batch, keys), context=context)
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
 
@@ -83,7 +93,7 @@ class Batcher(Generic[T, R]):
         """The oldest waiting items, at most one per `distinct` key; cancelled callers dropped."""
         batch: list[_Waiting[T, R]] = []
         kept: list[_Waiting[T, R]] = []
-        seen: set[Hashable] = set()
+        seen: set[Hashable] = set(self._in_flight)
         for waiting in self._queue:
             if waiting.future.done():
                 continue
@@ -96,7 +106,7 @@ class Batcher(Generic[T, R]):
         self._queue = kept
         return batch
 
-    async def _answer(self, batch: list[_Waiting[T, R]]) -> None:
+    async def _answer(self, batch: list[_Waiting[T, R]], keys: set[Hashable]) -> None:
         try:
             results = await self.send([w.item for w in batch])
             if len(results) != len(batch):
@@ -105,6 +115,8 @@ class Batcher(Generic[T, R]):
             for waiting in batch:
                 _settle(waiting.future, exc)
             return
+        finally:
+            self._in_flight -= keys
         for waiting, result in zip(batch, results, strict=True):
             _settle(waiting.future, result)
 
