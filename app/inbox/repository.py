@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from asyncpg import InterfaceError, PostgresError  # type: ignore[import-untyped]
+from asyncpg import (  # type: ignore[import-untyped]
+    InterfaceError,
+    InternalClientError,
+    PostgresError,
+)
 from asyncpg.exceptions import PostgresConnectionError  # type: ignore[import-untyped]
 from sqlalchemy import (
     JSON,
@@ -325,7 +329,10 @@ class UnnestInsert:
         driver: Any = (await conn.get_raw_connection()).driver_connection
         try:
             records = await driver.fetch(self.sql, *arrays)
-        except (PostgresConnectionError, InterfaceError, OSError) as exc:
+        except (PostgresConnectionError, InterfaceError, InternalClientError, OSError) as exc:
+            # InternalClientError: the protocol's state is broken, e.g. the server's FATAL
+            # ("terminating connection") read before its hang-up; SQLAlchemy's own asyncpg
+            # dialect also turns it into a DBAPIError.
             await conn.invalidate(exc)
             raise DBAPIError(self.sql, None, exc, connection_invalidated=True) from exc
         except PostgresError as exc:  # refused by the server; the connection is fine

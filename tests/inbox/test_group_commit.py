@@ -5,6 +5,7 @@ that fails answers every webhook in it with a 503 and stores none of them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 from httpx import AsyncClient
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.kommo.webhook import parse_webhook
@@ -238,6 +239,74 @@ async def test_a_broken_connection_is_dropped_and_the_retry_is_stored_once(
     assert failures >= 1 and len(due) == 1
     assert len(await intake.accept(trigger(62), retry_hint="-")) == 1  # no dead one left
     assert [r.deal_id for r in await rows(sessionmaker)] == ["60", "61", "62"]
+
+
+class WithholdsHangUp:
+    """A TCP proxy to PostgreSQL that passes every byte on but not the server's hang-up, so
+    the client reads the server's FATAL message ("terminating connection") and no end of the
+    stream after it: what a client sees for a moment when PostgreSQL restarts."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.pipes: set[asyncio.Task[None]] = set()
+        self.clients: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Hangs up on every client (a connection closing waits for the server's hang-up)."""
+        self.server.close()
+        for client in self.clients:
+            client.close()
+        for pipe in self.pipes:
+            pipe.cancel()
+
+    async def _connect(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        self.clients.append(client_w)
+        server_r, server_w = await asyncio.open_connection(*self.upstream)
+        for pipe in (_pipe(client_r, server_w, close=True), _pipe(server_r, client_w, close=False)):
+            task = asyncio.create_task(pipe)
+            self.pipes.add(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, close: bool) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    if close:
+        writer.close()
+
+
+async def test_a_connection_the_server_ended_before_its_hang_up_arrived_is_a_503(
+    postgres_url: str | None, sessionmaker: Maker, queue: ArqRedis
+) -> None:
+    """asyncpg reports that state as an InternalClientError, not a connection error: it must
+    still be the senders' 503 (not a 500) and the connection must not be used again."""
+    if not postgres_url:
+        pytest.skip("ends PostgreSQL's connections; needs TEST_DATABASE_URL")
+    url = make_url(postgres_url)
+    proxy = WithholdsHangUp(url.host or "127.0.0.1", url.port or 5432)
+    engine = create_engine(
+        url.set(host="127.0.0.1", port=await proxy.start()).render_as_string(False)
+    )
+    intake = GroupCommit(engine, Queue(queue), window_s=0)
+    try:
+        assert len(await intake.accept(trigger(90), retry_hint="-")) == 1
+        await _end_every_other_connection(postgres_url)
+        await asyncio.sleep(0.3)  # the FATAL message is in the kept connection's buffer
+
+        with pytest.raises(ServiceUnavailable):
+            await intake.accept(trigger(91), retry_hint="Kommo will retry")
+        assert len(await intake.accept(trigger(91), retry_hint="-")) == 1  # a new connection
+    finally:
+        await intake.close()
+        await proxy.stop()
+        await engine.dispose()
 
 
 async def _end_every_other_connection(url: str) -> None:
