@@ -276,18 +276,30 @@ async def due_ids(
     reopen: Reopen,
 ) -> list[list[int]]:
     """Each group's ids now due: its new pending rows, and the finished events a newer pending
-    move reopened (`reopen` runs only for pending events whose key was already stored)."""
-    due: list[list[int]] = []
-    for group in groups:
-        ids = []
-        for new in group:
-            event_id = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
-            if event_id is None and new.state == EventState.PENDING:
-                event_id = await reopen(new)
-            if event_id is not None and new.state == EventState.PENDING:
-                ids.append(event_id)
-        due.append(ids)
+    move reopened (`reopen` runs only for pending events whose key was already stored).
+
+    The reopens run in key order, as the INSERT writes its rows: two writers' groups reopening
+    the same deals in opposite orders would otherwise wait on each other's row locks until
+    PostgreSQL broke the deadlock with a 503 for one of them."""
+    found: dict[tuple[int, int], int | None] = {}
+    for at, new in _pending(groups):
+        found[at] = inserted.get(new.dedupe_key) if firsts[new.dedupe_key] is new else None
+    for at, new in sorted(_pending(groups), key=lambda item: item[1].dedupe_key):
+        if found[at] is None:  # stable sort: one key's events are reopened in arrival order
+            found[at] = await reopen(new)
+    due: list[list[int]] = [[] for _ in groups]
+    for (group, _), event_id in found.items():
+        if event_id is not None:
+            due[group].append(event_id)
     return due
+
+
+def _pending(groups: list[list[NewEvent]]) -> Iterator[tuple[tuple[int, int], NewEvent]]:
+    """Each pending event with its place: (group, position in the group)."""
+    for g, group in enumerate(groups):
+        for i, new in enumerate(group):
+            if new.state == EventState.PENDING:
+                yield (g, i), new
 
 
 class UnnestInsert:

@@ -23,7 +23,7 @@ from app.errors import ServiceUnavailable
 from app.inbox.group_commit import GroupCommit
 from app.inbox.intake import kommo_events
 from app.inbox.models import InboxEvent
-from app.inbox.repository import NewEvent
+from app.inbox.repository import NewEvent, due_ids, first_of_each_key
 from app.queue import QUEUE_NAME, Queue
 from tests.conftest import WEBHOOK_SECRET
 from tests.helpers import lead_entry, status_webhook
@@ -177,8 +177,9 @@ async def test_groups_are_bounded_and_all_are_written(
 async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_both_commit(
     sessionmaker: Maker, queue: ArqRedis, intakes: Intakes
 ) -> None:
-    """Two writers run at once (one group per sender here): rows go in key order, so the two
-    transactions cannot deadlock on the dedupe index, and each deal is stored once."""
+    """One group per sender, the same deals in opposite orders: rows go in key order and each
+    deal is stored once. (The senders here mostly share one writer; that two writers lock rows
+    in the same order is what the next test holds `due_ids` to, and the INSERT sorts by key.)"""
     intake = intakes(window_s=0, max_members=1)
     forward = trigger(21) + trigger(22)
     backward = trigger(22) + trigger(21)
@@ -190,6 +191,23 @@ async def test_groups_written_at_once_with_the_same_deals_in_opposite_orders_bot
     stored = await rows(sessionmaker)
     assert sorted(r.deal_id for r in stored) == ["21", "22"]
     assert sorted(i for ids in answers for i in ids) == sorted(r.id for r in stored)
+
+
+async def test_stored_events_are_reopened_in_key_order_whatever_order_they_came_in() -> None:
+    """Reopening locks a stored row until the transaction ends: two writers' groups reopening
+    the same deals in opposite orders would deadlock (PostgreSQL answers one of them 503)."""
+    groups = [trigger(22) + trigger(21), trigger(23)]
+    new_row = {groups[1][0].dedupe_key: 123}  # deal 23 is new; 21 and 22 were stored before
+    reopened: list[str] = []
+
+    async def reopen(new: NewEvent) -> int:
+        reopened.append(new.deal_id)
+        return 1000 + int(new.deal_id)
+
+    due = await due_ids(groups, first_of_each_key(groups), new_row, reopen)
+
+    assert reopened == ["21", "22"]
+    assert due == [[1022, 1021], [123]]  # each group's ids still in its own order
 
 
 # PostgreSQL on asyncpg: group commit sends its INSERT on the driver's connection
