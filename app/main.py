@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-    parts = request.url.path.split("/")
+    parts = webhooks.route_path(request.scope).split("/")
     if len(parts) > 2 and parts[1] == "webhooks":
         WEBHOOKS.labels(parts[2], exc.error).inc()
     return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status_code)

@@ -110,14 +110,19 @@ def _lane_secret(scope: Scope) -> str | None:
     """The secret of a POST to the webhook path, or None for any other request."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
+    path = route_path(scope)
     if not path.startswith(PREFIX):
         return None
     secret = path[len(PREFIX) :]
     return secret if secret and "/" not in secret else None  # as the route's {secret} matches
+
+
+def route_path(scope: Scope) -> str:
+    """The path as the routes see it: without the root path a proxy mounts the bridge under
+    (uvicorn --root-path /bridge puts the prefix in the ASGI path too)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:

@@ -312,11 +312,7 @@ async def test_the_lane_and_the_fastapi_route_answer_alike(
     url, headers, body = SAME_ANSWER_CASES[case]
     answers = []
     for lane in (True, False):
-        app = create_app(settings)
-        if not lane:  # before the first request builds the middleware stack
-            app.user_middleware = [
-                m for m in app.user_middleware if cast(object, m.cls) is not KommoWebhookLane
-            ]
+        app = create_app(settings) if lane else without_lane(create_app(settings))
         async with app.router.lifespan_context(app):
             transport = ASGITransport(app=app)
             async with AsyncClient(transport=transport, base_url="http://bridge.test") as http:
@@ -330,6 +326,15 @@ async def test_the_lane_and_the_fastapi_route_answer_alike(
 
     assert answers[0] == answers[1]
     assert answers[0][2] == {("kommo", answers[0][1].get("error", "accepted")): 1}
+
+
+def without_lane(app: FastAPI) -> FastAPI:
+    """The app with the webhook served by its FastAPI route (before the first request builds
+    the middleware stack)."""
+    app.user_middleware = [
+        m for m in app.user_middleware if cast(object, m.cls) is not KommoWebhookLane
+    ]
+    return app
 
 
 def _counted() -> Counter[tuple[str, str]]:
@@ -394,6 +399,21 @@ async def test_the_lane_serves_the_route_under_a_root_path(
     status, answer = await _raw_post(app, [body], path=f"/bridge{URL}", root_path="/bridge")
 
     assert (status, answer["queued"]) == (200, 1)
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "route"])
+async def test_a_refusal_under_a_root_path_is_counted(
+    lane: bool, settings: Settings, queue: ArqRedis
+) -> None:
+    app = create_app(settings) if lane else without_lane(create_app(settings))
+    async with app.router.lifespan_context(app):
+        before = _counted()
+        status, answer = await _raw_post(
+            app, [b"a=1"], path="/bridge/webhooks/kommo/wrong", root_path="/bridge"
+        )
+
+    assert (status, answer["error"]) == (401, "unauthorized")
+    assert _counted() - before == {("kommo", "unauthorized"): 1}
 
 
 async def _raw_post(
